@@ -1,0 +1,17 @@
+"""ComfyUI nodes of comfyui-stas (V3 schema). Imported relatively by the pack's __init__:
+ComfyUI has its own top-level ``nodes`` module, so never ``import nodes`` from here."""
+from comfy_api.latest import ComfyExtension, io
+
+from .boundary_mask import BoundaryMaskBuilder
+from .stas_model_patch import StasModelPatch
+
+NODES: list[type[io.ComfyNode]] = [StasModelPatch, BoundaryMaskBuilder]
+
+
+class StasExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(NODES)
+
+
+async def comfy_entrypoint() -> StasExtension:
+    return StasExtension()

@@ -1,0 +1,66 @@
+"""Boundary Mask Builder: which tokens STAS steers, with a preview on a real latent."""
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io
+
+from ..stas_core.layout import UNITS, BoundarySpec, grid_from_latent
+from ..stas_core.plot import mask_preview
+from .types import StasMask
+
+
+def build_spec(first_frame: bool, boundaries: bool, head: float, tail: float, unit: str) -> BoundarySpec:
+    spec = BoundarySpec(bool(first_frame), bool(boundaries), float(head), float(tail), unit)
+    if not spec.first_frame and (not spec.boundaries or (spec.head == 0 and spec.tail == 0)):
+        raise ValueError("Boundary Mask Builder: this mask selects no token, so STAS would do nothing. "
+                         "Turn on first_frame, or boundaries with a head or tail width above 0.")
+    return spec
+
+
+class BoundaryMaskBuilder(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="STASBoundaryMaskBuilder",
+            display_name="Boundary Mask Builder (STAS)",
+            category="model_patches/stas",
+            description="Choose which tokens STAS steers: the first latent frame and/or the head and tail "
+                        "token rows of every later latent frame. Connect to STAS Model Patch's mask input.",
+            inputs=[
+                io.Boolean.Input("first_frame", default=True,
+                                 tooltip="Steer every token of the first latent frame (largest massive activations)."),
+                io.Boolean.Input("boundaries", default=True,
+                                 tooltip="Steer the head and tail tokens of every later latent frame (the temporal chunk boundaries)."),
+                io.Float.Input("head", default=1.0, min=0.0, max=4096.0, step=1.0,
+                               tooltip="Width of the head portion of each later latent frame, in 'unit' (1 row = W' tokens)."),
+                io.Float.Input("tail", default=1.0, min=0.0, max=4096.0, step=1.0,
+                               tooltip="Width of the tail portion of each later latent frame, in 'unit'."),
+                io.Combo.Input("unit", options=list(UNITS), default="rows",
+                               tooltip="rows: token rows of the patchified frame; tokens: single tokens; fraction: share of the frame (0..1)."),
+                io.Latent.Input("latent", optional=True,
+                                tooltip="Optional video LATENT to preview the mask on (e.g. from EmptyHunyuanLatentVideo or WanImageToVideo)."),
+                io.Int.Input("patch_t", default=1, min=1, max=8, optional=True,
+                             tooltip="Temporal patch size of the model, for the preview (Wan/HunyuanVideo/CogVideoX 1.0: 1; CogVideoX 1.5: 2)."),
+                io.Int.Input("patch_hw", default=2, min=1, max=16, optional=True,
+                             tooltip="Spatial patch size of the model, for the preview (2 for Wan, HunyuanVideo and CogVideoX)."),
+            ],
+            outputs=[
+                StasMask.Output(display_name="mask", tooltip="Steering mask for STAS Model Patch."),
+                io.Image.Output(display_name="preview",
+                                tooltip="One tile per latent frame: red first frame, orange head, blue tail, grey interior; dark = not steered. Blank without a latent."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, first_frame, boundaries, head, tail, unit, latent=None, patch_t=1, patch_hw=2) -> io.NodeOutput:
+        spec = build_spec(first_frame, boundaries, head, tail, unit)
+        if latent is None:
+            preview = torch.zeros(1, 64, 64, 3)
+        else:
+            samples = latent["samples"]
+            if samples.dim() != 5:
+                raise ValueError(f"Boundary Mask Builder: the latent has shape {tuple(samples.shape)}, not a video "
+                                 "latent [B, C, T, H, W]. Connect a video latent (Wan, HunyuanVideo, CogVideoX).")
+            grid = grid_from_latent(tuple(samples.shape), (patch_t, patch_hw, patch_hw))
+            preview = torch.from_numpy(mask_preview(grid, spec))[None]
+        return io.NodeOutput(spec, preview)

@@ -1,0 +1,197 @@
+"""Model-family knowledge, in one place: which video DiTs STAS supports, where their visual
+tokens sit in a block output, and how a block is hooked.
+
+Everything that depends on a model's source layout lives here; the nodes and the patch
+objects ask a ``Family`` and never look at model classes themselves.  Classes are matched
+by name along the MRO, so a ComfyUI version that lacks a family (CogVideoX before 0.2x)
+costs nothing and subclasses (VACE, Camera, S2V, HuMo, Animate) are recognised.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, List, Mapping, Tuple
+
+from ..stas_core.layout import Grid, grid_from_latent
+
+SUPPORTED = "Wan 2.1/2.2 (T2V, I2V, FLF, VACE, Fun, Camera, TI2V 5B, A14B), HunyuanVideo, CogVideoX"
+
+
+@dataclass(frozen=True)
+class BlockRef:
+    """One hookable block: ``kind`` is ComfyUI's patches_replace key ("double_block",
+    "single_block") or "block" for families hooked by object patch; ``index`` counts within
+    its kind; ``flat`` is the index the user types (all blocks in forward order)."""
+
+    kind: str
+    index: int
+    flat: int
+
+
+class Family:
+    name: str = ""
+    hook: str = "replace"  # "replace": patches_replace["dit"]; "object": object patch on forward
+    _classes: Tuple[str, ...] = ()
+
+    @classmethod
+    def matches(cls, diffusion_model: Any) -> bool:
+        names = {k.__name__ for k in type(diffusion_model).__mro__}
+        return any(c in names for c in cls._classes)
+
+    # -- static facts -------------------------------------------------------------------
+    def block_groups(self, dm: Any) -> List[Tuple[str, int]]:
+        raise NotImplementedError
+
+    def patch_size(self, dm: Any) -> Tuple[int, int, int]:
+        raise NotImplementedError
+
+    def hidden_size(self, dm: Any) -> int:
+        raise NotImplementedError
+
+    def blocks(self, dm: Any) -> List[BlockRef]:
+        out, flat = [], 0
+        for kind, n in self.block_groups(dm):
+            for i in range(n):
+                out.append(BlockRef(kind, i, flat))
+                flat += 1
+        return out
+
+    def describe_blocks(self, dm: Any) -> str:
+        parts, flat = [], 0
+        for kind, n in self.block_groups(dm):
+            parts.append(f"{flat}-{flat + n - 1} {kind.replace('_', ' ')}s")
+            flat += n
+        return ", ".join(parts)
+
+    # -- per call -----------------------------------------------------------------------
+    def grid(self, dm: Any, x_shape: Tuple[int, ...]) -> Grid:
+        return grid_from_latent(x_shape, self.patch_size(dm))
+
+    def prefix_tokens(self, dm: Any, cond_kwargs: Mapping[str, Any]) -> int:
+        """Tokens the model puts before the video tokens (reference latents)."""
+        return 0
+
+    def visual_start(self, kind: str, transformer_options: Mapping[str, Any], prefix: int) -> int:
+        """Index of the first video token in the tensor the block hook edits."""
+        return prefix
+
+    def call_grid(self, ctx_grid: Grid, transformer_options: Mapping[str, Any]) -> Grid:
+        return ctx_grid
+
+    def object_patch_name(self, ref: BlockRef) -> str:
+        raise NotImplementedError
+
+
+class WanFamily(Family):
+    name = "Wan"
+    _classes = ("WanModel",)
+
+    def block_groups(self, dm):
+        return [("double_block", len(dm.blocks))]
+
+    def patch_size(self, dm):
+        return tuple(int(p) for p in dm.patch_size)
+
+    def hidden_size(self, dm):
+        return int(dm.dim)
+
+    def prefix_tokens(self, dm, cond_kwargs):
+        # Wan Fun / reference-latent models prepend ref_conv(reference_latent) tokens.
+        ref = cond_kwargs.get("reference_latent")
+        if getattr(dm, "ref_conv", None) is None or ref is None:
+            return 0
+        _, ph, pw = self.patch_size(dm)
+        return (ref.shape[-2] // ph) * (ref.shape[-1] // pw)
+
+    def call_grid(self, ctx_grid, transformer_options):
+        # Newer Wan publishes its grid; it may include time-concatenated reference frames
+        # (Phantom), which sit after the video and are not latent frames of the video.
+        gs = transformer_options.get("grid_sizes")
+        if gs is None or len(gs) != 3:
+            return ctx_grid
+        return (min(int(gs[0]), ctx_grid[0]), int(gs[1]), int(gs[2]))
+
+
+class HunyuanVideoFamily(Family):
+    name = "HunyuanVideo"
+    _classes = ("HunyuanVideo",)
+
+    def block_groups(self, dm):
+        return [("double_block", len(dm.double_blocks)), ("single_block", len(dm.single_blocks))]
+
+    def patch_size(self, dm):
+        return tuple(int(p) for p in dm.patch_size)
+
+    def hidden_size(self, dm):
+        return int(dm.hidden_size)
+
+    def prefix_tokens(self, dm, cond_kwargs):
+        ref = cond_kwargs.get("ref_latent")
+        if ref is None:
+            return 0
+        p = self.patch_size(dm)
+        return math.prod(s // q for s, q in zip(ref.shape[-3:], p))
+
+    def visual_start(self, kind, transformer_options, prefix):
+        # Single-stream blocks hold image and text together: image first in older ComfyUI,
+        # text first (announced by img_slice) in newer.
+        if kind == "single_block":
+            sl = transformer_options.get("img_slice")
+            if sl is not None:
+                return int(sl[0]) + prefix
+        return prefix
+
+
+class CogVideoXFamily(Family):
+    name = "CogVideoX"
+    hook = "object"
+    _classes = ("CogVideoXTransformer3DModel",)
+
+    def block_groups(self, dm):
+        return [("block", len(dm.blocks))]
+
+    def patch_size(self, dm):
+        pt = dm.patch_size_t if dm.patch_size_t is not None else 1
+        return (int(pt), int(dm.patch_size), int(dm.patch_size))
+
+    def hidden_size(self, dm):
+        return int(dm.dim)
+
+    def object_patch_name(self, ref):
+        return f"diffusion_model.blocks.{ref.index}.forward"
+
+
+FAMILIES: Tuple[Family, ...] = (WanFamily(), HunyuanVideoFamily(), CogVideoXFamily())
+
+
+def family_of(diffusion_model: Any) -> Family:
+    """The family of a loaded diffusion model, or a ValueError that names the supported ones."""
+    for fam in FAMILIES:
+        if fam.matches(diffusion_model):
+            return fam
+    raise ValueError(
+        f"STAS does not support {type(diffusion_model).__name__} models. Supported: {SUPPORTED}. "
+        "Connect the MODEL output of a Wan, HunyuanVideo or CogVideoX loader.")
+
+
+def select_blocks(fam: Family, dm: Any, text: str) -> List[BlockRef]:
+    from ..stas_core.blocks import parse_blocks
+
+    refs = fam.blocks(dm)
+    try:
+        picked = parse_blocks(text, len(refs))
+    except ValueError as e:
+        raise ValueError(f"{e} ({fam.name}: {fam.describe_blocks(dm)}).") from None
+    if not picked:
+        raise ValueError(f"blocks: no block selected; STAS would do nothing. Use 'middle', an index or a range "
+                         f"({fam.name}: {fam.describe_blocks(dm)}).")
+    return [refs[i] for i in picked]
+
+
+def cond_rows(cond_or_uncond: List[int] | None, batch: int, apply_to: frozenset) -> Tuple[int, ...]:
+    """Batch rows of a batched model call whose chunk (0 = positive, 1 = negative) is steered."""
+    if not cond_or_uncond:
+        return tuple(range(batch)) if 0 in apply_to else ()
+    per = batch // len(cond_or_uncond)
+    return tuple(c * per + j for c, flag in enumerate(cond_or_uncond) if flag in apply_to for j in range(per))
+
