@@ -91,3 +91,10 @@ def sample(model, latent, steps: int = 4, cfg: float = 2.0, seed: int = 0, posit
     with torch.inference_mode():
         return comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, positive, negative, latent,
                                    disable_pbar=True, seed=seed, **kw)
+
+
+def pack_module(name: str):
+    """A module of this pack as ComfyUI loaded it, e.g. pack_module('nodes.patching')."""
+    pack = require_comfy()
+    import importlib
+    return importlib.import_module(f"{pack.__name__}.{name}")
