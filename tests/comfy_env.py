@@ -98,3 +98,98 @@ def pack_module(name: str):
     pack = require_comfy()
     import importlib
     return importlib.import_module(f"{pack.__name__}.{name}")
+
+
+# -- more tiny models: every family and variant STAS supports (helper A2) ----------------
+# Each is built from ComfyUI's own module class only to get a state dict of the right keys
+# and shapes; ComfyUI's own detection (model_detection / supported_models) then picks the
+# model_base class, exactly as for a real checkpoint.
+
+def _dataclass_kwargs(dc, given):
+    """Constructor kwargs for a ComfyUI params dataclass whose fields vary between versions:
+    the fields of ``given`` it has, plus a neutral value (None / False / []) for every other
+    required field."""
+    import dataclasses
+    names = {f.name for f in dataclasses.fields(dc)}
+    out = {k: v for k, v in given.items() if k in names}
+    for f in dataclasses.fields(dc):
+        if f.name in out or f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+            continue
+        t = str(f.type)
+        out[f.name] = False if "bool" in t else ([] if "list" in t else None)
+    return out
+
+
+def tiny_wan_module(cls_name: str = "WanModel", num_layers: int = 4, dim: int = 128, **kw):
+    """A tiny ``comfy.ldm.wan.model.<cls_name>`` (WanModel, VaceWanModel, CameraWanModel)."""
+    import comfy.ldm.wan.model as wm
+    import comfy.ops
+    cls = getattr(wm, cls_name)
+    kw.setdefault("in_dim", 16)
+    kw.setdefault("out_dim", 16)
+    return cls(dim=dim, ffn_dim=2 * dim, num_heads=2, num_layers=num_layers, text_dim=4096, freq_dim=256,
+               operations=comfy.ops.manual_cast, **kw)
+
+
+def tiny_wan_variant(variant: str, seed: int = 0, num_layers: int = 4):
+    """Tiny random-weight Wan of one variant, loaded through ComfyUI's loader.
+
+    t2v (Wan 2.1 T2V, also one A14B expert), i2v, flf (first-last-frame: img_emb.emb_pos),
+    vace, camera, fun_ref (Fun 1.1 control: in_dim 48 + ref_conv), ti2v_5b (Wan 2.2 5B:
+    48-channel latent).
+    """
+    specs = {
+        "t2v": ("WanModel", {}),
+        "i2v": ("WanModel", dict(model_type="i2v", in_dim=36)),
+        "flf": ("WanModel", dict(model_type="i2v", in_dim=36, flf_pos_embed_token_number=514)),
+        "vace": ("VaceWanModel", dict(vace_layers=2, vace_in_dim=96)),
+        "camera": ("CameraWanModel", dict(model_type="camera", in_dim=32)),
+        "fun_ref": ("WanModel", dict(model_type="i2v", in_dim=48, in_dim_ref_conv=16)),
+        "ti2v_5b": ("WanModel", dict(in_dim=48, out_dim=48)),
+    }
+    cls_name, kw = specs[variant]
+    return load_tiny(tiny_wan_module(cls_name, num_layers=num_layers, **kw), seed=seed)
+
+
+def tiny_hunyuan_video(depth: int = 2, depth_single: int = 2, seed: int = 0):
+    """Tiny HunyuanVideo (T2V layout: 16-ch latent, llama text 4096, clip pooled 768, guidance)."""
+    import comfy.ldm.hunyuan_video.model as hm
+    import comfy.ops
+    params = _dataclass_kwargs(hm.HunyuanVideoParams, dict(
+        in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096, hidden_size=128,
+        mlp_ratio=4.0, num_heads=1, depth=depth, depth_single_blocks=depth_single, axes_dim=[16, 56, 56],
+        theta=256, patch_size=[1, 2, 2], qkv_bias=True, guidance_embed=True, byt5=False, meanflow=False))
+    m = hm.HunyuanVideo(image_model="hunyuan_video", operations=comfy.ops.manual_cast, **params)
+    return load_tiny(m, seed=seed)
+
+
+def tiny_cogvideox(num_layers: int = 3, v15: bool = False, seed: int = 0):
+    """Tiny CogVideoX (ComfyUI >= 0.2x native): 1.0 layout (Conv2d patch 2, no temporal patch)
+    or 1.5 layout (Linear patch, patch_size_t 2). Rotary positions, T5 text 4096."""
+    import comfy.ldm.cogvideo.model as cm
+    import comfy.ops
+    m = cm.CogVideoXTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=64, in_channels=16, out_channels=16, time_embed_dim=64,
+        text_embed_dim=4096, num_layers=num_layers, patch_size=2, patch_size_t=2 if v15 else None,
+        use_rotary_positional_embeddings=True, use_learned_positional_embeddings=False,
+        operations=comfy.ops.manual_cast)
+    return load_tiny(m, seed=seed)
+
+
+def tiny_sd3(seed: int = 0):
+    """Tiny SD3-style MMDiT (an image DiT STAS does not support); hidden = 64 * depth."""
+    import comfy.ldm.modules.diffusionmodules.mmdit as mm
+    import comfy.ops
+    m = mm.MMDiT(input_size=None, patch_size=2, in_channels=16, out_channels=16, depth=2, adm_in_channels=2048,
+                 context_embedder_config={"target": "torch.nn.Linear", "params": {"in_features": 4096, "out_features": 128}},
+                 pos_embed_max_size=16, num_patches=256, pos_embed_scaling_factor=None, operations=comfy.ops.manual_cast)
+    return load_tiny(m, seed=seed)
+
+
+def tiny_ltxv(seed: int = 0):
+    """Tiny LTX-Video (a video DiT STAS does not support)."""
+    import comfy.ldm.lightricks.model as lm
+    import comfy.ops
+    m = lm.LTXVModel(in_channels=128, cross_attention_dim=128, attention_head_dim=4, num_attention_heads=32,
+                     caption_channels=4096, num_layers=1, operations=comfy.ops.manual_cast)
+    return load_tiny(m, seed=seed)

@@ -1,0 +1,519 @@
+"""Every model family and variant of issue 2, on tiny random weights, in a real ComfyUI.
+
+Each model is built from ComfyUI's own module class and loaded through
+``comfy.sd.load_diffusion_model_state_dict``, so ComfyUI's own detection picks the
+model_base class (checked by name).  Each test then samples the STAS-patched model with
+the conditioning that variant really gets (concat image, CLIP vision, VACE frames,
+reference latents, camera conditions, per-frame timesteps) and checks, at every steered
+block call, the block output that leaves STAS against the block output that entered it:
+
+* a test-only *pre* patch installed before STAS (STAS chains it as its inner block)
+  records what the block produced;
+* a test-only *post* patch installed after STAS (wrapping STAS's patch) records what
+  leaves STAS;
+* the expected tensor is computed here from the pre record, from the real token layout
+  of that call (worked out independently of the pack: prefix reference tokens, text
+  tokens of HunyuanVideo single blocks found by matching tensors, the latent grid), and
+  the steering formula.  Post must equal it bit for bit: steered values equal the
+  formula, and every other value - reference tokens, text tokens, uncond rows, other
+  channels - is untouched.
+
+Also: appended Phantom subject frames stay untouched, Wan 2.2 A14B experts are each gated
+by their own model_sampling (also with a shift node placed after STAS), and a model of any
+other family is refused at node execution with an error naming the supported ones.
+"""
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+import comfy_env as ce
+
+ALPHA = 1.5
+CHANNELS = (3, 70)   # explicit, so the expected values need no re-run of channel detection
+CH_TEXT = ",".join(str(c) for c in CHANNELS)
+
+
+@pytest.fixture(scope="module")
+def pk():
+    ce.require_comfy()
+    return types.SimpleNamespace(
+        node=ce.pack_module("nodes.stas_model_patch").StasModelPatch,
+        patching=ce.pack_module("nodes.patching"),
+    )
+
+
+def stas(pk, model, blocks, channels=CH_TEXT, alpha=ALPHA, blend=1.0, start=0.0, end=1.0, apply_to="cond"):
+    """Run the STAS Model Patch node the way ComfyUI does (classmethod execute)."""
+    out = pk.node.execute(model=model, alpha=alpha, blend=blend, blocks=blocks, channels=channels, threshold=50.0,
+                          top_k=4, start_percent=start, end_percent=end, apply_to=apply_to)
+    return out.result[0]
+
+
+# -- recording patches (test only) ----------------------------------------------------
+
+def _clone(t):
+    return None if t is None else t.detach().clone()
+
+
+class _Shared:
+    # Older ComfyUI deep-copies model_options on clone(): keep one recorder, one record list.
+    def __deepcopy__(self, memo):
+        return self
+
+
+class Rec(_Shared):
+    """A patches_replace["dit"] patch that runs its inner (the block, or STAS) and records."""
+
+    def __init__(self, inner=None):
+        self.inner, self.calls = inner, []
+
+    def __call__(self, args, extra):
+        inp = _clone(args["img"])
+        out = self.inner(args, extra) if self.inner is not None else extra["original_block"](args)
+        to = args.get("transformer_options") or {}
+        self.calls.append(dict(
+            inp=inp, img=_clone(out["img"]), txt=_clone(out.get("txt")),
+            cond_or_uncond=list(to.get("cond_or_uncond") or []),
+            sigma=float(to["sigmas"].reshape(-1)[0]), img_slice=to.get("img_slice")))
+        return out
+
+
+class ObjRec(_Shared):
+    """An object patch for ``blocks.i.forward`` (CogVideoX) that runs its inner and records."""
+
+    def __init__(self, block, inner=None):
+        self.block, self.inner, self.calls = block, inner, []
+
+    def __call__(self, *args, **kwargs):
+        if self.inner is not None:
+            out = self.inner(*args, **kwargs)
+        else:
+            out = type(self.block).forward(self.block, *args, **kwargs)
+        to = kwargs.get("transformer_options") or {}
+        self.calls.append(dict(img=_clone(out[0]), txt=_clone(out[1]),
+                               cond_or_uncond=list(to.get("cond_or_uncond") or []),
+                               sigma=float(to["sigmas"].reshape(-1)[0])))
+        return out
+
+
+def patched_with_recorders(pk, base, refs, **stas_kw):
+    """base -> pre recorders -> STAS on ``refs`` (kind, index, flat) -> post recorders.
+
+    Returns (model, {flat: (pre, post)}).  Also checks that STAS chained each pre patch.
+    """
+    m0 = base.clone()
+    pres = {}
+    for kind, idx, flat in refs:
+        pres[flat] = Rec()
+        m0.set_model_patch_replace(pres[flat], "dit", kind, idx)
+    patched = stas(pk, m0, ",".join(str(f) for _, _, f in refs), **stas_kw)
+    m = patched.clone()
+    out = {}
+    for kind, idx, flat in refs:
+        stas_patch = patched.model_options["transformer_options"]["patches_replace"]["dit"][(kind, idx)]
+        assert isinstance(stas_patch, pk.patching.BlockReplacePatch), "STAS did not install its block patch"
+        assert stas_patch.inner is pres[flat], "STAS overwrote the patch that was on the block instead of chaining it"
+        post = Rec(inner=stas_patch)
+        m.set_model_patch_replace(post, "dit", kind, idx)
+        out[flat] = (pres[flat], post)
+    return m, out
+
+
+# -- the expected result, computed independently of the pack -------------------------
+
+def default_tokens(grid):
+    """Default STAS_MASK: the whole first latent frame, then the top and bottom token rows
+    of every later frame; tokens in (t, h, w) order."""
+    t, h, w = grid
+    frame = h * w
+    idx = list(range(frame))
+    for f in range(1, t):
+        idx += list(range(f * frame, f * frame + w)) + list(range((f + 1) * frame - w, (f + 1) * frame))
+    return torch.tensor(sorted(set(idx)), dtype=torch.long)
+
+
+def steered_rows(cond_or_uncond, batch, apply_to=(0,)):
+    per = batch // len(cond_or_uncond)
+    return [c * per + j for c, flag in enumerate(cond_or_uncond) if flag in apply_to for j in range(per)]
+
+
+def expected(pre, start, grid, rows, alpha=ALPHA, lam=1.0, channels=CHANNELS):
+    exp = pre.clone()
+    n = grid[0] * grid[1] * grid[2]
+    tok = default_tokens(grid)
+    ch = torch.tensor(channels, dtype=torch.long)
+    for b in rows:
+        vis = pre[b, start:start + n][:, ch].float()                  # [N, K]
+        ref = vis.abs().amax(dim=0) * alpha                           # [K]
+        cur = vis[tok]                                                # [S, K]
+        tgt = torch.where(cur >= 0, ref, -ref)
+        new = tgt if lam == 1.0 else torch.lerp(cur, tgt, lam)
+        exp[b, (start + tok)[:, None], ch[None, :]] = new.to(pre.dtype)
+    return exp
+
+
+def check_call(pre_call, post_call, start, grid, prefix_len_total, apply_to=(0,), lam=1.0, suffix=0):
+    """post == formula(pre) at the steered rows/tokens/channels, bit-identical elsewhere.
+    ``prefix_len_total``/``suffix``: tokens before/after the video tokens in this tensor."""
+    pre, post = pre_call["img"], post_call["img"]
+    assert pre.shape == post.shape
+    n = grid[0] * grid[1] * grid[2]
+    assert pre.shape[1] == prefix_len_total + n + suffix, \
+        f"block output has {pre.shape[1]} tokens, the layout says {prefix_len_total} + {n} + {suffix}"
+    rows = steered_rows(pre_call["cond_or_uncond"], pre.shape[0], apply_to)
+    assert rows, "no steered row in this call"
+    exp = expected(pre, start, grid, rows, lam=lam)
+    if lam == 1.0:
+        assert torch.equal(post, exp), _diff(post, exp)
+    else:
+        torch.testing.assert_close(post, exp, rtol=0, atol=1e-6)
+        keep = torch.ones_like(pre, dtype=torch.bool)
+        tok = default_tokens(grid) + start
+        for b in rows:
+            keep[b, tok[:, None], torch.tensor(CHANNELS)[None, :]] = False
+        assert torch.equal(post[keep], pre[keep]), "values outside the steered set changed"
+    assert not torch.equal(post, pre), "STAS changed nothing"
+    if pre_call.get("txt") is not None:
+        assert torch.equal(post_call["txt"], pre_call["txt"]), "STAS touched the text stream"
+
+
+def _diff(a, b):
+    d = (a != b).nonzero()
+    return f"{d.shape[0]} values differ from the formula, first at {d[:5].tolist()}"
+
+
+def latent(c=16, t=3, h=8, w=8, b=1):
+    return torch.zeros(b, c, t, h, w)
+
+
+def grid_of(lat, patch=(1, 2, 2)):
+    return tuple(-(-s // p) for s, p in zip(lat.shape[-3:], patch))
+
+
+def clip_vision(tokens=257, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    return types.SimpleNamespace(penultimate_hidden_states=torch.randn(1, tokens, 1280, generator=g))
+
+
+def conds(**extra):
+    return ce.text_cond(seed=1, **extra), ce.text_cond(seed=2, **extra)
+
+
+def rand(*shape, seed=5):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+# -- Wan 2.1 / 2.2 ----------------------------------------------------------------------
+
+def _wan_variant_run(pk, variant, model_base_name, lat, cond_extra, block=1, lam=1.0, base=None):
+    base = base if base is not None else ce.tiny_wan_variant(variant)
+    assert type(base.model).__name__ == model_base_name
+    m, rec = patched_with_recorders(pk, base, [("double_block", block, block)], blend=lam)
+    pos, neg = conds(**cond_extra)
+    out = ce.sample(m, lat, steps=2, cfg=2.0, positive=pos, negative=neg)
+    assert torch.isfinite(out).all()
+    pre, post = rec[block]
+    assert len(pre.calls) == 2 and len(post.calls) == 2
+    for a, b in zip(pre.calls, post.calls):
+        check_call(a, b, 0, grid_of(lat), 0, lam=lam)
+    return base, pre, post
+
+
+def test_wan21_t2v(pk):
+    _wan_variant_run(pk, "t2v", "WAN21", latent(), {})
+
+
+def test_wan21_t2v_blend(pk):
+    _wan_variant_run(pk, "t2v", "WAN21", latent(t=4), {}, block=2, lam=0.5)
+
+
+def test_wan21_i2v(pk):
+    lat = latent()
+    mask = torch.ones(1, 1, 3, 8, 8)
+    mask[:, :, :1] = 0.0
+    _wan_variant_run(pk, "i2v", "WAN21", lat, dict(concat_latent_image=rand(1, 16, 3, 8, 8), concat_mask=mask,
+                                                   clip_vision_output=clip_vision()))
+
+
+def test_wan21_first_last_frame(pk):
+    base = ce.tiny_wan_variant("flf")
+    assert base.model.diffusion_model.img_emb.emb_pos is not None, "not the FLF variant"
+    mask = torch.ones(1, 1, 3, 8, 8)
+    mask[:, :, 0] = mask[:, :, -1] = 0.0
+    _wan_variant_run(pk, "flf", "WAN21", latent(), dict(concat_latent_image=rand(1, 16, 3, 8, 8), concat_mask=mask,
+                                                        clip_vision_output=clip_vision(tokens=514)), base=base)
+
+
+def test_wan21_vace(pk):
+    lat = latent()
+    _wan_variant_run(pk, "vace", "WAN21_Vace", lat, dict(vace_frames=[rand(1, 32, 3, 8, 8)],
+                                                          vace_mask=[torch.ones(1, 64, 3, 8, 8)], vace_strength=[1.0]))
+
+
+def test_wan21_camera(pk):
+    _wan_variant_run(pk, "camera", "WAN21_Camera", latent(),
+                     dict(camera_conditions=rand(1, 24, 3, 64, 64) * 0.1, concat_latent_image=rand(1, 16, 3, 8, 8),
+                          clip_vision_output=clip_vision()))
+
+
+def test_wan22_ti2v_5b_per_frame_timesteps(pk):
+    """Wan 2.2 TI2V 5B: 48-channel latent, first frame fixed by the noise mask, so the model
+    runs per-frame timesteps (WAN22.process_timestep)."""
+    lat = latent(c=48, t=3)
+    lat[:, :, :1] = rand(1, 48, 1, 8, 8)
+    mask = torch.ones(1, 1, 3, 8, 8)
+    mask[:, :, :1] = 0.0
+    base = ce.tiny_wan_variant("ti2v_5b")
+    assert type(base.model).__name__ == "WAN22"
+    seen_t = []
+    dm = base.model.diffusion_model
+
+    def spy(executor, *args, **kwargs):   # confirms the per-frame timesteps really reach the model
+        seen_t.append(tuple(args[1].shape))
+        return executor(*args, **kwargs)
+
+    import comfy.patcher_extension as pe
+    base = base.clone()
+    base.add_wrapper_with_key(pe.WrappersMP.DIFFUSION_MODEL, "test-spy", spy)
+    m, rec = patched_with_recorders(pk, base, [("double_block", 1, 1)])
+    out = ce.sample(m, lat, steps=2, cfg=2.0, noise_mask=mask)
+    assert torch.isfinite(out).all()
+    assert seen_t and all(len(s) == 2 and s[1] == 3 for s in seen_t), f"no per-frame timesteps: {seen_t}"
+    pre, post = rec[1]
+    assert len(pre.calls) == 2
+    for a, b in zip(pre.calls, post.calls):
+        check_call(a, b, 0, grid_of(lat), 0)
+    assert dm.patch_embedding.weight.shape[1] == 48
+
+
+def test_wan21_fun_reference_latent_prefix(pk):
+    """Wan Fun 1.1 (ref_conv): the reference latent's H'*W' tokens are prepended; they must
+    be left alone, and the video tokens after them steered."""
+    lat = latent()
+    ref = rand(1, 16, 1, 8, 8, seed=9)
+    base = ce.tiny_wan_variant("fun_ref")
+    assert type(base.model).__name__ == "WAN21" and base.model.diffusion_model.ref_conv is not None
+    in0 = Rec()   # input of block 0: [reference tokens, video tokens]
+    b0 = base.clone()
+    b0.set_model_patch_replace(in0, "dit", "double_block", 0)
+    m, rec = patched_with_recorders(pk, b0, [("double_block", 1, 1)])
+    pos, neg = conds(reference_latents=[ref], clip_vision_output=clip_vision())
+    out = ce.sample(m, lat, steps=2, cfg=2.0, positive=pos, negative=neg)
+    assert torch.isfinite(out).all()
+    grid = grid_of(lat)
+    n_ref = grid[1] * grid[2]
+    # The layout this test assumes, checked on the real tensors: the first H'*W' tokens
+    # of the block input are ref_conv(reference latent).
+    dm = base.model.diffusion_model
+    with torch.inference_mode():
+        ref_tok = dm.ref_conv(base.model.process_latent_in(ref)[:, :, 0]).flatten(2).transpose(1, 2)
+    first = in0.calls[0]["inp"]
+    assert first.shape[1] == n_ref + grid[0] * grid[1] * grid[2]
+    torch.testing.assert_close(first[:, :n_ref], ref_tok.expand(first.shape[0], -1, -1), rtol=1e-5, atol=1e-5)
+    pre, post = rec[1]
+    for a, b in zip(pre.calls, post.calls):
+        check_call(a, b, n_ref, grid, n_ref)
+        assert torch.equal(b["img"][:, :n_ref], a["img"][:, :n_ref]), "reference tokens were steered"
+
+
+def test_wan21_phantom_time_concat_appended_frames(pk):
+    """Phantom-style subject frames (``time_dim_concat``) are appended after the video as
+    extra latent frames; newer ComfyUI counts them in its published ``grid_sizes``.  They
+    are not video frames: left alone, and the boundary rows of the last real frame are
+    where the video ends."""
+    lat = latent(t=3)
+    grid = grid_of(lat)
+    subject = rand(1, 16, 1, 8, 8, seed=13)
+    base = ce.tiny_wan_variant("t2v")
+    m, rec = patched_with_recorders(pk, base, [("double_block", 1, 1)])
+    pos, neg = conds(time_dim_concat=subject)
+    out = ce.sample(m, lat, steps=2, cfg=2.0, positive=pos, negative=neg)
+    assert torch.isfinite(out).all()
+    n_app = grid[1] * grid[2]
+    pre, post = rec[1]
+    assert len(pre.calls) == 2
+    for a, b in zip(pre.calls, post.calls):
+        check_call(a, b, 0, grid, 0, suffix=n_app)
+        assert torch.equal(b["img"][:, -n_app:], a["img"][:, -n_app:]), "appended subject tokens were steered"
+
+
+def test_wan22_a14b_experts_each_gated_by_own_sigmas(pk):
+    """Wan 2.2 A14B: two MODELs, each patched, sampled one after the other on split steps
+    (KSamplerAdvanced style).  Each expert steers exactly the calls whose sigma lies in the
+    window of *its own* model_sampling: the low-noise expert's shift is set before STAS
+    Model Patch, the high-noise expert's after it (a ModelSamplingSD3 node placed after
+    the patch), and neither is the checkpoint's default shift of 8."""
+    import comfy.model_sampling as cms
+    import comfy.sample
+
+    class Flow(cms.ModelSamplingDiscreteFlow, cms.CONST):
+        pass
+
+    def with_shift(model, shift):   # what ModelSamplingSD3 does
+        ms = Flow(model.model.model_config)
+        ms.set_parameters(shift=shift, multiplier=1.0)
+        m = model.clone()
+        m.add_object_patch("model_sampling", ms)
+        return m
+
+    high = ce.tiny_wan_variant("t2v", seed=11)
+    low = ce.tiny_wan_variant("t2v", seed=12)
+    assert type(high.model).__name__ == type(low.model).__name__ == "WAN21"
+    default_ms = high.get_model_object("model_sampling")
+    steps, split = 6, 3
+    windows = {"high": (0.0, 0.4), "low": (0.0, 0.6)}
+
+    h_m, h_rec = patched_with_recorders(pk, high, [("double_block", 1, 1)], start=0.0, end=windows["high"][1])
+    h_m = with_shift(h_m, 4.0)                      # shift node after STAS
+    l_m, l_rec = patched_with_recorders(pk, with_shift(low, 3.0), [("double_block", 1, 1)],
+                                        start=0.0, end=windows["low"][1])   # shift node before STAS
+
+    lat = latent()
+    pos, neg = conds()
+    noise = comfy.sample.prepare_noise(lat, 0)
+    with torch.inference_mode():
+        mid = comfy.sample.sample(h_m, noise, steps, 2.0, "euler", "simple", pos, neg, lat, start_step=0,
+                                  last_step=split, force_full_denoise=False, disable_pbar=True, seed=0)
+        out = comfy.sample.sample(l_m, torch.zeros_like(mid), steps, 2.0, "euler", "simple", pos, neg, mid,
+                                  start_step=split, last_step=steps, force_full_denoise=True, disable_pbar=True,
+                                  seed=0)
+    assert torch.isfinite(out).all()
+
+    all_got = []
+    for model, rec, name in ((h_m, h_rec, "high"), (l_m, l_rec, "low")):
+        start, end = windows[name]
+        ms = model.get_model_object("model_sampling")
+        s_hi, s_lo = float(ms.percent_to_sigma(start)), float(ms.percent_to_sigma(end))
+        pre, post = rec[1]
+        assert len(pre.calls) == split, name
+        sigmas = [a["sigma"] for a in pre.calls]
+        got = [not torch.equal(a["img"], b["img"]) for a, b in zip(pre.calls, post.calls)]
+        want = [s_lo < s <= s_hi for s in sigmas]
+        assert got == want, f"{name} expert: steered {got}, its own window says {want} " \
+                            f"(sigmas {sigmas}, window ({s_lo:.3f}, {s_hi:.3f}])"
+        # Discriminating: the default model_sampling would gate these calls differently.
+        d_lo = float(default_ms.percent_to_sigma(end))
+        assert want != [d_lo < s <= s_hi for s in sigmas], f"{name}: test does not tell the shifts apart"
+        for a, b, on in zip(pre.calls, post.calls, got):
+            if on:
+                check_call(a, b, 0, grid_of(lat), 0)
+        all_got += got
+    assert any(all_got) and not all(all_got)
+
+
+# -- HunyuanVideo ------------------------------------------------------------------------
+
+def _hunyuan_conds(ref=None, ref_on_negative=False):
+    pooled = dict(pooled_output=rand(1, 768, seed=7))
+    pos = ce.text_cond(seed=1, tokens=8, **pooled, **({"ref_latent": ref} if ref is not None else {}))
+    neg = ce.text_cond(seed=2, tokens=8, **pooled,
+                       **({"ref_latent": ref} if ref is not None and ref_on_negative else {}))
+    return pos, neg
+
+
+def _image_start_in_single(last_double, single0_in):
+    """Where the double-stream image tokens sit in the single-stream input, found by
+    matching tensors (so the test does not assume the token order of a ComfyUI version)."""
+    img, txt, s = last_double["img"], last_double["txt"], single0_in["inp"]
+    assert s.shape[1] == img.shape[1] + txt.shape[1]
+    if torch.equal(s[:, :img.shape[1]], img) and torch.equal(s[:, img.shape[1]:], txt):
+        return 0, txt.shape[1]           # image first (older ComfyUI)
+    if torch.equal(s[:, :txt.shape[1]], txt) and torch.equal(s[:, txt.shape[1]:], img):
+        return txt.shape[1], txt.shape[1]  # text first (newer ComfyUI, img_slice)
+    raise AssertionError("single-stream input is neither [image, text] nor [text, image]")
+
+
+@pytest.mark.parametrize("with_ref", [False, True], ids=["t2v", "ref_latent_positive_only"])
+def test_hunyuan_video_double_and_single_blocks(pk, with_ref):
+    """All 4 blocks (2 double, 2 single) steered.  Single blocks hold image and text tokens:
+    image first in 0.3.64, text first (img_slice) in 0.33.0; text tokens must stay
+    untouched.  With a reference latent (I2V 'custom' guidance, positive only) its tokens
+    are prepended to the image tokens of that call only, and must stay untouched too."""
+    base = ce.tiny_hunyuan_video(depth=2, depth_single=2)
+    assert type(base.model).__name__ == "HunyuanVideo"
+    lat = latent()
+    grid = grid_of(lat)
+    ref = rand(1, 16, 1, 8, 8, seed=9) if with_ref else None
+    refs = [("double_block", 0, 0), ("double_block", 1, 1), ("single_block", 0, 2), ("single_block", 1, 3)]
+    m, rec = patched_with_recorders(pk, base, refs, apply_to="both")
+    pos, neg = _hunyuan_conds(ref)
+    out = ce.sample(m, lat, steps=2, cfg=2.0, positive=pos, negative=neg)
+    assert torch.isfinite(out).all()
+
+    n_calls = 4 if with_ref else 2   # cond and uncond differ in length: no batching
+    for flat in range(4):
+        assert len(rec[flat][0].calls) == n_calls
+    n_ref = grid[1] * grid[2] if with_ref else 0
+    for i in range(n_calls):
+        calls = {f: (rec[f][0].calls[i], rec[f][1].calls[i]) for f in range(4)}
+        prefix = n_ref if calls[0][0]["cond_or_uncond"] == [0] else 0
+        for f in (0, 1):
+            a, b = calls[f]
+            check_call(a, b, prefix, grid, prefix, apply_to=(0, 1))
+        img_start, n_txt = _image_start_in_single(calls[1][1], calls[2][0])
+        if calls[2][0]["img_slice"] is not None:
+            assert list(calls[2][0]["img_slice"])[0] == img_start
+        for f in (2, 3):
+            a, b = calls[f]
+            check_call(a, b, img_start + prefix, grid, prefix + n_txt, apply_to=(0, 1))
+            txt = slice(0, n_txt) if img_start else slice(a["img"].shape[1] - n_txt, None)
+            assert torch.equal(b["img"][:, txt], a["img"][:, txt]), "text tokens of a single block were steered"
+            if prefix:
+                pre_ref = slice(img_start, img_start + prefix)
+                assert torch.equal(b["img"][:, pre_ref], a["img"][:, pre_ref]), "reference tokens were steered"
+
+
+# -- CogVideoX (ComfyUI 0.2x+; no block-replace hook: object patch on blocks.i.forward) --
+
+def _require_cogvideox():
+    try:
+        import comfy.ldm.cogvideo.model  # noqa: F401
+    except ImportError:
+        pytest.skip(f"ComfyUI {ce.comfy_version()} has no native CogVideoX (comfy.ldm.cogvideo)")
+
+
+@pytest.mark.parametrize("v15", [False, True], ids=["cogvideox_1.0", "cogvideox_1.5_temporal_patch"])
+def test_cogvideox_object_patch(pk, v15):
+    ce.require_comfy()
+    _require_cogvideox()
+    base = ce.tiny_cogvideox(num_layers=3, v15=v15)
+    assert type(base.model).__name__ == "CogVideoX"
+    dm = base.model.diffusion_model
+    name = "diffusion_model.blocks.1.forward"
+    m0 = base.clone()
+    pre = ObjRec(dm.blocks[1])
+    m0.add_object_patch(name, pre)
+    patched = stas(pk, m0, "1")
+    stas_patch = patched.object_patches[name]
+    assert isinstance(stas_patch, pk.patching.BlockForwardPatch) and stas_patch.inner is pre
+    m = patched.clone()
+    post = ObjRec(dm.blocks[1], inner=stas_patch)
+    m.add_object_patch(name, post)
+    lat = latent(t=3)
+    unpatched = ce.sample(base, lat, steps=2, cfg=2.0)
+    out = ce.sample(m, lat, steps=2, cfg=2.0)
+    assert torch.isfinite(out).all()
+    grid = grid_of(lat, (2, 2, 2) if v15 else (1, 2, 2))
+    assert len(pre.calls) == 2
+    for a, b in zip(pre.calls, post.calls):
+        check_call(a, b, 0, grid, 0)
+    assert not torch.equal(out, unpatched)
+    # The object patches live on the clones only: the user's MODEL samples unpatched again.
+    assert torch.equal(ce.sample(base, lat, steps=2, cfg=2.0), unpatched)
+
+
+# -- anything else ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("build,label", [(lambda: ce.tiny_sd3(), "SD3"), (lambda: ce.tiny_ltxv(), "LTXV")],
+                         ids=["sd3_image_dit", "ltxv_video_dit"])
+def test_unsupported_model_is_refused_at_node_execution(pk, build, label):
+    model = build()
+    assert type(model.model).__name__ == label
+    with pytest.raises(ValueError) as ei:
+        stas(pk, model, "middle")
+    msg = str(ei.value)
+    for fam in ("Wan", "HunyuanVideo", "CogVideoX"):
+        assert fam in msg, f"the error does not name {fam}: {msg}"
