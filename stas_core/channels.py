@@ -50,10 +50,14 @@ def parse_channels(text: str, threshold: float = 50.0, top_k: int = 4) -> Channe
         try:
             if "-" in part:
                 lo, hi = (int(x) for x in part.split("-", 1))
+                if lo > hi:  # would be an empty range: refuse rather than silently drop it
+                    raise ValueError(f"channels: range {part!r} runs backwards; write it as {hi}-{lo}.")
                 chans.extend(range(lo, hi + 1))
             else:
                 chans.append(int(part))
-        except ValueError:
+        except ValueError as e:
+            if str(e).startswith("channels:"):
+                raise
             raise ValueError(
                 f"channels: cannot read {part!r}; write 'auto' or a list of channel indices like 12,407,1536.") from None
     if not chans:
