@@ -3,8 +3,10 @@ tokens sit in a block output, and how a block is hooked.
 
 Everything that depends on a model's source layout lives here; the nodes and the patch
 objects ask a ``Family`` and never look at model classes themselves.  Classes are matched
-by name along the MRO, so a ComfyUI version that lacks a family (CogVideoX before 0.2x)
-costs nothing and subclasses (VACE, Camera, S2V, HuMo, Animate) are recognised.
+by exact class name, so a ComfyUI version that lacks a family (CogVideoX before 0.2x) costs
+nothing, and a variant whose token layout we have not verified (Wan S2V, HuMo, Animate, ...)
+is refused with a clear error instead of being steered at the wrong tokens - or, as S2V in
+ComfyUI 0.3.64 whose block patches get no transformer_options, silently not at all.
 """
 from __future__ import annotations
 
@@ -35,8 +37,7 @@ class Family:
 
     @classmethod
     def matches(cls, diffusion_model: Any) -> bool:
-        names = {k.__name__ for k in type(diffusion_model).__mro__}
-        return any(c in names for c in cls._classes)
+        return type(diffusion_model).__name__ in cls._classes
 
     # -- static facts -------------------------------------------------------------------
     def block_groups(self, dm: Any) -> List[Tuple[str, int]]:
@@ -84,7 +85,7 @@ class Family:
 
 class WanFamily(Family):
     name = "Wan"
-    _classes = ("WanModel",)
+    _classes = ("WanModel", "VaceWanModel", "CameraWanModel")  # T2V/I2V/FLF/Fun/2.2, VACE, Camera
 
     def block_groups(self, dm):
         return [("double_block", len(dm.blocks))]
@@ -171,7 +172,8 @@ def family_of(diffusion_model: Any) -> Family:
             return fam
     raise ValueError(
         f"STAS does not support {type(diffusion_model).__name__} models. Supported: {SUPPORTED}. "
-        "Connect the MODEL output of a Wan, HunyuanVideo or CogVideoX loader.")
+        "Connect the MODEL output of a Wan, HunyuanVideo or CogVideoX loader (Wan S2V, HuMo and Animate "
+        "variants are not supported yet).")
 
 
 def select_blocks(fam: Family, dm: Any, text: str) -> List[BlockRef]:
