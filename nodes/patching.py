@@ -8,10 +8,12 @@ Layout of the patch (the way ComfyUI's own EasyCache and SkipLayerGuidance do it
 * ``OuterSampleWrapper`` (keyed OUTER_SAMPLE wrapper): checks the latent before the first
   step and gives every sampling run a fresh ``RunState`` (auto-detected channels), stored
   in that run's own clone of ``model_options``: no module globals, nothing left behind.
-* ``ApplyModelWrapper`` (keyed APPLY_MODEL wrapper): once per model call it decides
-  whether this call is steered (sigma window, which CFG chunks) and hands the block hooks
-  a ``CallContext`` through that call's own ``transformer_options`` (thread-safe: ComfyUI's
-  MultiGPU nodes run cond and uncond on different devices at once).
+* ``ApplyModelWrapper`` (keyed APPLY_MODEL wrapper): once per model call it hands the
+  block hooks a ``CallContext`` through that call's own ``transformer_options``
+  (thread-safe: ComfyUI's MultiGPU nodes run cond and uncond on different devices at once):
+  which CFG rows are steered, and this call's sigma as a tensor.  The sigma window is
+  checked on the device by the steering kernels, so no call reads a tensor on the host
+  and a compiled model holds no per-call Python branch (see stas_core.steer_fast).
 * ``BlockReplacePatch`` (``patches_replace["dit"]``) or ``BlockForwardPatch`` (object patch
   on ``blocks.i.forward``, for CogVideoX): run the block - or the patch another node had
   already put there - and steer its output in place.
@@ -25,14 +27,18 @@ from typing import Any, Dict, FrozenSet, Optional, Tuple
 
 import torch
 
-from ..stas_core.channels import ChannelSelection, detect_ma_channels
+from ..stas_core.channels import ChannelSelection
 from ..stas_core.layout import BoundarySpec, Grid, steer_token_indices
 from ..stas_core.profile import MAProfile
 from ..stas_core.schedule import SigmaWindow
-from ..stas_core.steer import steer_
+from ..stas_core.steer_fast import compiling, detect_gated_, steer_block, steer_gated_, window_bounds
 from .families import BlockRef, Family, cond_rows
 
 WRAPPER_KEY = "comfyui-stas"
+STEER_OBSERVERS = WRAPPER_KEY + ".steer_observers"
+"""transformer_options key of a tuple of objects with ``stas_steer(phase, ref, h, vis_start, grid,
+token_idx, channels, valid, rows)``, called by ``StasPlan.steer_block`` with phase "before" and
+"after" steering (the MA Recorder puts itself there in the calls it records; absent otherwise)."""
 
 
 class _Shared:
@@ -58,27 +64,84 @@ class StasPlan(_Shared):
     hidden_size: int
     profile: Optional[MAProfile] = None
     key: str = field(default_factory=lambda: f"{WRAPPER_KEY}.{uuid.uuid4().hex[:8]}")
-    _dev: Dict[Any, torch.Tensor] = field(default_factory=dict, repr=False)
+    _dev: Dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        # Host-side constants of the hot path, computed once: the block's row in the channel
+        # tables, and the window as float32 bounds the kernels compare sigma against.
+        self._pos: Dict[int, int] = {ref.flat: i for i, ref in enumerate(self.blocks)}
+        self.bounds: Tuple[float, float] = window_bounds(self.window)
 
     def __deepcopy__(self, memo):
         return self
 
-    # -- small per-device tensors, built once -------------------------------------------
-    def on_device(self, key: Any, make, device: torch.device) -> torch.Tensor:
+    # -- small per-device tensors, built once (in the APPLY_MODEL wrapper, never while compiled)
+    def on_device(self, key: Any, make, device: torch.device) -> Any:
+        """``make(device)``, cached per (key, device)."""
         k = (key, device)
         t = self._dev.get(k)
         if t is None:
-            t = make().to(device)
+            t = make(device)
             self._dev[k] = t  # dict assignment is atomic: concurrent callers at worst build it twice
         return t
+
+    def window_for(self, model_sampling) -> SigmaWindow:
+        """This plan's start/end percent in the sigmas of ``model_sampling``: the one the sampler
+        really uses (a ModelSamplingSD3 or other shift node placed *after* STAS Model Patch
+        replaces the model_sampling the node saw, and each Wan 2.2 expert has its own)."""
+        w = self.window
+        return SigmaWindow.from_percents(w.start_percent, w.end_percent, model_sampling.percent_to_sigma)
+
+    def run_window(self, run) -> SigmaWindow:
+        return getattr(run, "window", None) or self.window
+
+    def run_bounds(self, run) -> Tuple[float, float]:
+        return getattr(run, "bounds", None) or self.bounds
 
     def fixed_channels(self, ref: BlockRef) -> Optional[Tuple[int, ...]]:
         if self.profile is not None:
             return self.profile.channels_for(ref.flat)
         return self.channels.explicit
 
+    @property
+    def auto(self) -> bool:
+        return self.profile is None and self.channels.explicit is None
+
+    def token_idx(self, grid: Grid, device: torch.device) -> torch.Tensor:
+        return self.on_device(("tok", tuple(grid)), lambda d: steer_token_indices(tuple(grid), self.spec).to(d), device)
+
+    def row_lam(self, batch: int, picked: Tuple[int, ...], device: torch.device) -> torch.Tensor:
+        """float32 [batch]: the blend of each row of this call (0 where its CFG chunk is not steered)."""
+        def make(d):
+            lam = [0.0] * batch
+            for r in picked:
+                lam[r] = float(self.lam)
+            return torch.tensor(lam, dtype=torch.float32).to(d)
+        return self.on_device(("lam", batch, picked), make, device)
+
+    def fixed_tables(self, device: torch.device) -> "ChannelTables":
+        """Channel tables of explicit or profile channels (one row per steered block)."""
+        def make(d):
+            per = [tuple(self.fixed_channels(ref) or ()) for ref in self.blocks]
+            k = max(1, max(len(c) for c in per))
+            chans = torch.zeros(len(per), k, dtype=torch.long)
+            valid = torch.zeros(len(per), k, dtype=torch.bool)
+            for i, c in enumerate(per):
+                chans[i, :len(c)] = torch.tensor(c, dtype=torch.long)
+                valid[i, :len(c)] = True
+            return ChannelTables(chans.to(d), valid.to(d), torch.zeros(len(per), dtype=torch.int32).to(d), False)
+        return self.on_device(("fixed",), make, device)
+
     # -- the hot path -----------------------------------------------------------------
     def steer_block(self, h: torch.Tensor, ref: BlockRef, ctx: "CallContext", transformer_options) -> None:
+        """Steer block ``ref``'s output ``h`` in place for this call.
+
+        No host read of any tensor and no Python branch on per-call state while compiled:
+        which rows are steered (CFG chunk, sigma window) and whether channels still have to
+        be detected are decided by the kernels from ``ctx``'s tensors (see stas_core.steer_fast).
+        """
+        if not (ctx.active or compiling()):  # eager: no row of this call is ever steered
+            return
         grid = self.family.call_grid(ctx.grid, transformer_options)
         start = self.family.visual_start(ref.kind, transformer_options, ctx.prefix)
         n_vis = grid[0] * grid[1] * grid[2]
@@ -87,64 +150,97 @@ class StasPlan(_Shared):
                 f"STAS: {self.family.name} block {ref.flat} has {h.shape[1]} tokens, fewer than the {n_vis} video tokens "
                 f"of grid {grid} after {start} others. This model variant lays tokens out in a way STAS does not know; "
                 "please report it with the workflow.")
-        dev = h.device
-        token_idx = self.on_device(("tok", grid), lambda: steer_token_indices(grid, self.spec), dev)
-        rows = None
-        if ctx.rows is not None:
-            rows = self.on_device(("rows", ctx.rows), lambda: torch.tensor(ctx.rows, dtype=torch.long), dev)
-        fixed = self.fixed_channels(ref)
-        if fixed is not None:
-            chans = self.on_device(("ch", fixed), lambda: torch.tensor(fixed, dtype=torch.long), dev)
-            valid = None
-        else:
-            chans, valid = ctx.run_channels(self, ref, h.narrow(1, start, n_vis))
-        steer_(h, start, n_vis, token_idx, chans, self.alpha, self.lam, rows=rows, valid=valid)
+        token_idx = ctx.token_idx if tuple(grid) == tuple(ctx.grid) else self.token_idx(grid, h.device)
+        tb, pos = ctx.tables, self._pos[ref.flat]
+        lo, hi = self.run_bounds(ctx.run)
+        observers = transformer_options.get(STEER_OBSERVERS)  # an MA Recorder recording this call, else None
+        if observers and not compiling():
+            self._steer_observed(observers, h, ref, ctx, grid, start, n_vis, token_idx, tb, pos)
+            return
+        steer_block(h, tb.chans, tb.valid, tb.need, pos, token_idx, ctx.row_lam, ctx.sigma, start, n_vis, lo, hi,
+                    self.alpha, self.channels.threshold, tb.detect)
+
+    def _steer_observed(self, observers, h, ref, ctx, grid, start, n_vis, token_idx, tb, pos) -> None:
+        """Eager path of a recorded call: observers see the values before and after steering.
+        The recorder reads sigma on the host in the calls it records, so this may too."""
+        lo, hi = self.run_bounds(ctx.run)
+        if tb.detect:
+            detect_gated_(h, start, n_vis, tb.chans, tb.valid, tb.need, pos, ctx.row_lam, ctx.sigma, lo, hi,
+                          self.channels.threshold)
+        steered = self.run_window(ctx.run).contains(float(ctx.sigma.reshape(-1)[0]))
+        if steered:
+            for o in observers:
+                o.stas_steer("before", ref, h, start, grid, token_idx, tb.chans[pos], tb.valid[pos], ctx.rows)
+        steer_gated_(h, start, n_vis, token_idx, tb.chans, tb.valid, pos, ctx.row_lam, ctx.sigma, lo, hi, self.alpha)
+        if steered:
+            for o in observers:
+                o.stas_steer("after", ref, h, start, grid, token_idx, tb.chans[pos], tb.valid[pos], ctx.rows)
 
 
-class RunState:
-    """State of one sampling run: channels detected at the first steered call of each block."""
+@dataclass(frozen=True)
+class ChannelTables:
+    """Channels of every steered block on one device: chans int64 / valid bool [n_blocks, K]
+    and need int32 [n_blocks] (1 until the block's channels are detected; auto mode only)."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.detected: Dict[Tuple[int, torch.device], Tuple[torch.Tensor, torch.Tensor]] = {}
+    chans: torch.Tensor
+    valid: torch.Tensor
+    need: torch.Tensor
+    detect: bool
 
     def __deepcopy__(self, memo):
         return self
+
+
+class RunState:
+    """State of one sampling run: per device, the channel tables that auto detection fills at
+    the first steered call of each block (on the device, see ``ChannelTables``)."""
+
+    def __init__(self, window: Optional[SigmaWindow] = None) -> None:
+        self._lock = threading.Lock()
+        self.tables: Dict[torch.device, ChannelTables] = {}
+        # The sigma window of this run, from the model_sampling its sampler uses (None: the plan's).
+        self.window = window
+        self.bounds: Optional[Tuple[float, float]] = window_bounds(window) if window is not None else None
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def tables_for(self, plan: StasPlan, device: torch.device) -> ChannelTables:
+        got = self.tables.get(device)
+        if got is None:
+            with self._lock:
+                got = self.tables.get(device)
+                if got is None:
+                    n, k = len(plan.blocks), min(plan.channels.top_k, plan.hidden_size)
+                    got = ChannelTables(torch.zeros(n, k, dtype=torch.long, device=device),
+                                        torch.zeros(n, k, dtype=torch.bool, device=device),
+                                        torch.ones(n, dtype=torch.int32, device=device), True)
+                    self.tables[device] = got
+        return got
 
 
 @dataclass
 class CallContext:
-    """What one model call tells the block hooks (lives in that call's transformer_options)."""
+    """What one model call tells the block hooks (lives in that call's transformer_options).
 
-    steer: bool
+    Host-side facts (grid, prefix, rows, active) are the same for every call of a run; what
+    varies from call to call reaches the kernels as tensors (sigma, row_lam, tables), so a
+    compiled graph that reads them stays right when they change."""
+
     grid: Grid
     prefix: int
-    rows: Optional[Tuple[int, ...]]  # None: every row
-    run: Optional[RunState]
+    rows: Optional[Tuple[int, ...]]  # picked rows; None: every row
+    active: bool                     # some row's CFG chunk is steered (the window is checked on the device)
+    run: RunState
     diffusion_model: Any
+    sigma: torch.Tensor              # this call's sigma per row, on the device
+    row_lam: torch.Tensor            # float32 [B]: blend per row, 0 for rows not steered
+    token_idx: torch.Tensor          # steered tokens of ``grid``
+    tables: ChannelTables
+    steer = True  # block patches hand every STAS call to StasPlan.steer_block, which decides on the device
 
     def __deepcopy__(self, memo):
         return self
-
-    def run_channels(self, plan: StasPlan, ref: BlockRef, h_visual: torch.Tensor):
-        sel = plan.channels
-        if self.run is None:  # called outside a sampler run: detect on this call alone
-            idx, valid, _ = detect_ma_channels(h_visual, sel.threshold, sel.top_k)
-            return idx, valid
-        key = (ref.flat, h_visual.device)
-        got = self.run.detected.get(key)
-        if got is None:
-            with self.run._lock:
-                got = self.run.detected.get(key)
-                if got is None:
-                    other = next((v for (f, _), v in self.run.detected.items() if f == ref.flat), None)
-                    if other is not None:  # detected on another device: same channels everywhere
-                        got = (other[0].to(h_visual.device), other[1].to(h_visual.device))
-                    else:
-                        idx, valid, _ = detect_ma_channels(h_visual, sel.threshold, sel.top_k)
-                        got = (idx, valid)
-                    self.run.detected[key] = got
-        return got
 
 
 class ApplyModelWrapper(_Shared):
@@ -152,25 +248,28 @@ class ApplyModelWrapper(_Shared):
         self.plan = plan
 
     def __call__(self, executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
+        # Every call gets a context, steered or not: a compiled diffusion model (whose guards on
+        # transformer_options ComfyUI's TorchCompileModel filters out) must find the same keys in
+        # every call.  Nothing here reads a tensor value, so there is no host synchronisation.
         plan = self.plan
-        base_model = executor.class_obj
-        dm = base_model.diffusion_model
-        sigma = float(t.reshape(-1)[0])  # one read per model call, never per block
-        steer = plan.window.contains(sigma)
-        rows: Optional[Tuple[int, ...]] = None
-        if steer:
-            picked = cond_rows(transformer_options.get("cond_or_uncond"), x.shape[0], plan.apply_to)
-            steer = len(picked) > 0
-            rows = None if len(picked) == x.shape[0] else picked
-        if not steer and plan.family.hook == "replace":
-            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+        dm = executor.class_obj.diffusion_model
+        dev = x.device
+        picked = cond_rows(transformer_options.get("cond_or_uncond"), x.shape[0], plan.apply_to)
+        run = transformer_options.get(plan.key + ".run")
+        if run is None:  # called outside a sampler run: detection covers this call alone
+            run = RunState()
+        grid = plan.family.grid(dm, tuple(x.shape))
         ctx = CallContext(
-            steer=steer,
-            grid=plan.family.grid(dm, tuple(x.shape)),
+            grid=grid,
             prefix=plan.family.prefix_tokens(dm, kwargs),
-            rows=rows,
-            run=transformer_options.get(plan.key + ".run"),
+            rows=None if len(picked) == x.shape[0] else picked,
+            active=len(picked) > 0,
+            run=run,
             diffusion_model=dm,
+            sigma=t if t.device == dev else t.to(dev),
+            row_lam=plan.row_lam(x.shape[0], picked, dev),
+            token_idx=plan.token_idx(grid, dev),
+            tables=run.tables_for(plan, dev) if plan.auto else plan.fixed_tables(dev),
         )
         transformer_options = {**transformer_options, plan.key: ctx}
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
@@ -189,18 +288,49 @@ class OuterSampleWrapper(_Shared):
         guider = executor.class_obj
         noise = args[0] if args else kwargs.get("noise")
         self.validate_latent(self.plan, guider.model_patcher.model.diffusion_model, tuple(noise.shape))
+        run = RunState(self.plan.window_for(guider.model_patcher.get_model_object("model_sampling")))
+        self.check_uncond_pass(guider, args[3] if len(args) > 3 else kwargs.get("sigmas"), run.window)
         orig = guider.model_options
         try:
             guider.model_options = comfy.model_patcher.create_model_options_clone(orig)
-            guider.model_options["transformer_options"][self.plan.key + ".run"] = RunState()
+            guider.model_options["transformer_options"][self.plan.key + ".run"] = run
             return executor(*args, **kwargs)
         finally:
             guider.model_options = orig
 
+    def check_uncond_pass(self, guider, sigmas, window: Optional[SigmaWindow] = None) -> None:
+        """apply_to 'uncond' on a run that has no negative pass (cfg 1, whose uncond ComfyUI
+        skips, or no negative conditioning) would steer nothing: refuse before step one rather
+        than run silently unsteered.  Only where the window meets this run's sigmas (the other
+        expert of a Wan 2.2 pair may run at cfg 1 outside the window) and only for guiders that
+        use ComfyUI's standard CFG pass; a custom guider batches its passes its own way."""
+        import math
+
+        import comfy.samplers
+
+        if self.plan.apply_to != frozenset({1}) or sigmas is None:
+            return
+        if getattr(type(guider), "predict_noise", None) is not comfy.samplers.CFGGuider.predict_noise:
+            return
+        no_negative = not (getattr(guider, "conds", None) or {}).get("negative")
+        cfg1 = (math.isclose(float(getattr(guider, "cfg", 1.0)), 1.0)
+                and not guider.model_options.get("disable_cfg1_optimization", False))
+        if not (no_negative or cfg1):
+            return
+        if not any((window or self.plan.window).contains(float(s)) for s in sigmas[:-1]):
+            return
+        raise ValueError(
+            "STAS Model Patch: apply_to is 'uncond', but this sampler runs no negative (uncond) pass "
+            "(cfg is 1.0, or there is no negative conditioning), so STAS would steer nothing. "
+            "Set apply_to to 'cond' or 'both', or use cfg above 1.")
+
 
 class BlockReplacePatch(_Shared):
     """patches_replace["dit"][(kind, i)]: runs the inner block (or the patch that was there
-    before, so SkipLayerGuidance and other packs keep working) and steers its output."""
+    before, so SkipLayerGuidance and other packs keep working) and steers its output.
+
+    ``plan`` is anything with ``key`` and ``steer_block(h, ref, ctx, transformer_options)``, and
+    ``ctx`` anything with ``steer`` and ``diffusion_model``: the MA Recorder reuses both patches."""
 
     def __init__(self, plan: StasPlan, ref: BlockRef, inner=None):
         self.plan, self.ref, self.inner = plan, ref, inner
@@ -242,11 +372,9 @@ class BlockForwardPatch(_Shared):
         return out
 
 
-def install(model, plan: StasPlan, validate_latent):
-    """Return a clone of ``model`` (a ModelPatcher) with ``plan`` installed; ``model`` is untouched."""
-    import comfy.patcher_extension as pe
-
-    m = model.clone()
+def chain_block_patches(m, plan) -> None:
+    """Put ``plan``'s block patches on the clone ``m``, each wrapping the patch already there
+    (any plan with ``family``, ``blocks``, ``key`` and ``steer_block``: STAS and the MA Recorder)."""
     for ref in plan.blocks:
         if plan.family.hook == "replace":
             dit = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
@@ -255,6 +383,14 @@ def install(model, plan: StasPlan, validate_latent):
         else:
             name = plan.family.object_patch_name(ref)
             m.add_object_patch(name, BlockForwardPatch(plan, ref, m.object_patches.get(name)))
+
+
+def install(model, plan: StasPlan, validate_latent):
+    """Return a clone of ``model`` (a ModelPatcher) with ``plan`` installed; ``model`` is untouched."""
+    import comfy.patcher_extension as pe
+
+    m = model.clone()
+    chain_block_patches(m, plan)
     m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, plan.key, ApplyModelWrapper(plan))
     m.add_wrapper_with_key(pe.WrappersMP.OUTER_SAMPLE, plan.key, OuterSampleWrapper(plan, validate_latent))
     return m

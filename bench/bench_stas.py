@@ -1,0 +1,776 @@
+#!/usr/bin/env python3
+"""STAS benchmark: what steering costs at the sizes people render (issue 5).
+
+Builds the real architectures from ComfyUI's own classes with random weights, loads them
+through ComfyUI's own loader, runs them through ComfyUI's own sampler with this pack's nodes
+(loaded the way ComfyUI loads custom nodes), and measures side by side in ONE process,
+interleaved round by round:
+
+  op       the steering op alone, with CUDA events: the straightforward torch version
+           (steer.steer_) against the gated torch fallback and the Triton kernels, at Wan 2.1
+           1.3B 480x832x81 (32,760 video tokens, CFG batch 2, hidden 1536), Wan 14B 720p and
+           HunyuanVideo 720p dims; bit-exactness, temporaries and host syncs checked too.
+  e2e      seconds per denoising step of Wan 2.1 1.3B at 480x832x81: unpatched (twice: the
+           A/A pair shows the noise floor) vs STAS Model Patch at its defaults vs STAS on all
+           blocks at every step vs the MA Recorder at its defaults; peak memory of each.
+  mem14b   peak memory of the same variants at Wan 14B dims, 720x1280x81 (one step each).
+  compile  ComfyUI's own TorchCompileModel node (inductor): unpatched vs STAS default,
+           recompiles after the first step, graph breaks, compiled seconds per step.
+  hunyuan  HunyuanVideo dims (hidden 3072) end to end at a size that fits, fewer blocks.
+
+Usage (GPU; ComfyUI source at $COMFYUI_PATH or --comfyui):
+  python3 bench/bench_stas.py --sections op,e2e,mem14b
+  python3 bench/bench_stas.py --sections compile
+CPU smoke test at a tiny size (what CI-like machines can run):
+  python3 bench/bench_stas.py --device cpu --tiny
+
+Prints a markdown table naming the card at the end; writes bench.json and bench.txt under
+--out (default $OUT, else bench/out/).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- output ------------------------------------------------------------------------------------
+
+class Report:
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.txt = open(out_dir / "bench.txt", "a", buffering=1)
+        self.data = {"sections": {}}
+        self.tables = []
+
+    def log(self, *a):
+        line = " ".join(str(x) for x in a)
+        print(line, flush=True)
+        self.txt.write(line + "\n")
+
+    def table(self, title, header, rows):
+        self.tables.append((title, header, rows))
+        self.log(render_table(title, header, rows))
+
+    def save(self):
+        with open(self.out_dir / "bench.json", "w") as f:
+            json.dump(self.data, f, indent=1, default=str)
+
+
+def render_table(title, header, rows):
+    out = [f"\n### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        out.append("| " + " | ".join(str(c) for c in r) + " |")
+    return "\n".join(out)
+
+
+# -- ComfyUI and the pack ------------------------------------------------------------------------
+
+def load_comfy(path: str, device: str):
+    """Import ComfyUI from ``path`` and load this pack with ComfyUI's own custom-node loader."""
+    if not path or not (Path(path) / "comfy" / "model_patcher.py").exists():
+        sys.exit(f"bench: ComfyUI source not found at {path!r}; pass --comfyui or set COMFYUI_PATH.")
+    sys.path.insert(0, path)
+    from comfy.cli_args import args
+    if device == "cpu":
+        args.cpu = True
+        args.use_pytorch_cross_attention = True  # sub-quadratic CPU attention reads psutil (a graph break)
+    import comfy.model_management  # noqa: F401  (after the args)
+    import nodes as comfy_nodes
+    ok = asyncio.run(comfy_nodes.load_custom_node(str(REPO)))
+    if ok is False:
+        sys.exit("bench: ComfyUI failed to load the pack (see its log above).")
+    import comfyui_version
+    return sys.modules[str(REPO).replace(".", "_x_")], comfyui_version.__version__
+
+
+def pack_module(pack, name):
+    import importlib
+    return importlib.import_module(f"{pack.__name__}.{name}")
+
+
+def node_defaults(node_cls):
+    """Defaults of a V3 node's inputs, read from its own schema."""
+    out = {}
+    for inp in node_cls.define_schema().inputs:
+        if getattr(inp, "default", None) is not None:
+            out[inp.id] = inp.default
+    return out
+
+
+def run_node(node_cls, model, **kw):
+    args = node_defaults(node_cls)
+    args.update(kw)
+    return node_cls.execute(model, **args)
+
+
+# -- models ------------------------------------------------------------------------------------------
+
+def random_state_dict(module, dtype, device, seed=0, scale=0.02):
+    import torch
+    g = torch.Generator(device=device).manual_seed(seed)
+    sd = {}
+    for k, v in module.state_dict().items():
+        sd[k] = (torch.randn(v.shape, generator=g, device=device, dtype=torch.float32) * scale).to(dtype)
+    return sd
+
+
+def build_wan(dim, ffn, heads, layers, dtype, device, seed=0):
+    """A Wan 2.1 T2V of the given dims, random weights, through comfy.sd.load_diffusion_model_state_dict."""
+    import torch
+    import comfy.ldm.wan.model as wm
+    import comfy.ops
+    import comfy.sd
+    with torch.device("meta"):
+        m = wm.WanModel(dim=dim, ffn_dim=ffn, num_heads=heads, num_layers=layers, text_dim=4096, in_dim=16,
+                        out_dim=16, freq_dim=256, operations=comfy.ops.disable_weight_init)
+    sd = random_state_dict(m, dtype, device, seed)
+    del m
+    mp = comfy.sd.load_diffusion_model_state_dict(sd, model_options={"dtype": dtype})
+    if mp is None:
+        raise RuntimeError("ComfyUI did not recognise the Wan state dict")
+    del sd
+    return mp
+
+
+def build_hunyuan(depth, depth_single, dtype, device, hidden=3072, heads=24, seed=0):
+    import dataclasses
+    import torch
+    import comfy.ldm.hunyuan_video.model as hm
+    import comfy.ops
+    import comfy.sd
+    pe = hidden // heads
+    axes = [pe - 2 * (pe * 7 // 16), pe * 7 // 16, pe * 7 // 16]   # [16, 56, 56] for the real 3072 / 24
+    given = dict(in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096, hidden_size=hidden,
+                 mlp_ratio=4.0, num_heads=heads, depth=depth, depth_single_blocks=depth_single,
+                 axes_dim=axes, theta=256, patch_size=[1, 2, 2], qkv_bias=True, guidance_embed=True)
+    names = {f.name for f in dataclasses.fields(hm.HunyuanVideoParams)}
+    params = {k: v for k, v in given.items() if k in names}
+    for f in dataclasses.fields(hm.HunyuanVideoParams):
+        if f.name not in params and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            t = str(f.type)
+            params[f.name] = False if "bool" in t else ([] if "list" in t else None)
+    with torch.device("meta"):
+        m = hm.HunyuanVideo(image_model="hunyuan_video", operations=comfy.ops.disable_weight_init, **params)
+    sd = random_state_dict(m, dtype, device, seed)
+    del m
+    mp = comfy.sd.load_diffusion_model_state_dict(sd, model_options={"dtype": dtype})
+    if mp is None:
+        raise RuntimeError("ComfyUI did not recognise the HunyuanVideo state dict")
+    del sd
+    return mp
+
+
+def text_cond(tokens, dim=4096, seed=1, **extra):
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, tokens, dim, generator=g), dict(extra)]]
+
+
+def sample(model, latent, steps, cfg, positive, negative, seed=0):
+    import torch
+    import comfy.sample
+    noise = comfy.sample.prepare_noise(latent, seed)
+    with torch.inference_mode():
+        return comfy.sample.sample(model, noise, steps, cfg, "euler", "simple", positive, negative, latent,
+                                   disable_pbar=True, seed=seed)
+
+
+# -- timing helpers -----------------------------------------------------------------------------------
+
+def sync(device):
+    import torch
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def fmt_us(ms):
+    return "n/a" if ms is None else f"{ms * 1000:.1f}"
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def card_name(device):
+    import torch
+    if device == "cuda":
+        p = torch.cuda.get_device_properties(0)
+        return f"{p.name} ({p.total_memory / 2**30:.0f} GiB, {p.multi_processor_count} SMs)"
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} threads)"
+
+
+# -- section: the op alone ----------------------------------------------------------------------------
+
+def op_cases(tiny):
+    if tiny:
+        return [("tiny Wan (2x4x6 grid, D=128)", (2, 4, 6), 128, 0)]
+    return [
+        ("Wan 2.1 1.3B 480x832x81", (21, 30, 52), 1536, 0),
+        ("Wan 14B 720x1280x81", (21, 45, 80), 5120, 0),
+        ("HunyuanVideo 720x1280x129 single block", (33, 45, 80), 3072, 256),
+    ]
+
+
+def time_isolated(fn, device, n):
+    """Median of n single calls, GPU idle before each: launch latency + GPU time."""
+    import torch
+    if device != "cuda":
+        ts = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            ts.append((time.perf_counter() - t0) * 1000)
+        return median(ts)
+    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    ts = []
+    for _ in range(n):
+        torch.cuda.synchronize()
+        e0.record()
+        fn()
+        e1.record()
+        e1.synchronize()
+        ts.append(e0.elapsed_time(e1))
+    return median(ts)
+
+
+def time_back_to_back(fn, device, n):
+    """Mean of n calls issued back to back: host submission cost where it exceeds GPU time."""
+    import torch
+    if device != "cuda":
+        return None
+    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    e0.record()
+    for _ in range(n):
+        fn()
+    e1.record()
+    e1.synchronize()
+    return e0.elapsed_time(e1) / n
+
+
+def time_graph(fn, device, n=20, reps=20):
+    """GPU time per call: n calls captured in a CUDA graph, replays timed (what a block costs
+    inside a sampling step, where the host runs ahead of the GPU)."""
+    import torch
+    if device != "cuda":
+        return None
+    try:
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            fn()
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            for _ in range(n):
+                fn()
+        g.replay()
+        torch.cuda.synchronize()
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        ts = []
+        for _ in range(reps):
+            e0.record()
+            g.replay()
+            e1.record()
+            e1.synchronize()
+            ts.append(e0.elapsed_time(e1) / n)
+        return median(ts)
+    except Exception as e:  # noqa: BLE001
+        return f"n/a ({type(e).__name__})"
+
+
+def extra_bytes(fn, device):
+    """Peak bytes allocated during one call above what was allocated before it."""
+    import torch
+    if device != "cuda":
+        return None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
+def syncs(fn, device):
+    """'none' if fn runs under torch.cuda.set_sync_debug_mode('error'), else the error."""
+    import torch
+    if device != "cuda":
+        return "n/a"
+    torch.cuda.synchronize()
+    try:
+        torch.cuda.set_sync_debug_mode("error")
+        fn()
+        return "none"
+    except Exception as e:  # noqa: BLE001
+        return f"SYNC ({str(e).splitlines()[0][:60]})"
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def section_op(rep, pack, device, tiny, dtype_names):
+    import torch
+    core = lambda name: pack_module(pack, f"stas_core.{name}")  # noqa: E731
+    layout, steer_mod, fast, channels = core("layout"), core("steer"), core("steer_fast"), core("channels")
+    tk = fast._triton_module() if device == "cuda" else None
+    rows, checks = [], []
+    n_iso, n_b2b = (5, 5) if tiny else (200, 200)
+    for case, grid, D, prefix in op_cases(tiny):
+        for dname in dtype_names:
+            dtype = getattr(torch, dname)
+            B = 2
+            N = grid[0] * grid[1] * grid[2]
+            L = N + prefix
+            g = torch.Generator(device=device).manual_seed(0)
+            h = torch.randn(B, L, D, generator=g, device=device, dtype=torch.float32)
+            ma = [7, D // 3, D // 2 + 1, D - 5]
+            h[:, prefix:, ma] *= 60.0
+            h = h.to(dtype)
+            tok = layout.steer_token_indices(grid, layout.BoundarySpec()).to(device)
+            chans = torch.tensor([ma], dtype=torch.long, device=device)
+            valid = torch.ones(1, 4, dtype=torch.bool, device=device)
+            need = torch.zeros(1, dtype=torch.int32, device=device)
+            need_auto = torch.ones(1, dtype=torch.int32, device=device)
+            chans_auto = torch.zeros(1, 4, dtype=torch.long, device=device)
+            valid_auto = torch.zeros(1, 4, dtype=torch.bool, device=device)
+            row_lam = torch.tensor([1.0, 0.0], device=device)
+            sigma = torch.tensor([1.0, 1.0], device=device)
+            rows_t = torch.tensor([0], device=device)
+            lo, hi = fast.ALWAYS
+            off = (2.0, 3.0)  # a window this sigma is outside of
+            ch0 = chans[0]
+            variants = [
+                ("steer_ (straightforward torch)",
+                 lambda: steer_mod.steer_(h, prefix, N, tok, ch0, 1.0, 1.0, rows=rows_t)),
+                ("gated torch fallback",
+                 lambda: fast.steer_gated_torch_(h, prefix, N, tok, chans, valid, 0, row_lam, sigma, lo, hi, 1.0)),
+            ]
+            if tk is not None:
+                def first_call():
+                    need_auto.fill_(1)
+                    fast.steer_block_(h, chans_auto, valid_auto, need_auto, 0, tok, row_lam, sigma, prefix, N, lo, hi,
+                                      1.0, 50.0, True)
+                variants += [
+                    ("Triton, fixed channels (steer_block_)",
+                     lambda: fast.steer_block_(h, chans, valid, need, 0, tok, row_lam, sigma, prefix, N, lo, hi, 1.0,
+                                               50.0, False)),
+                    ("Triton, auto channels, after detection",
+                     lambda: fast.steer_block_(h, chans_auto, valid_auto, need, 0, tok, row_lam, sigma, prefix, N, lo,
+                                               hi, 1.0, 50.0, True)),
+                    ("Triton, auto channels, detecting (1st call; incl. a 1-value fill)", first_call),
+                    ("Triton, outside the sigma window",
+                     lambda: fast.steer_block_(h, chans, valid, need, 0, tok, row_lam, sigma, prefix, N, *off, 1.0,
+                                               50.0, False)),
+                ]
+                if fast._OP is not None:
+                    variants.append(("custom op (compiled path), fixed channels",
+                                     lambda: fast._OP(h, chans, valid, need, 0, tok, row_lam, sigma, prefix, N, lo, hi,
+                                                      1.0, 50.0, False)))
+            for name, fn in variants:
+                for _ in range(3):
+                    fn()
+                sync(device)
+                iso = time_isolated(fn, device, n_iso)
+                b2b = time_back_to_back(fn, device, n_b2b)
+                gr = time_graph(fn, device) if not tiny else None
+                xb = extra_bytes(fn, device)
+                sy = syncs(fn, device)
+                rows.append([case, dname, name, fmt_us(iso), fmt_us(b2b),
+                             gr if isinstance(gr, str) else fmt_us(gr),
+                             "n/a" if xb is None else f"{xb / 2**20:.2f}", sy])
+            hs_mb = B * L * D * h.element_size() / 2**20
+            rep.log(f"[op] {case} {dname}: hidden state {hs_mb:.0f} MiB, {tok.numel()} steered tokens x 4 channels")
+            checks += check_op(rep, fast, steer_mod, channels, tk, h, prefix, N, tok, device, dtype, f"{case} {dname}")
+            del h
+            gc.collect()
+            if device == "cuda":
+                torch.cuda.empty_cache()
+    rep.table(f"Steering op alone, per steered block call (microseconds; {card_name(device)})",
+              ["size", "dtype", "variant", "isolated (us)", "back-to-back (us)", "GPU time, graph (us)",
+               "temporaries (MiB)", "host syncs"], rows)
+    rep.table("Fast path = straightforward op (fresh random inputs)", ["case", "check", "result"], checks)
+    rep.data["sections"]["op"] = {"rows": rows, "checks": checks}
+
+
+def check_op(rep, fast, steer_mod, channels, tk, h0, prefix, N, tok, device, dtype, case):
+    """Bit-exactness of the Triton path (or the fallback on CPU) against steer.steer_."""
+    import torch
+    out = []
+    g = torch.Generator(device=device).manual_seed(1)
+    B, L, D = h0.shape
+    h = (torch.randn(B, L, D, generator=g, device=device) * 3).to(dtype)
+    chans = torch.tensor([[1, D // 4, D // 2, D - 1]], device=device)
+    valid = torch.tensor([[True, True, False, True]], device=device)
+    need = torch.zeros(1, dtype=torch.int32, device=device)
+    for lam, rl in ((1.0, [1.0, 0.0]), (0.5, [0.5, 0.5]), (0.37, [0.37, 0.0])):
+        ref = h.clone()
+        rows = torch.tensor([i for i, v in enumerate(rl) if v], device=device)
+        steer_mod.steer_(ref, prefix, N, tok, chans[0], 1.3, lam, rows=rows, valid=valid[0])
+        got = h.clone()
+        fast.steer_block_(got, chans, valid, need, 0, tok, torch.tensor(rl, device=device),
+                          torch.tensor([0.5], device=device), prefix, N, *fast.ALWAYS, 1.3, 50.0, False)
+        same = torch.equal(got, ref)
+        d = (got.float() - ref.float()).abs().max().item()
+        out.append([case, f"steer, blend {lam}", "bit-identical" if same else f"max |diff| {d:.3g}"])
+    # detection on planted massive activations
+    hp = h.clone()
+    hp[:, prefix:, [5, D // 3]] *= 200.0
+    ch = torch.zeros(1, 4, dtype=torch.long, device=device)
+    ok = torch.zeros(1, 4, dtype=torch.bool, device=device)
+    nd = torch.ones(1, dtype=torch.int32, device=device)
+    fast.detect_gated_(hp, prefix, N, ch, ok, nd, 0, torch.tensor([1.0, 0.0], device=device),
+                       torch.tensor([0.5], device=device), *fast.ALWAYS, 50.0)
+    idx, v, _ = channels.detect_ma_channels(hp.narrow(1, prefix, N), 50.0, 4)
+    same = ch[0].tolist() == idx.tolist() and ok[0].tolist() == v.tolist() and nd.item() == 0
+    out.append([case, "auto detection", "same channels" if same else f"{ch[0].tolist()} vs {idx.tolist()}"])
+    for r in out:
+        rep.log("[check]", *r)
+    return out
+
+
+def section_launch(rep, device):
+    """Host cost of one launch on this machine: an empty Triton kernel, and a small torch op."""
+    import torch
+    if device != "cuda":
+        rep.log("[launch] needs CUDA")
+        return
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _one(x_ptr):
+        tl.store(x_ptr, tl.load(x_ptr) + 1.0)
+
+    @triton.jit
+    def _many(a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p, q, r, s, t, BLOCK: tl.constexpr):
+        tl.store(a, tl.load(a) + b + c + d + e + f + g + h + i + j + k + l + m + n + o + p + q + r + s + t)
+
+    x = torch.zeros(16, device="cuda")
+    ints = list(range(3, 22))
+    cases = [("empty Triton kernel, 1 pointer arg", lambda: _one[(1,)](x)),
+             ("empty Triton kernel, 1 pointer + 19 int args", lambda: _many[(1,)](x, *ints, BLOCK=16)),
+             ("torch x.add_(1) (one eager op)", lambda: x.add_(1.0)),
+             ("torch.empty(1024) (caching allocator)", lambda: torch.empty(1024, device="cuda"))]
+    rows = []
+    for name, fn in cases:
+        for _ in range(5):
+            fn()
+        rows.append([name, fmt_us(time_isolated(fn, device, 300)), fmt_us(time_back_to_back(fn, device, 300))])
+    rep.table(f"Host cost of one launch ({card_name(device)})", ["what", "isolated (us)", "back-to-back (us)"], rows)
+    rep.data["sections"]["launch"] = rows
+
+
+# -- sections: end to end ---------------------------------------------------------------------------
+
+def variants_for(pack, tiny, recorder_ok=True):
+    """(name, make(model) -> patched model) for the e2e comparisons, built with the pack's nodes."""
+    smp = pack_module(pack, "nodes.stas_model_patch").StasModelPatch
+    out = [
+        ("unpatched", lambda m: m),
+        ("unpatched again (A/A)", lambda m: m),
+        ("STAS default", lambda m: run_node(smp, m)[0]),
+        ("STAS all blocks, every step", lambda m: run_node(smp, m, blocks="all", end_percent=1.0, threshold=1.0)[0]),
+    ]
+    rec = None
+    try:
+        rec = pack_module(pack, "nodes.ma_recorder")
+    except ImportError:
+        pass
+    if recorder_ok and rec is not None:
+        node = next((getattr(rec, n) for n in dir(rec) if n.endswith("Recorder")
+                     and hasattr(getattr(rec, n), "define_schema")), None)
+        if node is not None:
+            out.append(("MA Recorder default", lambda m: run_node(node, m)[0]))
+    return out
+
+
+def run_e2e(rep, label, device, model, latent, ctx_tokens, steps, rounds, variants, cfg=5.0, extra_cond=None):
+    import torch
+    pos = text_cond(ctx_tokens, seed=1, **(extra_cond or {}))
+    neg = text_cond(ctx_tokens, seed=2, **(extra_cond or {}))
+    built = [(name, make(model)) for name, make in variants]
+    times = {n: [] for n, _ in built}
+    peaks = {n: [] for n, _ in built}
+    errors = {}
+    # warm-up: load weights, autotune kernels, first Triton compiles
+    for name, m in built:
+        try:
+            sample(m, latent, 1, cfg, pos, neg)
+        except Exception as e:  # noqa: BLE001
+            errors[name] = f"{type(e).__name__}: {e}"
+            rep.log(f"[{label}] {name} failed: {errors[name]}")
+            traceback.print_exc()
+    sync(device)
+    for r in range(rounds):
+        order = built[r % len(built):] + built[:r % len(built)]  # rotate: no variant always first
+        for name, m in order:
+            if name in errors:
+                continue
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            sync(device)
+            t0 = time.perf_counter()
+            sample(m, latent, steps, cfg, pos, neg)
+            sync(device)
+            times[name].append((time.perf_counter() - t0) / steps)
+            if device == "cuda":
+                peaks[name].append(torch.cuda.max_memory_allocated())
+        rep.log(f"[{label}] round {r + 1}/{rounds}: " + ", ".join(
+            f"{n} {times[n][-1]:.4f}s" for n, _ in built if times[n]))
+    base = median(times["unpatched"])
+    base_peak = max(peaks["unpatched"]) if peaks["unpatched"] else None
+    rows = []
+    for name, _ in built:
+        if name in errors:
+            rows.append([name, "failed", "", "", "", errors[name][:80]])
+            continue
+        med = median(times[name])
+        spread = (max(times[name]) - min(times[name])) / med if times[name] else float("nan")
+        pk = max(peaks[name]) if peaks[name] else None
+        rows.append([name, f"{med:.4f}", f"{med / base:.4f}", f"{spread * 100:.2f}%",
+                     "n/a" if pk is None else f"{pk / 2**20:.0f}",
+                     "n/a" if pk is None else f"{(pk - base_peak) / 2**20:+.1f}"])
+    return rows, {"times": times, "peaks": peaks, "errors": errors}
+
+
+def e2e_header():
+    return ["variant", "s / step (median)", "ratio to unpatched", "spread (max-min)/median",
+            "peak MiB", "peak vs unpatched (MiB)"]
+
+
+def section_e2e(rep, pack, device, tiny, dtype, steps, rounds):
+    import torch
+    if tiny:
+        model = build_wan(128, 256, 2, 4, dtype, device)
+        latent, ctx, title = torch.zeros(1, 16, 5, 8, 8), 8, "tiny Wan (4 blocks, dim 128), 5x8x8 latent"
+    else:
+        model = build_wan(1536, 8960, 12, 30, dtype, device)
+        latent, ctx, title = torch.zeros(1, 16, 21, 60, 104), 512, "Wan 2.1 1.3B, 480x832x81 (32,760 tokens), CFG batch 2"
+    rows, raw = run_e2e(rep, "e2e", device, model, latent, ctx, steps, rounds, variants_for(pack, tiny))
+    rep.table(f"End to end: {title}, {steps} euler steps per run, {rounds} interleaved rounds, "
+              f"{str(dtype).replace('torch.', '')} ({card_name(device)})", e2e_header(), rows)
+    rep.data["sections"]["e2e"] = {"rows": rows, "raw": raw}
+    del model
+    cleanup(device)
+
+
+def section_mem14b(rep, pack, device, tiny, dtype, layers):
+    import torch
+    if tiny:
+        model = build_wan(256, 512, 2, layers, dtype, device)
+        latent, title = torch.zeros(1, 16, 5, 16, 16), f"tiny Wan (dim 256, {layers} blocks)"
+    else:
+        model = build_wan(5120, 13824, 40, layers, dtype, device)
+        latent, title = torch.zeros(1, 16, 21, 90, 160), f"Wan 14B dims ({layers} of 40 blocks), 720x1280x81 (75,600 tokens)"
+    rows, raw = run_e2e(rep, "mem14b", device, model, latent, 512 if not tiny else 8, 1, 1,
+                        [v for v in variants_for(pack, tiny) if "A/A" not in v[0]])
+    rep.table(f"Peak memory, one step: {title}, CFG batch 2, {str(dtype).replace('torch.', '')} ({card_name(device)})",
+              e2e_header(), rows)
+    rep.data["sections"]["mem14b"] = {"rows": rows, "raw": raw}
+    del model
+    cleanup(device)
+
+
+def section_hunyuan(rep, pack, device, tiny, dtype, steps, rounds):
+    import torch
+    if tiny:
+        model = build_hunyuan(1, 1, dtype, device, hidden=128, heads=1)  # ComfyUI infers heads as hidden / 128
+        latent, title = torch.zeros(1, 16, 3, 8, 8), "tiny HunyuanVideo"
+    else:
+        model = build_hunyuan(4, 8, dtype, device)
+        latent, title = torch.zeros(1, 16, 16, 68, 120), "HunyuanVideo dims (hidden 3072; 4 double + 8 single blocks), 544x960x61"
+    cond = {"guidance": 6.0}
+    import comfy.conds  # noqa: F401
+    variants = variants_for(pack, tiny)
+    pooled = torch.randn(1, 768)
+    rows, raw = run_e2e(rep, "hunyuan", device, model, latent, 64, steps, rounds, variants,
+                        extra_cond={"pooled_output": pooled, **cond})
+    rep.table(f"End to end: {title}, {steps} steps, {rounds} rounds ({card_name(device)})", e2e_header(), rows)
+    rep.data["sections"]["hunyuan"] = {"rows": rows, "raw": raw}
+    del model
+    cleanup(device)
+
+
+def section_compile(rep, pack, device, tiny, dtype, steps, backend):
+    """TorchCompileModel (ComfyUI's node) on the unpatched and the STAS-patched model."""
+    import torch
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+    import comfy_extras.nodes_torch_compile as ntc
+    if tiny:
+        model = build_wan(128, 256, 2, 4, dtype, device)
+        latent, ctx = torch.zeros(1, 16, 5, 8, 8), 8
+    else:
+        model = build_wan(1536, 8960, 12, 30, dtype, device)
+        latent, ctx = torch.zeros(1, 16, 21, 60, 104), 512
+    pos, neg = text_cond(ctx, seed=1), text_cond(ctx, seed=2)
+    smp = pack_module(pack, "nodes.stas_model_patch").StasModelPatch
+
+    def compiled(m):
+        if backend == "inductor":
+            return ntc.TorchCompileModel.execute(m, "inductor")[0]
+        from comfy_api.torch_helpers import set_torch_compile_wrapper
+        c = m.clone()
+        set_torch_compile_wrapper(model=c, backend=backend, options={"guard_filter_fn": ntc.skip_torch_compile_dict})
+        return c
+
+    variants = [("unpatched", model), ("STAS default", run_node(smp, model)[0]),
+                ("STAS all blocks, every step", run_node(smp, model, blocks="all", end_percent=1.0, threshold=1.0)[0])]
+    # eager references, and where a single-block replace patch's memory goes: ComfyUI's Wan loop keeps
+    # the last patched block's output bound to its local ``out`` until the next patched block
+    noop = model.clone()
+    mid = len(model.get_model_object("diffusion_model").blocks) // 2
+    noop.set_model_patch_replace(lambda args, extra: extra["original_block"](args), "dit", "double_block", mid)
+    eager_ref, mem_rows = {}, []
+    for name, m in variants + [("no-op replace patch on the middle block (not STAS)", noop)]:
+        for rep_i in range(2):
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            out = sample(m, latent, steps, 5.0, pos, neg)
+            pk = torch.cuda.max_memory_allocated() if device == "cuda" else None
+        eager_ref[name] = out
+        mem_rows.append([name, "n/a" if pk is None else f"{pk / 2**20:.0f}"])
+    if device == "cuda":
+        b = float(mem_rows[0][1])
+        for r in mem_rows:
+            r.append(f"{float(r[1]) - b:+.1f}")
+    rep.table(f"Eager peak memory, {steps}-step runs ({card_name(device)})",
+              ["variant", "peak MiB", "vs unpatched (MiB)"], mem_rows)
+    rows, raw = [], {}
+    for name, m in variants:
+        torch._dynamo.reset()
+        counters.clear()
+        cm = compiled(m)
+        sync(device)
+        t0 = time.perf_counter()
+        out1 = sample(cm, latent, 1, 5.0, pos, neg)   # compiles
+        sync(device)
+        t_compile = time.perf_counter() - t0
+        g1 = dict(counters["stats"])
+        ts, pk = [], None
+        for _ in range(2):
+            sync(device)
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            out = sample(cm, latent, steps, 5.0, pos, neg)
+            sync(device)
+            ts.append((time.perf_counter() - t0) / steps)
+            if device == "cuda":
+                pk = torch.cuda.max_memory_allocated()
+        g2 = dict(counters["stats"])
+        breaks = sum(counters["graph_break"].values())
+        recompiles = g2.get("unique_graphs", 0) - g1.get("unique_graphs", 0)
+        diff = (out.float() - eager_ref[name].float()).abs().max().item()
+        rows.append([name, f"{t_compile:.1f}", f"{min(ts):.4f}", str(g1.get("unique_graphs", 0)), str(recompiles),
+                     str(breaks), f"{diff:.3g}", "n/a" if pk is None else f"{pk / 2**20:.0f}"])
+        raw[name] = {"stats_after_step1": g1, "stats_after": g2, "graph_breaks": dict(counters["graph_break"]),
+                     "times": ts}
+        rep.log(f"[compile] {name}: {rows[-1]}")
+        del cm, out, out1
+        cleanup(device)
+    base = float(rows[0][2])
+    for r in rows:
+        r.insert(3, f"{float(r[2]) / base:.4f}")
+    rep.table(f"torch.compile via ComfyUI's TorchCompileModel ({backend}): {steps}-step runs after the compiling one "
+              f"({card_name(device)})",
+              ["variant", "first 1-step run incl. compile (s)", "s / step compiled (best of 2 runs)", "ratio",
+               "graphs after step 1", "new graphs after step 1 (recompiles)", "graph breaks",
+               "max |compiled - eager| of the latent", "peak MiB"], rows)
+    rep.data["sections"]["compile"] = {"rows": rows, "raw": raw}
+    del model
+    cleanup(device)
+
+
+def cleanup(device):
+    import torch
+    gc.collect()
+    if device == "cuda":
+        import comfy.model_management as mm
+        mm.unload_all_models()
+        mm.soft_empty_cache()
+        torch.cuda.empty_cache()
+
+
+# -- main ---------------------------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    ap.add_argument("--tiny", action="store_true", help="tiny sizes (CPU smoke test)")
+    ap.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH", str(REPO / ".comfyui")))
+    ap.add_argument("--sections", default="op,e2e,mem14b", help="comma list of op,launch,e2e,mem14b,hunyuan,compile")
+    ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    ap.add_argument("--op-dtypes", default="float16,bfloat16")
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--layers14b", type=int, default=8, help="blocks of the 14B-dims model (40 in the real one)")
+    ap.add_argument("--compile-backend", default="inductor")
+    ap.add_argument("--compile-steps", type=int, default=3)
+    ap.add_argument("--out", default=os.environ.get("OUT") or str(REPO / "bench" / "out"))
+    a = ap.parse_args()
+
+    import torch
+    if a.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("bench: no CUDA device; use --device cpu --tiny")
+    rep = Report(Path(a.out))
+    pack, cv = load_comfy(a.comfyui, a.device)
+    try:
+        import triton
+        tv = triton.__version__
+    except ImportError:
+        tv = "not installed"
+    fast = pack_module(pack, "stas_core.steer_fast")
+    env = {"card": card_name(a.device), "torch": torch.__version__, "triton": tv, "comfyui": cv,
+           "python": platform.python_version(), "argv": sys.argv,
+           "fast path": "Triton" if (a.device == "cuda" and fast._triton_module() is not None) else "torch fallback"}
+    rep.data["env"] = env
+    rep.log("[env]", json.dumps(env))
+    dtype = getattr(torch, a.dtype)
+    sections = [s.strip() for s in a.sections.split(",") if s.strip()]
+    for s in sections:
+        t0 = time.perf_counter()
+        try:
+            if s == "op":
+                section_op(rep, pack, a.device, a.tiny, [d for d in a.op_dtypes.split(",") if d])
+            elif s == "e2e":
+                section_e2e(rep, pack, a.device, a.tiny, dtype, a.steps, a.rounds)
+            elif s == "mem14b":
+                section_mem14b(rep, pack, a.device, a.tiny, dtype, a.layers14b if not a.tiny else 2)
+            elif s == "launch":
+                section_launch(rep, a.device)
+            elif s == "hunyuan":
+                section_hunyuan(rep, pack, a.device, a.tiny, dtype, a.steps, a.rounds)
+            elif s == "compile":
+                section_compile(rep, pack, a.device, a.tiny, dtype, a.compile_steps,
+                                a.compile_backend if a.device == "cuda" else "aot_eager")
+            else:
+                rep.log(f"[bench] unknown section {s!r}")
+        except Exception as e:  # noqa: BLE001  (one failed section must not lose the others)
+            rep.log(f"[bench] section {s} FAILED: {type(e).__name__}: {e}")
+            rep.log(traceback.format_exc())
+            rep.data["sections"][s] = {"error": f"{type(e).__name__}: {e}"}
+        rep.log(f"[bench] section {s} took {time.perf_counter() - t0:.1f}s")
+        rep.save()
+    rep.log("\n## Summary (" + env["card"] + f"; torch {env['torch']}, triton {tv}, ComfyUI {cv})")
+    for title, header, rows in rep.tables:
+        rep.log(render_table(title, header, rows))
+    rep.save()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""Triton kernels for the STAS hot path (imported only where Triton is; see ``steer_fast``).
+
+Why kernels: the op touches K (about 4) channels of a few thousand tokens and reduces
+65,520 values, a few megabytes of traffic, so its floor is a couple of microseconds; the
+straightforward torch formulation spends ~15 launches and several temporaries on it.
+Here it is two launches (a split max-reduction, then the gather-steer-scatter that first
+folds the partial maxima), plus two more for auto channel detection.
+
+Every kernel decides *on the device* whether it has work: a row is steered when its
+blend ``row_lam[b]`` is non-zero and its sigma lies in the window ``lo < sigma <= hi``;
+detection runs only while its block's ``need`` flag is set and some row is steered.
+So nothing on the host reads a tensor value (no synchronisation), and a compiled graph
+needs no Python branch that could freeze one call's decision into every later call.
+
+The math is ``steer.steer_``'s, in float32: reference = alpha * max |h| (sign kept),
+``torch.lerp``'s two-sided formula, clamp to the activation dtype, one rounding.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _row_weight(row_lam_ptr, sigma_ptr, sigma_numel, r, lo, hi):
+    """Blend of row ``r`` for this call: row_lam[r] inside the sigma window, else 0."""
+    w = tl.load(row_lam_ptr + r).to(tl.float32)
+    s = tl.load(sigma_ptr + r % sigma_numel).to(tl.float32)
+    return tl.where((s > lo) & (s <= hi), w, 0.0)
+
+
+@triton.jit
+def _any_row_steered(row_lam_ptr, sigma_ptr, sigma_numel, n_rows, lo, hi):
+    on = tl.full([], 0, tl.int32)
+    for r in range(n_rows):
+        w = _row_weight(row_lam_ptr, sigma_ptr, sigma_numel, r, lo, hi)
+        on = tl.where(w != 0.0, 1, on)
+    return on
+
+
+@triton.jit
+def _steer_reduce_kernel(h_ptr, stride_b, stride_n, stride_d, vis_start, n_vis,
+                         chans_ptr, pos, n_chans,
+                         row_lam_ptr, sigma_ptr, sigma_numel, lo, hi,
+                         part_ptr, n_chunks,
+                         KP: tl.constexpr, BLOCK_N: tl.constexpr):
+    """part[b, chunk, k] = max |h[b, vis_start + n, chans[pos, k]]| over this chunk's tokens."""
+    chunk = tl.program_id(0)
+    b = tl.program_id(1)
+    w = _row_weight(row_lam_ptr, sigma_ptr, sigma_numel, b, lo, hi)
+    if w == 0.0:
+        return
+    kk = tl.arange(0, KP)
+    kmask = kk < n_chans
+    ch = tl.load(chans_ptr + pos * n_chans + kk, mask=kmask, other=0).to(tl.int64)
+    n = chunk * BLOCK_N + tl.arange(0, BLOCK_N)
+    nmask = n < n_vis
+    row = h_ptr + b.to(tl.int64) * stride_b
+    ptrs = row + (vis_start + n.to(tl.int64))[:, None] * stride_n + ch[None, :] * stride_d
+    x = tl.load(ptrs, mask=nmask[:, None] & kmask[None, :], other=0.0).to(tl.float32)
+    m = tl.max(tl.abs(x), axis=0)
+    tl.store(part_ptr + (b * n_chunks + chunk) * KP + kk, m)
+
+
+@triton.jit
+def _steer_write_kernel(h_ptr, stride_b, stride_n, stride_d, vis_start,
+                        tok_ptr, n_tok, chans_ptr, valid_ptr, pos, n_chans,
+                        row_lam_ptr, sigma_ptr, sigma_numel, lo, hi,
+                        part_ptr, n_chunks, alpha, fmin, fmax,
+                        KP: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Fold the partial maxima of row b, then steer this program's share of tokens in place."""
+    sblk = tl.program_id(0)
+    b = tl.program_id(1)
+    w = _row_weight(row_lam_ptr, sigma_ptr, sigma_numel, b, lo, hi)
+    if w == 0.0:
+        return
+    kk = tl.arange(0, KP)
+    kmask = kk < n_chans
+    cc = tl.arange(0, BLOCK_C)
+    ref = tl.zeros([KP], dtype=tl.float32)
+    for c0 in range(0, n_chunks, BLOCK_C):
+        cm = (c0 + cc) < n_chunks
+        p = tl.load(part_ptr + (b * n_chunks + c0 + cc)[:, None] * KP + kk[None, :], mask=cm[:, None], other=0.0)
+        ref = tl.maximum(ref, tl.max(p, axis=0))
+    ref = ref * alpha
+    ch = tl.load(chans_ptr + pos * n_chans + kk, mask=kmask, other=0).to(tl.int64)
+    ok = tl.load(valid_ptr + pos * n_chans + kk, mask=kmask, other=0) != 0
+    s = sblk * BLOCK_S + tl.arange(0, BLOCK_S)
+    smask = s < n_tok
+    tok = tl.load(tok_ptr + s, mask=smask, other=0).to(tl.int64)
+    row = h_ptr + b.to(tl.int64) * stride_b
+    ptrs = row + (vis_start + tok)[:, None] * stride_n + ch[None, :] * stride_d
+    m = smask[:, None] & (kmask & ok)[None, :]
+    cur = tl.load(ptrs, mask=m, other=0.0).to(tl.float32)
+    target = tl.where(cur >= 0.0, ref[None, :], -ref[None, :])
+    diff = target - cur
+    # torch.lerp: start + w * diff for |w| < 0.5, else end - diff * (1 - w) (exact at w == 1)
+    new = tl.where(tl.abs(w) < 0.5, cur + w * diff, target - diff * (1.0 - w))
+    new = tl.minimum(tl.maximum(new, fmin), fmax)
+    tl.store(ptrs, new.to(h_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _detect_partial_kernel(h_ptr, stride_b, stride_n, stride_d, vis_start, n_vis, n_dim,
+                           need_ptr, pos, row_lam_ptr, sigma_ptr, sigma_numel, n_rows, lo, hi,
+                           peak_ptr, sum_ptr, n_tchunks, n_dchunks,
+                           TOK_PER_PROG: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr):
+    """Per (row, token chunk, channel block): peak |h| per channel and the sum of |h|."""
+    tchunk = tl.program_id(0)
+    dchunk = tl.program_id(1)
+    b = tl.program_id(2)
+    need = tl.load(need_ptr + pos)
+    if need == 0:
+        return
+    if _any_row_steered(row_lam_ptr, sigma_ptr, sigma_numel, n_rows, lo, hi) == 0:
+        return
+    d = dchunk * BD + tl.arange(0, BD)
+    dmask = d < n_dim
+    row = h_ptr + b.to(tl.int64) * stride_b
+    # element-wise accumulators, reduced once at the end: the loads of successive tiles stay
+    # independent (no cross-thread reduction inside the loop), so they stream at bandwidth
+    acc_max = tl.zeros([BT, BD], dtype=tl.float32)
+    acc_sum = tl.zeros([BT, BD], dtype=tl.float32)
+    t0 = tchunk * TOK_PER_PROG
+    for i in range(0, TOK_PER_PROG, BT):
+        n = t0 + i + tl.arange(0, BT)
+        ptrs = row + (vis_start + n.to(tl.int64))[:, None] * stride_n + d.to(tl.int64)[None, :] * stride_d
+        x = tl.abs(tl.load(ptrs, mask=(n < n_vis)[:, None] & dmask[None, :], other=0.0).to(tl.float32))
+        acc_max = tl.maximum(acc_max, x)
+        acc_sum += x
+    tl.store(peak_ptr + (b * n_tchunks + tchunk).to(tl.int64) * n_dim + d, tl.max(acc_max, axis=0), mask=dmask)
+    tl.store(sum_ptr + (b * n_tchunks + tchunk) * n_dchunks + dchunk, tl.sum(tl.sum(acc_sum, axis=0), axis=0))
+
+
+@triton.jit
+def _detect_final_kernel(need_ptr, pos, row_lam_ptr, sigma_ptr, sigma_numel, n_rows, lo, hi,
+                         peak_ptr, sum_ptr, n_tchunks, n_dchunks, n_dim, n_elems, threshold,
+                         chans_ptr, valid_ptr, n_chans,
+                         TOPK: tl.constexpr, DP: tl.constexpr, CB: tl.constexpr):
+    """ratio[d] = max over rows of peak|h|[b, d] / mean|h|[b]; top-k into the block's tables."""
+    need = tl.load(need_ptr + pos)
+    if need == 0:
+        return
+    if _any_row_steered(row_lam_ptr, sigma_ptr, sigma_numel, n_rows, lo, hi) == 0:
+        return
+    dd = tl.arange(0, DP)
+    dmask = dd < n_dim
+    cc = tl.arange(0, CB)
+    ratio = tl.full([DP], float("-inf"), dtype=tl.float32)
+    for b in range(n_rows):
+        peak = tl.zeros([DP], dtype=tl.float32)
+        for t in range(n_tchunks):
+            p = tl.load(peak_ptr + (b * n_tchunks + t).to(tl.int64) * n_dim + dd, mask=dmask, other=0.0)
+            peak = tl.maximum(peak, p)
+        tot = tl.zeros([CB], dtype=tl.float32)
+        n_part = n_tchunks * n_dchunks
+        for c0 in range(0, n_part, CB):
+            tot += tl.load(sum_ptr + b * n_part + c0 + cc, mask=(c0 + cc) < n_part, other=0.0)
+        mean = tl.sum(tot, axis=0) / n_elems
+        mean = tl.maximum(mean, 1.1754943508222875e-38)
+        ratio = tl.maximum(ratio, peak / mean)
+    ratio = tl.where(dmask, ratio, float("-inf"))
+    for j in tl.static_range(TOPK):
+        m = tl.max(ratio, axis=0)
+        idx = tl.min(tl.where(ratio == m, dd, DP), axis=0)
+        tl.store(chans_ptr + pos * n_chans + j, idx.to(tl.int64))
+        tl.store(valid_ptr + pos * n_chans + j, (m >= threshold).to(tl.int8))
+        ratio = tl.where(dd == idx, float("-inf"), ratio)
+    tl.store(need_ptr + pos, 0)
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def steer_triton_(h, vis_start, n_visual, token_idx, chans, valid, pos, row_lam, sigma, lo, hi, alpha):
+    """Gated steer of block output ``h`` [B, L, D] in place, two launches.
+
+    chans int64 / valid bool tables [n_blocks, K]; row ``pos`` is this block's.
+    """
+    B = h.shape[0]
+    K = chans.shape[-1]
+    n_tok = token_idx.numel()
+    if n_tok == 0 or n_visual == 0 or B == 0:
+        return h
+    KP = _pow2(K)
+    block_n = max(16, min(1024, 2048 // KP))
+    n_chunks = triton.cdiv(n_visual, block_n)
+    part = torch.empty((B, n_chunks, KP), dtype=torch.float32, device=h.device)
+    sb, sn, sd = h.stride()
+    sig_n = sigma.numel()
+    _steer_reduce_kernel[(n_chunks, B)](
+        h, sb, sn, sd, vis_start, n_visual, chans, pos, K, row_lam, sigma, sig_n, lo, hi,
+        part, n_chunks, KP=KP, BLOCK_N=block_n)
+    block_s = max(16, min(256, 1024 // KP))
+    fi = torch.finfo(h.dtype)
+    _steer_write_kernel[(triton.cdiv(n_tok, block_s), B)](
+        h, sb, sn, sd, vis_start, token_idx, n_tok, chans, valid, pos, K, row_lam, sigma, sig_n, lo, hi,
+        part, n_chunks, float(alpha), float(fi.min), float(fi.max), KP=KP, BLOCK_S=block_s, BLOCK_C=64)
+    return h
+
+
+def detect_triton_(h, vis_start, n_visual, chans, valid, need, pos, row_lam, sigma, lo, hi, threshold):
+    """Gated auto detection into row ``pos`` of the chans/valid tables, two launches.
+
+    Runs only while need[pos] != 0 and some row is steered; then clears need[pos].
+    """
+    B, _, D = h.shape
+    K = chans.shape[-1]
+    if n_visual == 0 or B == 0:
+        return
+    bt, bd, per = 16, 128, 2048
+    n_t = triton.cdiv(n_visual, per)
+    n_d = triton.cdiv(D, bd)
+    peak = torch.empty((B, n_t, D), dtype=torch.float32, device=h.device)
+    sums = torch.empty((B, n_t, n_d), dtype=torch.float32, device=h.device)
+    sb, sn, sd = h.stride()
+    sig_n = sigma.numel()
+    _detect_partial_kernel[(n_t, n_d, B)](
+        h, sb, sn, sd, vis_start, n_visual, D, need, pos, row_lam, sigma, sig_n, B, lo, hi,
+        peak, sums, n_t, n_d, TOK_PER_PROG=per, BT=bt, BD=bd, num_warps=4)
+    dp = _pow2(D)
+    _detect_final_kernel[(1,)](
+        need, pos, row_lam, sigma, sig_n, B, lo, hi, peak, sums, n_t, n_d, D, float(n_visual * D),
+        float(threshold), chans, valid, K, TOPK=min(K, D), DP=dp, CB=256,
+        num_warps=8 if dp <= 4096 else 16)
