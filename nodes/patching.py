@@ -20,6 +20,7 @@ Layout of the patch (the way ComfyUI's own EasyCache and SkipLayerGuidance do it
 """
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from ..stas_core.schedule import SigmaWindow
 from ..stas_core.steer_fast import compiling, detect_gated_, steer_block, steer_gated_, window_bounds
 from .families import BlockRef, Family, cond_rows
 
+log = logging.getLogger("comfyui-stas")
 WRAPPER_KEY = "comfyui-stas"
 STEER_OBSERVERS = WRAPPER_KEY + ".steer_observers"
 """transformer_options key of a tuple of objects with ``stas_steer(phase, ref, h, vis_start, grid,
@@ -294,9 +296,28 @@ class OuterSampleWrapper(_Shared):
         try:
             guider.model_options = comfy.model_patcher.create_model_options_clone(orig)
             guider.model_options["transformer_options"][self.plan.key + ".run"] = run
-            return executor(*args, **kwargs)
+            out = executor(*args, **kwargs)
+            self.report_detection(run)
+            return out
         finally:
             guider.model_options = orig
+
+    def report_detection(self, run: RunState) -> None:
+        """After a run with auto channels, say so when a steered block found no channel above
+        the threshold: the kernels then leave it untouched, which must not pass silently.
+        One host read per run, after the last step (never on the hot path)."""
+        if not self.plan.auto:
+            return
+        silent = set()
+        for tables in list(run.tables.values()):
+            done = (tables.need == 0).cpu()
+            found = tables.valid.any(dim=1).cpu()
+            silent.update(self.plan.blocks[i].flat for i in range(len(self.plan.blocks)) if done[i] and not found[i])
+        if silent:
+            log.warning(
+                "STAS Model Patch: at block(s) %s no channel reached the threshold %g, so nothing was steered "
+                "there. Lower 'threshold', list channels explicitly, or look at the MA Visualizer's summary.",
+                sorted(silent), self.plan.channels.threshold)
 
     def check_uncond_pass(self, guider, sigmas, window: Optional[SigmaWindow] = None) -> None:
         """apply_to 'uncond' on a run that has no negative pass (cfg 1, whose uncond ComfyUI

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import inspect
+import logging
 import threading
 from types import SimpleNamespace
 
@@ -699,3 +700,16 @@ def test_execution_path_unknown_block(comfy_dirs):
     assert err["node_type"] == "STASModelPatch"
     assert "block 99 does not exist; this model has 4 (valid 0-3" in err["exception_message"]
     assert not (comfy_dirs / "output").exists() or not any((comfy_dirs / "output").rglob("*"))
+
+
+# -- auto channels that find nothing are reported, not silent -------------------------------
+
+def test_auto_channels_below_threshold_warn_after_the_run(env, caplog):
+    """Random weights have no massive activations: with auto channels and a high threshold no
+    channel qualifies, nothing is steered, and the run ends with a warning naming the block."""
+    patched = stas(env.wan, channels="auto", threshold=100000.0)
+    with caplog.at_level(logging.WARNING, logger="comfyui-stas"):
+        out = sample(patched, latent(), steps=2)
+    assert torch.equal(out, sample(env.wan, latent(), steps=2))
+    msgs = [r.getMessage() for r in caplog.records if r.name == "comfyui-stas"]
+    assert any(f"block(s) [{BLOCK}]" in m and "threshold" in m for m in msgs), msgs
