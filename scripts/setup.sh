@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One-time set-up for the tests (idempotent; README "Tests"). Installs into python3 (or $PYTHON):
+#   - requirements-dev.txt (pytest, numpy, safetensors, playwright, comfy-cli),
+#   - torch==2.13.0 only when no torch is importable (never replaces an existing torch),
+#   - Debian's Chromium for the frontend tests when missing (as root, with apt-get),
+#   - pytest and playwright into each ComfyUI testbed's python (scripts/testbeds.sh finds them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/testbeds.sh
+PY=${PYTHON:-python3}
+quiet() { grep -v -e 'is ignored' -e "Running pip as the 'root' user" || true; }
+
+echo "== python test dependencies -> $($PY -c 'import sys; print(sys.executable)')"
+"$PY" -m pip install -q -r requirements-dev.txt 2>&1 | quiet
+if ! "$PY" -c "import torch" 2>/dev/null; then
+  echo "== torch missing: installing torch==2.13.0"
+  "$PY" -m pip install -q torch==2.13.0 2>&1 | quiet
+fi
+
+if [ -x /usr/bin/chromium ]; then
+  echo "== chromium: $(/usr/bin/chromium --version 2>/dev/null || echo present)"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "== installing Debian's chromium (frontend tests)"
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+else
+  echo "== chromium missing and not root: frontend tests will skip (sudo apt-get install chromium)"
+fi
+
+found=0
+while IFS=$'\t' read -r name src tpy; do
+  [ -n "$name" ] || continue
+  found=1
+  echo "== testbed $name ($src): pytest + playwright -> $tpy"
+  "$tpy" -c "import pytest, playwright" 2>/dev/null || "$tpy" -m pip install -q pytest playwright 2>&1 | quiet
+done < <(find_testbeds)
+[ "$found" = 1 ] || echo "== no ComfyUI testbed: $(no_testbed_reason); integration tests will skip"
+echo "== set-up done"

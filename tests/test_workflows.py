@@ -1,0 +1,276 @@
+"""The shipped example workflows: well-formed files (always), and on every ComfyUI testbed:
+
+- each loads in the real frontend (headless Chromium against a real server with this pack) with
+  no dialog (missing nodes / models), no console or page error, no broken link, and every widget
+  value kept as saved;
+- every node type and widget value of the frontend's own API conversion validates against that
+  server's /object_info;
+- each runs end to end in real ComfyUI on tiny stand-ins: the diffusion models are random-weight
+  files of the real architectures under the real file names (tools/make_standins.py); text
+  encoders, CLIP vision and VAEs (multi-gigabyte, fixed architectures) are swapped for the
+  test-only nodes of tests/comfy_test_nodes; sizes and step counts are shrunk for the CPU.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+WF_DIR = ROOT / "example_workflows"
+WORKFLOWS = sorted(p.stem for p in WF_DIR.glob("*.json"))
+FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
+# The official ComfyUI repackaged file names the workflows may use (tools/make_standins.py writes them).
+OFFICIAL_FILES = {
+    "wan2.1_t2v_1.3B_fp16.safetensors", "wan2.2_ti2v_5B_fp16.safetensors",
+    "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors",
+    "wan2.1_i2v_480p_14B_fp16.safetensors", "hunyuan_video_t2v_720p_bf16.safetensors",
+    "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "clip_l.safetensors", "llava_llama3_fp8_scaled.safetensors",
+    "wan_2.1_vae.safetensors", "wan2.2_vae.safetensors", "hunyuan_video_vae_bf16.safetensors",
+    "clip_vision_h.safetensors",
+}
+MODEL_WIDGETS = {"UNETLoader": 0, "CLIPLoader": 0, "VAELoader": 0, "CLIPVisionLoader": 0, "DualCLIPLoader": 1}
+
+
+def load(name: str) -> dict:
+    return json.loads((WF_DIR / f"{name}.json").read_text())
+
+
+# -- the files themselves (no ComfyUI needed) -------------------------------------------------
+
+def test_expected_workflows_exist():
+    assert set(WORKFLOWS) >= {"wan2.1_t2v_1.3B_stas", "wan2.2_ti2v_5B_stas", "wan2.2_a14b_t2v_stas",
+                              "wan2.1_i2v_480p_stas", "hunyuan_video_t2v_stas", "stas_analysis_side_by_side"}
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_workflow_file(name):
+    wf = load(name)
+    thumb = WF_DIR / f"{name}.jpg"
+    assert thumb.exists() and thumb.read_bytes()[:3] == b"\xff\xd8\xff", f"{name}.jpg (template thumbnail) missing"
+    types = [n["type"] for n in wf["nodes"]]
+    assert "STASModelPatch" in types
+    notes = [n for n in wf["nodes"] if n["type"] == "Note"]
+    assert notes and "STAS" in notes[0]["widgets_values"][0], "every workflow explains STAS in a Note"
+    ids = {n["id"] for n in wf["nodes"]}
+    link_ids = {lk[0] for lk in wf["links"]}
+    for lk in wf["links"]:
+        assert lk[1] in ids and lk[3] in ids, f"link {lk} joins a missing node"
+    for n in wf["nodes"]:
+        for i in n.get("inputs", []):
+            assert i.get("link") is None or i["link"] in link_ids, f"{n['type']}.{i['name']}: dangling link"
+        if n["type"] in MODEL_WIDGETS:
+            names = n["widgets_values"][: MODEL_WIDGETS[n["type"]] + 1]
+            assert set(names) <= OFFICIAL_FILES, f"{n['type']} uses {names}, not an official file name"
+        if n["type"] in ("KSampler", "KSamplerAdvanced", "RandomNoise"):
+            assert "randomize" not in n["widgets_values"], "seeds stay fixed so runs are comparable"
+
+
+# -- in the real frontend and server -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def standins(comfy_server):
+    """Stand-in model files under the official names in the test server's models folder."""
+    r = subprocess.run([comfy_server.python, "-B", str(ROOT / "tools" / "make_standins.py"), "--comfyui",
+                        str(comfy_server.src), "--models", str(comfy_server.models_dir), "--plant-ma"],
+                       capture_output=True, text=True, timeout=600, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    comfy_server.object_info(refresh=True)
+    return comfy_server
+
+
+LOAD_JS = """
+async (wf) => {
+  await app.loadGraphData(wf);
+  await new Promise(r => setTimeout(r, 1500));
+  const g = app.graph, problems = [];
+  const links = g.links instanceof Map ? [...g.links.values()] : Object.values(g.links || {});
+  const byId = id => g.getNodeById(id);
+  for (const l of links) {
+    if (!l) continue;
+    const a = byId(l.origin_id), b = byId(l.target_id);
+    if (!a || !b) { problems.push(`link ${l.id}: missing node`); continue; }
+    const inp = b.inputs?.[l.target_slot], out = a.outputs?.[l.origin_slot];
+    if (!inp || inp.link !== l.id) problems.push(`link ${l.id}: ${b.type} input ${l.target_slot} does not hold it`);
+    if (!out || !(out.links || []).includes(l.id)) problems.push(`link ${l.id}: ${a.type} output ${l.origin_slot} does not hold it`);
+    if (inp && out && !LiteGraph.isValidConnection(out.type, inp.type)) problems.push(`link ${l.id}: ${out.type} -> ${inp.type}`);
+  }
+  const saved = new Map(wf.nodes.map(n => [String(n.id), n]));  // newer frontends use string ids
+  const widgets = [];
+  for (const n of g._nodes) {
+    const orig = saved.get(String(n.id));
+    if (!orig) { problems.push(`node ${n.id} ${n.type} appeared`); continue; }
+    if (n.type !== orig.type) problems.push(`node ${n.id}: ${orig.type} loaded as ${n.type}`);
+    if (!LiteGraph.registered_node_types[n.type]) problems.push(`node ${n.id}: type ${n.type} is not registered`);
+    for (const i of n.inputs || []) if (i.link != null && !links.find(l => l && l.id === i.link)) problems.push(`${n.type}.${i.name}: broken link ${i.link}`);
+    const vals = (n.widgets || []).map(w => w.value);
+    const want = Array.isArray(orig.widgets_values) ? orig.widgets_values : [];
+    for (let k = 0; k < want.length; k++) {
+      if (JSON.stringify(vals[k]) !== JSON.stringify(want[k])) widgets.push(`${n.type} #${n.id} widget ${k} (${n.widgets?.[k]?.name}): saved ${JSON.stringify(want[k])}, loaded ${JSON.stringify(vals[k])}`);
+    }
+    for (const w of n.widgets || []) {
+      const opts = w.options?.values;
+      if (w.type === "combo" && Array.isArray(opts) && opts.length && !opts.includes(w.value)) widgets.push(`${n.type}.${w.name}: ${JSON.stringify(w.value)} not among its options`);
+    }
+  }
+  if (g._nodes.length !== wf.nodes.length) problems.push(`${g._nodes.length} nodes loaded, ${wf.nodes.length} saved`);
+  const dialogs = [...document.querySelectorAll('.p-dialog, .comfy-modal[style*="flex"]')].filter(d => d.offsetParent !== null).map(d => d.innerText.slice(0, 300));
+  const toasts = [...document.querySelectorAll('.p-toast-message-error, .p-toast-message-warn')].map(t => t.innerText.slice(0, 300));
+  let prompt = null;
+  try { prompt = (await app.graphToPrompt()).output; } catch (e) { problems.push(`graphToPrompt failed: ${e}`); }
+  return {problems, widgets, dialogs, toasts, prompt};
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def loaded(standins, browser):
+    """Each workflow loaded once in its own page: what the frontend reported, and its API prompt."""
+    from server_env import FrontendPage
+    out = {}
+    for name in WORKFLOWS:
+        ctx = browser.new_context(viewport={"width": 1600, "height": 1000})
+        page = FrontendPage(ctx.new_page(), standins).open()
+        res = page.evaluate(LOAD_JS, load(name))
+        res["errors"] = page.errors()
+        out[name] = res
+        ctx.close()
+    return out
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_loads_in_frontend(loaded, name):
+    r = loaded[name]
+    assert r["dialogs"] == [], f"dialog on load: {r['dialogs']}"
+    assert r["toasts"] == [], f"error toast on load: {r['toasts']}"
+    assert r["errors"] == [], f"frontend errors: {r['errors']}"
+    assert r["problems"] == [], f"graph problems: {r['problems']}"
+    assert r["widgets"] == [], f"widget values not kept: {r['widgets']}"
+
+
+def _check_value(node_type: str, name: str, value, spec) -> str | None:
+    kind, opts = spec[0], (spec[1] if len(spec) > 1 else {})
+    options = kind if isinstance(kind, list) else opts.get("options") if kind == "COMBO" else None
+    where = f"{node_type}.{name} = {value!r}"
+    if options is not None:
+        return None if value in options else f"{where}: not one of {options[:12]}"
+    if kind in ("INT", "FLOAT"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind == "INT" and value != int(value)):
+            return f"{where}: not a number"
+        if value < opts.get("min", float("-inf")) or value > opts.get("max", float("inf")):
+            return f"{where}: outside {opts.get('min')}..{opts.get('max')}"
+    elif kind == "BOOLEAN" and not isinstance(value, bool):
+        return f"{where}: not a boolean"
+    elif kind == "STRING" and not isinstance(value, str):
+        return f"{where}: not a string"
+    return None  # sockets given a literal are caught by ComfyUI itself when the prompt runs
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_nodes_and_widget_values_match_object_info(loaded, standins, name):
+    info = standins.object_info()
+    wf = load(name)
+    unknown = {n["type"] for n in wf["nodes"]} - set(info) - FRONTEND_ONLY
+    assert not unknown, f"node types the server does not know: {unknown}"
+    errors = []
+    for nid, node in loaded[name]["prompt"].items():
+        spec = info[node["class_type"]]["input"]
+        allowed = {**spec.get("required", {}), **spec.get("optional", {})}
+        for req in spec.get("required", {}):
+            if req not in node["inputs"]:
+                errors.append(f"{node['class_type']} #{nid}: required input {req} missing")
+        for k, v in node["inputs"].items():
+            if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str):
+                continue  # a link
+            base = k.split(".")[0]  # dynamic combos send 'format.codec'
+            if base not in allowed:
+                errors.append(f"{node['class_type']} #{nid}: unknown input {k}")
+            elif base == k:
+                err = _check_value(node["class_type"], k, v, allowed[k])
+                if err:
+                    errors.append(err)
+    assert errors == []
+
+
+# -- execution on stand-ins ------------------------------------------------------------------------
+
+TEXT_KIND = {"wan": "wan", "hunyuan_video": "hunyuan_video"}
+
+
+def _vae_kind(name: str) -> str:
+    return "wan2.2" if name.startswith("wan2.2") else "hunyuan_video" if "hunyuan" in name else "wan2.1"
+
+
+def shrink_for_cpu(prompt: dict) -> dict:
+    """Swap the multi-gigabyte loaders for test stand-ins; tiny latents and few steps."""
+    out = {}
+    for nid, node in prompt.items():
+        ct, inp = node["class_type"], dict(node["inputs"])
+        if ct in ("CLIPLoader", "DualCLIPLoader"):
+            ct, inp = "STASTestTextEncoder", {"kind": TEXT_KIND[inp["type"]]}
+        elif ct == "VAELoader":
+            ct, inp = "STASTestVAE", {"kind": _vae_kind(inp["vae_name"])}
+        elif ct == "CLIPVisionLoader":
+            ct, inp = "STASTestCLIPVision", {}
+        elif ct in ("EmptyHunyuanLatentVideo", "Wan22ImageToVideoLatent", "WanImageToVideo"):
+            inp.update(width=64, height=64, length=9)
+        elif ct in ("KSampler", "BasicScheduler"):
+            inp["steps"] = 3
+        elif ct == "KSamplerAdvanced":
+            split = inp["start_at_step"] > 0
+            inp.update(steps=4, start_at_step=2 if split else 0, end_at_step=10000 if split else 2)
+        out[nid] = {"class_type": ct, "inputs": inp}
+    return out
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_runs_on_standins(loaded, standins, name):
+    prompt = shrink_for_cpu(loaded[name]["prompt"])
+    entry = standins.run(prompt, timeout=600)
+    outputs = entry["outputs"]
+    saved = [(nid, prompt[nid]["class_type"]) for nid in outputs]
+    videos = [p for nid, ct in saved if ct == "SaveVideo" for p in standins.output_files(entry, nid)]
+    assert videos and all(p.exists() and p.stat().st_size > 0 for p in videos), f"no video written: {outputs}"
+    for nid, ct in saved:
+        if ct == "PreviewImage":
+            assert all(p.exists() for p in standins.output_files(entry, nid))
+        if ct == "STASMAVisualizer":
+            assert outputs[nid].get("stas_profile"), "MA Visualizer sent no chart data to the frontend"
+
+
+def test_testbed_left_untouched(standins):
+    """The server ran from the testbed without writing into it (all state lives in its base dir)."""
+    changed = []
+    for dirpath, dirnames, filenames in os.walk(standins.src):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        for f in filenames:
+            p = Path(dirpath) / f
+            if p.stat().st_mtime > standins.started_at:
+                changed.append(str(p.relative_to(standins.src)))
+    assert changed == []
+
+
+# -- README's first-run command ----------------------------------------------------------------
+
+def test_first_run_command(tmp_path):
+    """`python3 scripts/first_run.py --comfyui PATH` (README, "First run") on this testbed."""
+    from server_env import find_comfyui
+    found = find_comfyui()
+    if found is None:
+        pytest.skip("real ComfyUI not found: set COMFYUI_PATH to a ComfyUI checkout (see README, 'Tests')")
+    src, python = found
+    out = tmp_path / "stas_first_run"
+    env = dict(os.environ, COMFYUI_PYTHON=python)
+    r = subprocess.run(["python3", "scripts/first_run.py", "--comfyui", str(src), "--out", str(out)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = (out / "report.md").read_text()
+    names = {p.name.rsplit("_", 2)[0] for p in out.glob("*.png")}
+    assert names >= {"mask_preview", "with_stas_profile", "with_stas_heatmaps", "with_stas_hierarchy",
+                     "with_stas_steering", "without_stas_profile"}, names
+    assert "ch 77" in report, "the planted massive-activation channel was not detected"
+    assert "STAS steering here: channels [77]" in report, "STAS did not steer the planted channel"

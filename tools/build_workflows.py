@@ -1,0 +1,443 @@
+"""Build example_workflows/*.json and their .jpg thumbnails in the real ComfyUI frontend.
+
+Each workflow below is a list of nodes (type, position, widget values by name) and links (by
+slot name). A real ComfyUI server with this pack is started (tests/server_env.py), headless
+Chromium creates the nodes with the frontend's own LiteGraph, connects them, and saves the graph
+the way the frontend does (``app.graphToPrompt().workflow``); the thumbnail is a screenshot of
+that graph. Build with the OLDEST supported ComfyUI so every newer frontend can load the files:
+
+    COMFYUI_PATH=~/.cache/comfyui-stas/testbeds/comfyui-0.3.64/src \\
+        ~/.cache/comfyui-stas/testbeds/comfyui-0.3.64/venv/bin/python tools/build_workflows.py [NAME ...]
+
+Model file names are those of the official ComfyUI repackaged releases (as in ComfyUI's own
+templates), so a user with those files runs the workflows unchanged.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "example_workflows"
+
+NEGATIVE = ("blurry, low quality, jpeg artifacts, overexposed, static frame, still image, subtitles, text, "
+            "watermark, deformed, distorted, extra limbs, fused fingers, messy background, worst quality")
+SEED = 42
+
+
+class Graph:
+    """Nodes and links of one workflow, by name; positions in canvas pixels."""
+
+    def __init__(self, name: str, title: str):
+        self.name, self.title = name, title
+        self.nodes: list[dict] = []
+        self.links: list[tuple] = []
+        self.groups: list[dict] = []
+
+    def add(self, type_: str, pos, title: str | None = None, size=None, color: str | None = None, **widgets) -> int:
+        self.nodes.append(dict(type=type_, pos=list(pos), title=title, size=size, color=color, widgets=widgets))
+        return len(self.nodes) - 1
+
+    def link(self, src: int, out, dst: int, inp: str) -> None:
+        self.links.append((src, out, dst, inp))
+
+    def note(self, pos, text: str, size=(460, 300)) -> int:
+        return self.add("Note", pos, title="About STAS in this workflow", size=list(size), text=text.strip())
+
+    def group(self, title: str, bounding, color: str = "#3f789e") -> None:
+        self.groups.append(dict(title=title, bounding=list(bounding), color=color))
+
+    def spec(self) -> dict:
+        return dict(nodes=self.nodes, links=self.links, groups=self.groups)
+
+
+STAS_COLOR = "#2a4858"
+
+
+# -- reusable pieces -----------------------------------------------------------------------
+
+def wan_text(g: Graph, pos, prompt: str):
+    """CLIPLoader (umt5) + positive and negative CLIPTextEncode; returns (clip, pos, neg) node keys."""
+    x, y = pos
+    clip = g.add("CLIPLoader", (x, y), clip_name="umt5_xxl_fp8_e4m3fn_scaled.safetensors", type="wan", device="default")
+    p = g.add("CLIPTextEncode", (x + 360, y), title="Positive prompt", size=[420, 160], text=prompt)
+    n = g.add("CLIPTextEncode", (x + 360, y + 210), title="Negative prompt", size=[420, 140], text=NEGATIVE)
+    g.link(clip, "CLIP", p, "clip")
+    g.link(clip, "CLIP", n, "clip")
+    return clip, p, n
+
+
+STAS_DEFAULTS = dict(alpha=1.0, blend=1.0, blocks="middle", channels="auto", threshold=50.0, top_k=4,
+                     start_percent=0.0, end_percent=0.4, apply_to="cond")
+
+
+def stas(g: Graph, pos, model_src: int, title: str | None = None, **overrides) -> int:
+    """STAS Model Patch at the node's defaults (the paper's setting), fed by ``model_src``."""
+    st = g.add("STASModelPatch", pos, title=title, color=STAS_COLOR, **{**STAS_DEFAULTS, **overrides})
+    g.link(model_src, "MODEL", st, "model")
+    return st
+
+
+def diffusion_model(g: Graph, pos, unet_name: str, shift: float, title: str | None = None, shift_pos=None) -> int:
+    """UNETLoader -> ModelSamplingSD3 (the official templates' shift); returns the shift node."""
+    x, y = pos
+    unet = g.add("UNETLoader", (x, y), title=title, unet_name=unet_name, weight_dtype="default")
+    ms = g.add("ModelSamplingSD3", shift_pos or (x, y + 130), shift=shift)
+    g.link(unet, "MODEL", ms, "model")
+    return ms
+
+
+def ksampler(g: Graph, pos, model_src, positive, negative, latent, steps: int, cfg: float,
+             title: str | None = None) -> int:
+    """KSampler (uni_pc / simple, as the official Wan templates) with a fixed seed, so bypassing STAS
+    renders the same video without it. Sources are (node, output name) pairs."""
+    ks = g.add("KSampler", pos, title=title, seed=SEED, control_after_generate="fixed", steps=steps, cfg=cfg,
+               sampler_name="uni_pc", scheduler="simple", denoise=1.0)
+    g.link(model_src[0], model_src[1], ks, "model")
+    g.link(positive[0], positive[1], ks, "positive")
+    g.link(negative[0], negative[1], ks, "negative")
+    g.link(latent[0], latent[1], ks, "latent_image")
+    return ks
+
+
+def decode_and_save(g: Graph, pos, latent_src, vae, fps: float, prefix: str, tiled: bool = False):
+    x, y = pos
+    if tiled:
+        dec = g.add("VAEDecodeTiled", (x, y), tile_size=256, overlap=64, temporal_size=64, temporal_overlap=8)
+    else:
+        dec = g.add("VAEDecode", (x, y))
+    g.link(latent_src[0], latent_src[1], dec, "samples")
+    g.link(vae, "VAE", dec, "vae")
+    vid = g.add("CreateVideo", (x, y + 160), fps=fps)
+    g.link(dec, "IMAGE", vid, "images")
+    save = g.add("SaveVideo", (x + 260, y), size=[420, 420], filename_prefix=prefix, format="auto", codec="auto")
+    g.link(vid, "VIDEO", save, "video")
+    return dec
+
+
+def mask_builder_with_preview(g: Graph, pos, latent_src, patch_hw: int = 2) -> int:
+    """Boundary Mask Builder on this workflow's latent, with its preview image shown."""
+    x, y = pos
+    mb = g.add("STASBoundaryMaskBuilder", (x, y), color=STAS_COLOR, first_frame=True, boundaries=True, head=1.0,
+               tail=1.0, unit="rows", patch_t=1, patch_hw=patch_hw)
+    g.link(latent_src[0], latent_src[1], mb, "latent")
+    prev = g.add("PreviewImage", (x, y + 330), title="Which tokens STAS steers", size=[330, 300])
+    g.link(mb, "preview", prev, "images")
+    return mb
+
+
+# -- the workflows ---------------------------------------------------------------------------
+
+def wan21_t2v() -> Graph:
+    g = Graph("wan2.1_t2v_1.3B_stas", "Wan 2.1 T2V 1.3B + STAS")
+    ms = diffusion_model(g, (0, 0), "wan2.1_t2v_1.3B_fp16.safetensors", 8.0)
+    _, pos, neg = wan_text(g, (0, 260), "a red fox trotting through fresh snow in a pine forest at sunrise, "
+                                        "tracking shot, soft golden light, breath visible in the cold air")
+    lat = g.add("EmptyHunyuanLatentVideo", (0, 640), width=832, height=480, length=33, batch_size=1)
+    mb = mask_builder_with_preview(g, (420, 640), (lat, "LATENT"))
+    st = stas(g, (820, 0), ms)
+    g.link(mb, "mask", st, "mask")
+    ks = ksampler(g, (1200, 0), (st, "MODEL"), (pos, "CONDITIONING"), (neg, "CONDITIONING"), (lat, "LATENT"), 30, 6.0)
+    vae = g.add("VAELoader", (1200, 300), vae_name="wan_2.1_vae.safetensors")
+    decode_and_save(g, (1540, 0), (ks, "LATENT"), vae, 16, "video/stas_wan21_t2v")
+    g.note((820, 420), """
+STAS (Structured Activation Steering) steers the massive activations of the first latent frame and of the head/tail token rows of every later latent frame toward a scaled global maximum, in one block, during early denoising. No extra model pass.
+
+Settings that matter:
+- blocks = middle (block 15 of Wan 2.1 1.3B's 30, as in the paper)
+- end_percent = 0.4: steer the first 40% of denoising only
+- alpha = 1.0, blend = 1.0: replace with the global max (sign kept)
+- apply_to = cond: CFG then extrapolates along the steer
+- mask: the Boundary Mask Builder; its preview shows the steered tokens of this latent
+
+Bypass STAS (Ctrl+B) to render the same seed without it.
+""")
+    return g
+
+
+def wan22_ti2v_5b() -> Graph:
+    g = Graph("wan2.2_ti2v_5B_stas", "Wan 2.2 TI2V 5B + STAS")
+    ms = diffusion_model(g, (0, 0), "wan2.2_ti2v_5B_fp16.safetensors", 8.0)
+    _, pos, neg = wan_text(g, (0, 260), "a street musician playing guitar in a retro subway station, commuters "
+                                        "hurrying past, warm dim light, handheld camera")
+    vae = g.add("VAELoader", (0, 640), vae_name="wan2.2_vae.safetensors")
+    lat = g.add("Wan22ImageToVideoLatent", (360, 640), width=1280, height=704, length=121, batch_size=1)
+    g.link(vae, "VAE", lat, "vae")
+    st = stas(g, (820, 0), ms)
+    ks = ksampler(g, (1200, 0), (st, "MODEL"), (pos, "CONDITIONING"), (neg, "CONDITIONING"), (lat, "LATENT"), 20, 5.0)
+    decode_and_save(g, (1540, 0), (ks, "LATENT"), vae, 24, "video/stas_wan22_ti2v_5b")
+    g.note((820, 420), """
+Wan 2.2 TI2V 5B with STAS. This model runs per-frame timesteps and a 48-channel latent; STAS steers the same token groups (first latent frame, head/tail rows of every later frame) in the middle block (15 of 30) during the first 40% of denoising.
+
+Settings that matter: blocks = middle, end_percent = 0.4, alpha = 1.0, apply_to = cond. With a start image (connect a Load Image to Wan22ImageToVideoLatent's start_image) the first latent frame is the given image; keep first_frame steering on: its tokens still carry the largest massive activations.
+
+Bypass STAS (Ctrl+B) to compare with the same seed.
+""")
+    return g
+
+
+def wan22_a14b() -> Graph:
+    g = Graph("wan2.2_a14b_t2v_stas", "Wan 2.2 A14B T2V (both experts) + STAS")
+    hi = diffusion_model(g, (0, 0), "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", 8.0, title="High-noise expert",
+                         shift_pos=(360, 0))
+    lo = diffusion_model(g, (0, 150), "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", 8.0, title="Low-noise expert",
+                         shift_pos=(360, 150))
+    _, pos, neg = wan_text(g, (0, 300), "a paper boat drifting down a rain-soaked cobblestone street, "
+                                        "reflections of neon signs, low camera following the boat")
+    lat = g.add("EmptyHunyuanLatentVideo", (0, 680), width=640, height=640, length=81, batch_size=1)
+    sth = stas(g, (820, 0), hi, title="STAS (high-noise expert)")
+    stl = stas(g, (820, 420), lo, title="STAS (low-noise expert)")
+    common = dict(steps=20, cfg=3.5, sampler_name="euler", scheduler="simple")
+    k1 = g.add("KSamplerAdvanced", (1200, 0), title="Steps 0-10: high-noise expert", add_noise="enable",
+               noise_seed=SEED, control_after_generate="fixed", **common, start_at_step=0, end_at_step=10,
+               return_with_leftover_noise="enable")
+    k2 = g.add("KSamplerAdvanced", (1200, 420), title="Steps 10-20: low-noise expert", add_noise="disable",
+               noise_seed=0, control_after_generate="fixed", **common, start_at_step=10, end_at_step=10000,
+               return_with_leftover_noise="disable")
+    for k, st in ((k1, sth), (k2, stl)):
+        g.link(st, "MODEL", k, "model")
+        g.link(pos, "CONDITIONING", k, "positive")
+        g.link(neg, "CONDITIONING", k, "negative")
+    g.link(lat, "LATENT", k1, "latent_image")
+    g.link(k1, "LATENT", k2, "latent_image")
+    vae = g.add("VAELoader", (1200, 860), vae_name="wan_2.1_vae.safetensors")
+    decode_and_save(g, (1560, 0), (k2, "LATENT"), vae, 16, "video/stas_wan22_a14b")
+    g.note((0, 840), """
+Wan 2.2 A14B is two models: the high-noise expert runs the first steps, the low-noise expert the rest. Each expert gets its own STAS Model Patch with the same settings. start/end_percent are fractions of the whole denoising schedule, mapped to sigma by each model, so each STAS steers only the steps its expert actually runs that fall inside the window.
+
+With the split at step 10 of 20 and end_percent = 0.4, the high-noise expert does all the steering and the low-noise STAS stays idle (it costs nothing). Move the split earlier or raise end_percent and the low-noise expert steers its share too.
+
+blocks = middle = block 20 of 40. Bypass both STAS nodes (Ctrl+B) to compare with the same seed.
+""", size=(520, 330))
+    return g
+
+
+def wan21_i2v() -> Graph:
+    g = Graph("wan2.1_i2v_480p_stas", "Wan 2.1 I2V 480p + STAS")
+    ms = diffusion_model(g, (0, 0), "wan2.1_i2v_480p_14B_fp16.safetensors", 8.0)
+    _, pos, neg = wan_text(g, (0, 260), "the scene comes alive: gentle wind moves the grass, the camera slowly "
+                                        "pushes in, natural motion")
+    img = g.add("LoadImage", (0, 640), size=[320, 360], image="example.png", upload="image")
+    cvl = g.add("CLIPVisionLoader", (360, 640), clip_name="clip_vision_h.safetensors")
+    cve = g.add("CLIPVisionEncode", (360, 760), crop="none")
+    g.link(cvl, "CLIP_VISION", cve, "clip_vision")
+    g.link(img, "IMAGE", cve, "image")
+    vae = g.add("VAELoader", (360, 900), vae_name="wan_2.1_vae.safetensors")
+    i2v = g.add("WanImageToVideo", (820, 420), width=512, height=512, length=33, batch_size=1)
+    g.link(pos, "CONDITIONING", i2v, "positive")
+    g.link(neg, "CONDITIONING", i2v, "negative")
+    g.link(vae, "VAE", i2v, "vae")
+    g.link(cve, "CLIP_VISION_OUTPUT", i2v, "clip_vision_output")
+    g.link(img, "IMAGE", i2v, "start_image")
+    st = stas(g, (820, 0), ms)
+    ks = ksampler(g, (1200, 0), (st, "MODEL"), (i2v, "positive"), (i2v, "negative"), (i2v, "latent"), 20, 6.0)
+    decode_and_save(g, (1540, 0), (ks, "LATENT"), vae, 16, "video/stas_wan21_i2v")
+    g.note((1200, 520), """
+Wan 2.1 image-to-video with STAS. The first latent frame is the input image (concatenated to the model input); STAS steers its tokens and the head/tail rows of every later latent frame in the middle block (20 of 40) during the first 40% of denoising.
+
+Settings that matter: blocks = middle, end_percent = 0.4, alpha = 1.0, apply_to = cond. If the video drifts from the image, try a lower alpha (0.8) or blend 0.5.
+
+Put your own image in ComfyUI/input (example.png ships with ComfyUI). Bypass STAS (Ctrl+B) to compare with the same seed.
+""")
+    return g
+
+
+def hunyuan_t2v() -> Graph:
+    g = Graph("hunyuan_video_t2v_stas", "HunyuanVideo T2V + STAS")
+    ms = diffusion_model(g, (0, 0), "hunyuan_video_t2v_720p_bf16.safetensors", 7.0)
+    clip = g.add("DualCLIPLoader", (0, 260), clip_name1="clip_l.safetensors",
+                 clip_name2="llava_llama3_fp8_scaled.safetensors", type="hunyuan_video", device="default")
+    enc = g.add("CLIPTextEncode", (360, 260), title="Prompt", size=[420, 160],
+                text="a hummingbird hovering at a bright red flower in slow motion, shallow depth of field, "
+                     "morning light, macro shot")
+    g.link(clip, "CLIP", enc, "clip")
+    guid = g.add("FluxGuidance", (360, 470), guidance=6.0)
+    g.link(enc, "CONDITIONING", guid, "conditioning")
+    lat = g.add("EmptyHunyuanLatentVideo", (0, 600), width=848, height=480, length=73, batch_size=1)
+    st = stas(g, (820, 0), ms)
+    guider = g.add("BasicGuider", (1200, 0))
+    g.link(st, "MODEL", guider, "model")
+    g.link(guid, "CONDITIONING", guider, "conditioning")
+    sel = g.add("KSamplerSelect", (1200, 110), sampler_name="euler")
+    sch = g.add("BasicScheduler", (1200, 210), scheduler="simple", steps=20, denoise=1.0)
+    g.link(st, "MODEL", sch, "model")
+    noise = g.add("RandomNoise", (1200, 370), noise_seed=SEED, control_after_generate="fixed")
+    sca = g.add("SamplerCustomAdvanced", (1540, 0))
+    for src, out, inp in ((noise, "NOISE", "noise"), (guider, "GUIDER", "guider"), (sel, "SAMPLER", "sampler"),
+                          (sch, "SIGMAS", "sigmas"), (lat, "LATENT", "latent_image")):
+        g.link(src, out, sca, inp)
+    vae = g.add("VAELoader", (1540, 260), vae_name="hunyuan_video_vae_bf16.safetensors")
+    decode_and_save(g, (1880, 0), (sca, "output"), vae, 24, "video/stas_hunyuan_t2v", tiled=True)
+    g.note((820, 420), """
+HunyuanVideo with STAS. HunyuanVideo has 20 double-stream and 40 single-stream blocks; STAS counts them in that order, so blocks = middle is block 30 = single-stream block 10. In single-stream blocks the text tokens are left alone: only video tokens are steered.
+
+HunyuanVideo is guidance-distilled (FluxGuidance, no negative pass), so apply_to must be cond (uncond would steer nothing and is refused). end_percent = 0.4, alpha = 1.0.
+
+Bypass STAS (Ctrl+B) to compare with the same noise seed.
+""")
+    return g
+
+
+def analysis() -> Graph:
+    g = Graph("stas_analysis_side_by_side", "STAS analysis: record, visualize, compare")
+    ms = diffusion_model(g, (0, 0), "wan2.1_t2v_1.3B_fp16.safetensors", 8.0)
+    _, pos, neg = wan_text(g, (0, 260), "a red fox trotting through fresh snow in a pine forest at sunrise, "
+                                        "tracking shot, soft golden light")
+    lat = g.add("EmptyHunyuanLatentVideo", (0, 640), width=832, height=480, length=33, batch_size=1)
+    mb = g.add("STASBoundaryMaskBuilder", (0, 800), color=STAS_COLOR, first_frame=True, boundaries=True, head=1.0,
+               tail=1.0, unit="rows", patch_t=1, patch_hw=2)
+    g.link(lat, "LATENT", mb, "latent")
+    rec_kw = dict(blocks="middle", steps="all", record="cond", channels="auto", top_k=4, token_stride=0,
+                  max_memory_mb=256)
+    # A: without STAS.  B: with STAS (the recorder after STAS also records values before/after steering)
+    rec_a = g.add("STASMARecorder", (820, 0), title="MA Recorder (without STAS)", color=STAS_COLOR, **rec_kw)
+    g.link(ms, "MODEL", rec_a, "model")
+    st = stas(g, (820, 460), ms)
+    g.link(mb, "mask", st, "mask")
+    rec_b = g.add("STASMARecorder", (820, 880), title="MA Recorder (with STAS)", color=STAS_COLOR, **rec_kw)
+    g.link(st, "MODEL", rec_b, "model")
+    conds = ((pos, "CONDITIONING"), (neg, "CONDITIONING"), (lat, "LATENT"))
+    ks_a = ksampler(g, (1200, 0), (rec_a, "model"), *conds, 30, 6.0, title="KSampler (without STAS)")
+    ks_b = ksampler(g, (1200, 460), (rec_b, "model"), *conds, 30, 6.0, title="KSampler (with STAS, same seed)")
+    vae = g.add("VAELoader", (1200, 920), vae_name="wan_2.1_vae.safetensors")
+    dec_a = g.add("VAEDecode", (1560, 0), title="Decode (without STAS)")
+    dec_b = g.add("VAEDecode", (1560, 110), title="Decode (with STAS)")
+    for dec, ks in ((dec_a, ks_a), (dec_b, ks_b)):
+        g.link(ks, "LATENT", dec, "samples")
+        g.link(vae, "VAE", dec, "vae")
+    stitch = g.add("ImageStitch", (1560, 220), title="Side by side: without | with STAS", direction="right",
+                   match_image_size=True, spacing_width=8, spacing_color="white")
+    g.link(dec_a, "IMAGE", stitch, "image1")
+    g.link(dec_b, "IMAGE", stitch, "image2")
+    vid = g.add("CreateVideo", (1560, 420), fps=16.0)
+    g.link(stitch, "IMAGE", vid, "images")
+    save = g.add("SaveVideo", (1840, 0), size=[520, 420], filename_prefix="video/stas_side_by_side", format="auto",
+                 codec="auto")
+    g.link(vid, "VIDEO", save, "video")
+    # visualizers: one per run
+    vis_kw = dict(block=-1, step=-1, sample=0, chunk="cond", channel="max", threshold=50.0, log_scale=False,
+                  export=False, filename_prefix="stas/ma_recording")
+    vis = {}
+    for key, y, label in (("a", 0, "without STAS"), ("b", 680, "with STAS")):
+        vis[key] = g.add("STASMAVisualizer", (2400, y), title=f"MA Visualizer ({label})", size=[520, 620],
+                         color=STAS_COLOR, **vis_kw)
+        rec, ks = (rec_a, ks_a) if key == "a" else (rec_b, ks_b)
+        g.link(rec, "recording", vis[key], "recording")
+        g.link(ks, "LATENT", vis[key], "latent")
+        g.link(mb, "mask", vis[key], "mask")
+    for key, out, y, title in (("a", "profile", 0, "Token profile (without STAS)"),
+                               ("a", "hierarchy", 340, "Hierarchy by block x step (without STAS)"),
+                               ("b", "steering", 680, "Steering: before vs after (with STAS)"),
+                               ("b", "heatmaps", 1020, "Per-frame heatmaps (with STAS)")):
+        prev = g.add("PreviewImage", (2960, y), title=title, size=[420, 300])
+        g.link(vis[key], out, prev, "images")
+    g.note((0, 1140), """
+Analysis: the same prompt and seed rendered without (top) and with (bottom) STAS, the two videos side by side in one file, and the massive activations of the middle block recorded in both runs.
+
+- MA Recorder: records the chosen blocks and steps while the sampler runs. Placed after STAS, it also records each steered value before and after steering.
+- MA Visualizer: token-index profile (first frame > boundary rows > interior is the hierarchy STAS exploits), per-frame heatmaps, block x step hierarchy, steering before/after, and a text summary with the detected MA channels. Its chart inside the node is interactive.
+- The Boundary Mask Builder feeds the same mask to STAS and to both visualizers, so "boundary" means the same tokens everywhere.
+
+See docs/visualizer.md for how to read the figures.
+""", size=(780, 330))
+    return g
+
+
+WORKFLOWS = [wan21_t2v, wan22_ti2v_5b, wan22_a14b, wan21_i2v, hunyuan_t2v, analysis]
+
+BUILD_JS = """
+async ({nodes, links, groups}) => {
+  const g = app.graph;
+  g.clear();
+  const made = [];
+  for (const s of nodes) {
+    const n = LiteGraph.createNode(s.type);
+    if (!n) throw new Error("the frontend does not know node type " + s.type);
+    g.add(n);
+    n.pos = s.pos;
+    if (s.title) n.title = s.title;
+    if (s.color) { n.color = s.color; n.bgcolor = "#1f3a47"; }
+    for (const [name, value] of Object.entries(s.widgets)) {
+      const w = (n.widgets || []).find(w => w.name === name);
+      if (!w) throw new Error(s.type + " has no widget " + name + " (has " + (n.widgets || []).map(w => w.name) + ")");
+      w.value = value;
+    }
+    if (s.size) n.size = s.size; else n.size = n.computeSize();
+    made.push(n);
+  }
+  for (const [src, out, dst, inp] of links) {
+    const a = made[src], b = made[dst];
+    const oi = typeof out === "number" ? out : a.findOutputSlot(out);
+    const ii = b.findInputSlot(inp);
+    if (oi < 0 || ii < 0) throw new Error("no slot " + a.type + "." + out + " -> " + b.type + "." + inp);
+    if (!a.connect(oi, b, ii)) throw new Error("cannot connect " + a.type + "." + out + " -> " + b.type + "." + inp);
+  }
+  for (const gr of groups) {
+    const group = new LiteGraph.LGraphGroup(gr.title);
+    group.pos = gr.bounding.slice(0, 2); group.size = gr.bounding.slice(2, 4); group.color = gr.color;
+    g.add(group);
+  }
+  // frame the whole graph inside the canvas area (right of the side bar, below the top bar)
+  let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+  for (const n of g._nodes) {
+    x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - 30);
+    x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]);
+  }
+  const c = app.canvas, r = c.canvas.getBoundingClientRect();
+  const R = [r.left + 80, r.top + 100, r.right - 20, r.bottom - 20], pad = 30;
+  const s = Math.min((R[2] - R[0]) / (x1 - x0 + 2 * pad), (R[3] - R[1]) / (y1 - y0 + 2 * pad));
+  c.ds.scale = s;
+  c.ds.offset = [(R[0] - r.left) / s - x0 + pad, (R[1] - r.top) / s - y0 + pad];
+  c.setDirty(true, true);
+  c.draw(true, true);
+  const clip = {x: R[0], y: R[1], width: (x1 - x0 + 2 * pad) * s, height: (y1 - y0 + 2 * pad) * s};
+  const p = await app.graphToPrompt();
+  return [JSON.stringify(p.workflow), clip];
+}
+"""
+
+
+def save_thumbnail(png: bytes, path: Path, width: int = 1280) -> None:
+    """The template browser's card image: the graph screenshot, at most ``width`` pixels wide."""
+    import io
+
+    from PIL import Image  # ships with ComfyUI
+    im = Image.open(io.BytesIO(png)).convert("RGB")
+    if im.width > width:
+        im = im.resize((width, round(im.height * width / im.width)), Image.LANCZOS)
+    im.save(path, "JPEG", quality=85, optimize=True)
+
+
+def main(argv: list[str]) -> int:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from server_env import CHROMIUM, CHROMIUM_ARGS, ComfyServer, FrontendPage, ensure_playwright, find_comfyui
+
+    found = find_comfyui()
+    if found is None:
+        raise SystemExit("set COMFYUI_PATH to a ComfyUI checkout (the oldest supported one)")
+    chosen = [w for w in WORKFLOWS if not argv or w().name in argv]
+    sync_api = ensure_playwright()
+    OUT.mkdir(exist_ok=True)
+    with ComfyServer(*found, test_nodes=False) as srv, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        for make in chosen:
+            g = make()
+            ctx = browser.new_context(viewport={"width": 2600, "height": 1500})  # zoom >= 0.6: full-quality nodes
+            page = FrontendPage(ctx.new_page(), srv).open()
+            text, clip = page.evaluate(BUILD_JS, g.spec())
+            wf = json.loads(text)
+            page.wait_for_timeout(500)
+            (OUT / f"{g.name}.json").write_text(json.dumps(wf, indent=2, ensure_ascii=False) + "\n")
+            shot = page.screenshot(type="png", clip=clip)
+            save_thumbnail(shot, OUT / f"{g.name}.jpg")
+            if page.errors():
+                raise SystemExit(f"{g.name}: the frontend reported errors: {page.errors()}")
+            print(f"wrote {g.name}.json ({len(wf['nodes'])} nodes, {len(wf['links'])} links) and {g.name}.jpg")
+            ctx.close()
+        browser.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

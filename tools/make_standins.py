@@ -1,0 +1,112 @@
+"""Random-weight stand-ins for the model files the example workflows load, written under the
+official ComfyUI repackaged file names into a models folder, so the workflows run unchanged on a
+machine without the real weights (tests, the first run, a GPU smoke run).
+
+    <ComfyUI's python> tools/make_standins.py --comfyui /path/to/ComfyUI --models DIR [--plant-ma] [NAME ...]
+
+Run it with the python that runs that ComfyUI: the diffusion models are built from ComfyUI's own
+model classes (tests/comfy_env.py) and loaded once through ComfyUI's own loader before they are
+saved, so ComfyUI's detection recognises each file as the architecture its name says (Wan 2.1
+T2V / I2V, Wan 2.2 TI2V 5B, Wan 2.2 A14B experts, HunyuanVideo), only tiny.
+
+Text encoders, CLIP vision and VAEs have fixed, multi-gigabyte architectures in ComfyUI, so for
+those this writes placeholders (a one-tensor safetensors file under the real name: the frontend
+and the server's file lists see the real names; loading one fails loudly). The tests swap their
+loader nodes for tests/comfy_test_nodes stand-ins.
+
+--plant-ma scales one output channel of every block's feed-forward projection, so the tiny
+model has massive activations (channels far above the hidden state's mean) for STAS to detect.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# file name -> (models subfolder, builder key, seed)
+DIFFUSION = {
+    "wan2.1_t2v_1.3B_fp16.safetensors": ("t2v", 1),
+    "wan2.2_ti2v_5B_fp16.safetensors": ("ti2v_5b", 2),
+    "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors": ("t2v", 3),
+    "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors": ("t2v", 4),
+    "wan2.1_i2v_480p_14B_fp16.safetensors": ("i2v", 5),
+    "hunyuan_video_t2v_720p_bf16.safetensors": ("hunyuan_video", 6),
+}
+PLACEHOLDERS = {
+    "umt5_xxl_fp8_e4m3fn_scaled.safetensors": "text_encoders",
+    "clip_l.safetensors": "text_encoders",
+    "llava_llama3_fp8_scaled.safetensors": "text_encoders",
+    "wan_2.1_vae.safetensors": "vae",
+    "wan2.2_vae.safetensors": "vae",
+    "hunyuan_video_vae_bf16.safetensors": "vae",
+    "clip_vision_h.safetensors": "clip_vision",
+}
+MA_CHANNELS = (77,)     # planted massive-activation channel (--plant-ma)
+MA_GAIN = 10000.0
+
+
+def setup_comfy(src: Path) -> None:
+    sys.path.insert(0, str(src))
+    sys.path.insert(0, str(ROOT / "tests"))
+    from comfy.cli_args import args
+    args.cpu = True
+    import comfy.model_management  # noqa: F401  (after args.cpu)
+
+
+def build(kind: str, seed: int):
+    """A tiny model of ``kind`` through ComfyUI's loader; returns its diffusion model's state dict."""
+    import comfy_env as ce
+    mp = ce.tiny_hunyuan_video(seed=seed) if kind == "hunyuan_video" else ce.tiny_wan_variant(kind, seed=seed)
+    return {k: v.detach().to("cpu").contiguous() for k, v in mp.model.diffusion_model.state_dict().items()}
+
+
+def plant_ma(sd: dict) -> dict:
+    """Make MA_CHANNELS of the residual stream massive: scale those rows of each block's last
+    feed-forward (Wan ``blocks.i.ffn.2``, HunyuanVideo ``img_mlp.2`` / ``linear2``) projection."""
+    for k, v in sd.items():
+        if k.endswith(".weight") and (".ffn.2." in k or ".img_mlp.2." in k or (k.startswith("single_blocks.") and ".linear2." in k)):
+            for c in MA_CHANNELS:
+                if c < v.shape[0]:
+                    v[c] *= MA_GAIN
+    return sd
+
+
+def write(models: Path, names: list[str], plant: bool) -> list[Path]:
+    import torch
+    from safetensors.torch import save_file
+    out = []
+    for name in names:
+        if name in DIFFUSION:
+            kind, seed = DIFFUSION[name]
+            sd = build(kind, seed)
+            if plant:
+                sd = plant_ma(sd)
+            path = models / "diffusion_models" / name
+        elif name in PLACEHOLDERS:
+            sd = {"comfyui_stas_placeholder": torch.zeros(1)}
+            path = models / PLACEHOLDERS[name] / name
+        else:
+            raise SystemExit(f"unknown stand-in {name!r}; known: {sorted(DIFFUSION) + sorted(PLACEHOLDERS)}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(sd, str(path), metadata={"comfyui_stas": "random-weight stand-in, not a real model"})
+        out.append(path)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--comfyui", required=True, type=Path, help="ComfyUI checkout (its classes build the models)")
+    ap.add_argument("--models", required=True, type=Path, help="models folder to write into (diffusion_models/, vae/, ...)")
+    ap.add_argument("--plant-ma", action="store_true", help="give the diffusion models massive-activation channels")
+    ap.add_argument("names", nargs="*", help="file names to write (default: all)")
+    a = ap.parse_args(argv)
+    setup_comfy(a.comfyui.resolve())
+    for p in write(a.models, a.names or [*DIFFUSION, *PLACEHOLDERS], a.plant_ma):
+        print(f"wrote {p} ({p.stat().st_size // 1024} KiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
