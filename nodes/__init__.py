@@ -3,9 +3,14 @@ ComfyUI has its own top-level ``nodes`` module, so never ``import nodes`` from h
 from comfy_api.latest import ComfyExtension, io
 
 from .boundary_mask import BoundaryMaskBuilder
+from .load_ma_profile import LoadMAProfile
+from .ma_recorder import MARecorder
+from .ma_visualizer import MAVisualizer
+from .save_ma_profile import SaveMAProfile
 from .stas_model_patch import StasModelPatch
 
-NODES: list[type[io.ComfyNode]] = [StasModelPatch, BoundaryMaskBuilder]
+NODES: list[type[io.ComfyNode]] = [StasModelPatch, BoundaryMaskBuilder, MARecorder, MAVisualizer, SaveMAProfile,
+                                   LoadMAProfile]
 
 
 class StasExtension(ComfyExtension):

@@ -23,6 +23,7 @@ class MAProfile:
     n_blocks: int
     channels: Dict[int, Tuple[int, ...]]               # flat block index -> channels
     reference: Dict[int, Tuple[float, ...]] = field(default_factory=dict)  # block -> |h| max per channel
+    info: Dict[str, str] = field(default_factory=dict, compare=False)    # free-form provenance (model, steps, threshold)
 
     def check_model(self, family: str, hidden_size: int, n_blocks: int) -> None:
         """Raise ValueError when this profile was made for a different model."""
@@ -48,7 +49,8 @@ class MAProfile:
         tensors = {f"channels.{b}": torch.tensor(c, dtype=torch.int64) for b, c in self.channels.items()}
         tensors.update({f"reference.{b}": torch.tensor(r, dtype=torch.float32) for b, r in self.reference.items()})
         meta = {"format": FORMAT, "family": self.family, "hidden_size": str(self.hidden_size),
-                "n_blocks": str(self.n_blocks), "blocks": json.dumps(sorted(self.channels))}
+                "n_blocks": str(self.n_blocks), "blocks": json.dumps(sorted(self.channels)),
+                "info": json.dumps(self.info)}
         save_file(tensors, path, metadata=meta)
 
     @classmethod
@@ -67,4 +69,16 @@ class MAProfile:
                     chans[int(b)] = tuple(int(v) for v in t.tolist())
                 elif kind == "reference":
                     ref[int(b)] = tuple(float(v) for v in t.tolist())
-        return cls(meta["family"], int(meta["hidden_size"]), int(meta["n_blocks"]), chans, ref)
+        return cls(meta["family"], int(meta["hidden_size"]), int(meta["n_blocks"]), chans, ref,
+                   json.loads(meta.get("info") or "{}"))
+
+    def describe(self) -> str:
+        """One line per block: its channels (and reference magnitudes), for the nodes' text output."""
+        lines = [f"MA profile: {self.family}, hidden size {self.hidden_size}, {self.n_blocks} blocks."]
+        for b in sorted(self.channels):
+            ref = self.reference.get(b)
+            refs = f" (peak |h| {', '.join(f'{r:.4g}' for r in ref)})" if ref else ""
+            lines.append(f"  block {b}: channels {list(self.channels[b])}{refs}")
+        if self.info:
+            lines.append("  " + ", ".join(f"{k}: {v}" for k, v in sorted(self.info.items())))
+        return "\n".join(lines)

@@ -1,0 +1,156 @@
+"""MA Visualizer: a recording (and the sampler's LATENT) in; profile, heatmaps, hierarchy and
+steering images, a text summary, an optional export, and the in-node chart's data out."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from comfy_api.latest import io
+
+from ..stas_core import plot, stats
+from ..stas_core.record import CHUNK_IDS, CHUNK_NAMES
+from .types import StasMask, StasRecording
+
+MAX_UI_POINTS = 65536
+"""At most this many points go to the in-node chart (the recording itself is not thinned)."""
+
+
+def parse_channel(text: str):
+    text = (text or "").strip().lower()
+    if text in ("", "max", "auto"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"MA Visualizer: channel must be 'max' or a channel index like 407, got {text!r}.") from None
+
+
+def _image(arr: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None]
+
+
+def _round(v: float):
+    return None if not np.isfinite(v) else float(f"{v:.5g}")
+
+
+def chart_data(run, block: int, step: int, chunk: int, sample: int, channel, values: np.ndarray,
+               classes: np.ndarray, log: bool, means) -> dict:
+    """What web/stas_visualizer.js draws: kept-token values in (frame, position) order."""
+    lay = run.layout
+    t, nr, nc = lay.grid[0], len(lay.rows), len(lay.cols)
+    ri, ci = list(range(nr)), list(range(nc))
+    m = 1
+    while t * len(ri) * len(ci) > MAX_UI_POINTS:  # thin kept rows/columns (keeping the last) for the websocket
+        m += 1
+        ri = sorted(set(range(0, nr, m)) | {nr - 1})
+        ci = sorted(set(range(0, nc, m)) | {nc - 1})
+    vals = values.reshape(t, nr, nc)[:, ri][:, :, ci]
+    cls = classes.reshape(t, nr, nc)[:, ri][:, :, ci]
+    return {
+        "grid": list(lay.grid), "rows": [lay.rows[i] for i in ri], "cols": [lay.cols[i] for i in ci],
+        "values": [_round(v) for v in vals.reshape(-1).tolist()],
+        "classes": [int(c) for c in cls.reshape(-1).tolist()],
+        "block": block, "step": step, "sigma": lay.sigmas[step], "chunk": CHUNK_NAMES.get(chunk, chunk),
+        "sample": sample, "channel": "max" if channel is None else channel, "log": bool(log),
+        "means": stats.json_safe(means), "model": lay.model, "family": lay.family,
+    }
+
+
+class MAVisualizer(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="STASMAVisualizer",
+            display_name="MA Visualizer (STAS)",
+            category="model_patches/stas",
+            description="Show what the MA Recorder recorded: the token-index profile of massive-activation magnitude "
+                        "(first frame / boundary / interior), per-frame heatmaps, a block x step summary, values before "
+                        "vs after STAS steering, and a numeric summary. Optional export to the output folder.",
+            is_output_node=True,
+            inputs=[
+                StasRecording.Input("recording", tooltip="The recording output of MA Recorder."),
+                io.Latent.Input("latent", tooltip="The LATENT output of the sampler that ran the MA Recorder's MODEL: picks that run's recording and runs this node after sampling."),
+                io.Int.Input("block", default=-1, min=-1, max=4096,
+                             tooltip="Recorded block to show (flat index, as typed on the recorder); -1 = the first recorded block."),
+                io.Int.Input("step", default=-1, min=-1, max=100000,
+                             tooltip="Recorded denoising step to show; -1 = the first recorded step (massive activations are strongest early)."),
+                io.Int.Input("sample", default=0, min=0, max=4096, tooltip="Batch item to show (0 = first)."),
+                io.Combo.Input("chunk", options=list(CHUNK_IDS), default="cond",
+                               tooltip="CFG pass to show (it must have been recorded: see 'record' on the MA Recorder)."),
+                io.String.Input("channel", default="max",
+                                tooltip="'max': a token's magnitude is its largest |h| over the recorded MA channels; or one recorded channel index."),
+                io.Float.Input("threshold", default=50.0, min=1.0, max=100000.0, step=1.0,
+                               tooltip="A channel is reported as massive when its peak |h| is at least this many times the mean |h| (as STAS's auto channels)."),
+                io.Boolean.Input("log_scale", default=False, tooltip="Logarithmic magnitude axis for the profile and heatmaps."),
+                io.Boolean.Input("export", default=False,
+                                 tooltip="Also save the recording (safetensors) and the summary (JSON) to ComfyUI's output folder."),
+                io.String.Input("filename_prefix", default="stas/ma_recording",
+                                tooltip="Export file name prefix, relative to the output folder (a counter is appended)."),
+                StasMask.Input("mask", optional=True,
+                               tooltip="Defines the boundary tokens of the summary (head/tail widths), e.g. the mask given to STAS. Default: one token row at the head and tail of each later latent frame."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="profile", tooltip="Token-index profile of MA magnitude; red first frame, orange head, blue tail, grey interior; lines = latent-frame boundaries."),
+                io.Image.Output(display_name="heatmaps", tooltip="MA magnitude per latent frame (H' x W' kept tokens), one shared colour scale."),
+                io.Image.Output(display_name="hierarchy", tooltip="Block x step grid of the mean MA magnitude of first-frame, boundary and interior tokens."),
+                io.Image.Output(display_name="steering", tooltip="STAS channels at the steered tokens: grey before, red after steering (needs the recorder placed after STAS Model Patch)."),
+                io.String.Output(display_name="summary", tooltip="Detected MA channels with peak-to-mean ratios; mean magnitude of first-frame, boundary and interior tokens and their ratios."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, recording, latent, block, step, sample, chunk, channel, threshold, log_scale, export,
+                filename_prefix, mask=None) -> io.NodeOutput:
+        if chunk not in CHUNK_IDS:
+            raise ValueError(f"MA Visualizer: chunk must be one of {list(CHUNK_IDS)}, got {chunk!r}.")
+        ch = parse_channel(channel)
+        run = recording.run_for(latent["samples"])
+        failed = [k for k in run.notes if k.startswith("recording failed")]
+        if failed:
+            raise ValueError(f"MA Visualizer: the recording of this run is incomplete ({failed[0]}). "
+                             "Please report this with the workflow; sampling itself was not affected.")
+        c = CHUNK_IDS[chunk]
+        try:
+            b, s, entry = stats.pick(run, block, step, c, sample)
+            summary = stats.summarize(run, b, s, c, sample, mask, threshold, top_k=8, channel=ch)
+            values = stats.token_magnitude(entry, sample, ch)
+        except ValueError as e:
+            raise ValueError(f"MA Visualizer: {e}") from None
+        lay = run.layout
+        classes = stats.kept_classes(run, mask)
+        what = f"channel {ch}" if ch is not None else "max over MA channels"
+        head = f"block {b}, step {s} (sigma {lay.sigmas[s]:.3g}), {chunk}, sample {sample}, {what}, {entry.view}"
+        profile = plot.token_profile_image(values, classes, lay.positions().numpy(), lay.grid,
+                                           f"MA magnitude per token: {head}", log=log_scale)
+        heat = plot.frame_heatmaps_image(values.reshape(lay.grid[0], len(lay.rows), len(lay.cols)),
+                                         f"MA magnitude per latent frame: {head}", log=log_scale)
+        mat, blocks, steps = stats.hierarchy_matrix(run, c, sample, mask, ch)
+        hier = plot.hierarchy_image(mat, blocks, steps, f"mean MA magnitude by token group ({chunk}, sample {sample}, log colour)")
+        arr = stats.steering_arrays(run, entry, sample)
+        if arr is not None and arr[0].size:
+            tok, before, after, sch = arr
+            steer = plot.steering_image(tok, before, after, sch, lay.grid, f"STAS steering at block {b}, step {s}: |h| before vs after")
+        else:
+            msg = ("no STAS steering at this block and step (see the summary for the steered ones)"
+                   if summary["any_steering"] else
+                   "no STAS steering recorded: place the MA Recorder after STAS Model Patch to see it")
+            steer = plot.steering_image(None, None, None, [], lay.grid, "STAS steering", message=msg)
+        text = stats.summary_text(summary)
+        if export:
+            text += "\n" + cls._export(run, summary, filename_prefix)
+        chart = chart_data(run, b, s, c, sample, ch, values, classes, log_scale, summary["group_means"])
+        chart["summary"] = text
+        chart["view"] = entry.view
+        ui = {"stas_profile": [chart]}  # drawn by web/stas_visualizer.js inside this node
+        return io.NodeOutput(_image(profile), _image(heat), _image(hier), _image(steer), text, ui=ui)
+
+    @staticmethod
+    def _export(run, summary, filename_prefix: str) -> str:
+        import folder_paths
+
+        out_dir = folder_paths.get_output_directory()
+        folder, name, counter, _, _ = folder_paths.get_save_image_path(filename_prefix, out_dir)
+        os.makedirs(folder, exist_ok=True)
+        st, js = stats.export_run(run, os.path.join(folder, f"{name}_{counter:05}_"), summary)
+        return f"Exported: {st} and {js}"

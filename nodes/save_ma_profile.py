@@ -1,0 +1,65 @@
+"""Save MA Profile: a recording's massive-activation channels -> a profile file (and STAS_PROFILE)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+
+from comfy_api.latest import io
+
+from ..stas_core.stats import profile_from_run
+from .load_ma_profile import profile_folders
+from .types import StasProfile, StasRecording
+
+
+class SaveMAProfile(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="STASSaveMAProfile",
+            display_name="Save MA Profile (STAS)",
+            category="model_patches/stas",
+            description="Turn a recording into a reusable MA profile: per recorded block, the channels whose peak |h| is "
+                        "at least 'threshold' times the mean |h|, with their peak magnitudes. Saved as safetensors in "
+                        "ComfyUI/models/stas_profiles, where Load MA Profile finds it.",
+            is_output_node=True,
+            inputs=[
+                StasRecording.Input("recording", tooltip="The recording output of MA Recorder."),
+                io.Latent.Input("latent", tooltip="The LATENT output of the sampler that ran the MA Recorder's MODEL (picks that run)."),
+                io.String.Input("filename", default="wan_ma_profile",
+                                tooltip="File name (without .safetensors) in ComfyUI/models/stas_profiles; letters, digits, '-', '_', '.' and '/' for subfolders."),
+                io.Float.Input("threshold", default=50.0, min=1.0, max=100000.0, step=1.0,
+                               tooltip="A channel is massive when its peak |h| is at least this many times the mean |h|. A block with none is an error (the profile would steer nothing)."),
+                io.Int.Input("top_k", default=4, min=1, max=64, tooltip="At most this many channels per block (the strongest)."),
+                io.Boolean.Input("overwrite", default=False, tooltip="Replace an existing profile of the same name."),
+            ],
+            outputs=[
+                StasProfile.Output(display_name="profile", tooltip="The saved profile, for STAS Model Patch's profile input."),
+                io.String.Output(display_name="info", tooltip="Where it was saved, and its blocks and channels."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, recording, latent, filename, threshold, top_k, overwrite) -> io.NodeOutput:
+        name = (filename or "").strip()
+        if name.endswith(".safetensors"):
+            name = name[: -len(".safetensors")]
+        if not name or not re.fullmatch(r"[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*", name) or ".." in name:
+            raise ValueError(f"Save MA Profile: filename {filename!r} is not a plain name; use letters, digits, "
+                             "'-', '_', '.' (and '/' for a subfolder), e.g. wan21_1.3b.")
+        run = recording.run_for(latent["samples"], who="Save MA Profile")
+        try:
+            prof = profile_from_run(run, threshold, top_k)
+        except ValueError as e:
+            raise ValueError(f"Save MA Profile: {e}") from None
+        lay = run.layout
+        prof = dataclasses.replace(prof, info={"model": lay.model, "threshold": f"{threshold:g}", "steps": str(list(run.recorded_steps())),
+                                             "latent": "x".join(map(str, lay.latent_shape))})
+        folder = profile_folders()[0]
+        path = os.path.join(folder, name + ".safetensors")
+        if os.path.exists(path) and not overwrite:
+            raise ValueError(f"Save MA Profile: {path} exists; choose another filename or turn on overwrite.")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        prof.save(path)
+        text = f"Saved {path}\n{prof.describe()}"
+        return io.NodeOutput(prof, text)
