@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import json
-import math
 import os
 import platform
 import statistics

@@ -25,11 +25,12 @@ import bisect
 import json
 import math
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from .blocks import parse_index_list
 from .layout import Grid
 
 FORMAT = "comfyui-stas/ma-recording/1"
@@ -44,41 +45,17 @@ AUTO_MAX_TOKENS = 32768
 def parse_steps(text: str, n_steps: int) -> List[int]:
     """Step indices (0-based, of this run's schedule) named by ``text``, sorted and unique.
 
-    ``all``; single indices; inclusive ranges ``a-b``; comma lists; negative indices count from
-    the end (``-1`` = last step).  Indices past the end of this run are dropped (``0-19`` on an
-    8-step run records 0-7), so one setting serves runs of different length; an empty result is
-    the caller's error to raise (it knows the node's name).  Syntax errors raise ValueError.
+    ``all`` (also empty); single indices; inclusive ranges ``a-b``; comma lists; negative indices
+    count from the end (``-1`` = last step).  Indices past the end of this run are dropped
+    (``0-19`` on an 8-step run records 0-7), so one setting serves runs of different length; an
+    empty result is the caller's error to raise (it knows the node's name).  Syntax errors raise
+    ValueError.  Same grammar as the block lists (``blocks.parse_index_list``).
     """
-    text = (text or "").strip().lower()
-    if text in ("", "all"):
+    if (text or "").strip().lower() in ("", "all"):
         return list(range(n_steps))
-    out = set()
-    for part in text.replace(";", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if part == "all":
-            out.update(range(n_steps))
-            continue
-        try:
-            if "-" in part[1:]:
-                cut = part.index("-", 1)
-                lo, hi = int(part[:cut]), int(part[cut + 1:])
-                lo, hi = (lo + n_steps if lo < 0 else lo), (hi + n_steps if hi < 0 else hi)
-                if lo > hi:
-                    raise ValueError(f"steps: range {part!r} runs backwards; write it as {part[cut + 1:]}-{part[:cut]}.")
-                out.update(range(max(lo, 0), min(hi, n_steps - 1) + 1))
-            else:
-                i = int(part)
-                i = i + n_steps if i < 0 else i
-                if 0 <= i < n_steps:
-                    out.add(i)
-        except ValueError as e:
-            if str(e).startswith("steps:"):
-                raise
-            raise ValueError(f"steps: cannot read {part!r}. Use 'all', a step like 0, a range like 0-9 or a "
-                             "list like 0,5,10 (0 = first denoising step, -1 = last).") from None
-    return sorted(out)
+    return parse_index_list(text, n_steps, "steps", words={"all": range(n_steps)}, clip=True,
+                            hint="Use 'all', a step like 0, a range like 0-9 or a list like 0,5,10 "
+                                 "(0 = first denoising step, -1 = last).")
 
 
 def kept_rows_cols(h: int, w: int, stride: int) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:

@@ -139,7 +139,7 @@ def steering_arrays(run: RunRecording, entry: Entry, sample: int = 0):
 def pick(run: RunRecording, block: int = -1, step: int = -1, chunk: int = 0, sample: int = 0) -> Tuple[int, int, Entry]:
     """Resolve the visualizer's (block, step) choice (-1 = first recorded) to an entry, or a
     ValueError that lists what was recorded."""
-    blocks, steps, chunks = run.recorded_blocks(), run.recorded_steps(), run.recorded_chunks()
+    blocks, chunks = run.recorded_blocks(), run.recorded_chunks()
     if not run.entries:
         notes = "; ".join(f"{k} ({v}x)" for k, v in run.notes.items()) or "no model call fell in the recorded steps"
         raise ValueError(f"the run recorded nothing ({notes}). Check the MA Recorder's blocks and steps.")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from server_env import ComfyServer, FrontendPage, browser, find_comfyui  # noqa: F401  (browser: fixture)
+from server_env import ComfyServer, FrontendPage, find_comfyui
 
 ROOT = Path(__file__).resolve().parents[1]
 VIS_NODES = Path(__file__).resolve().parent / "visualizer_test_nodes"
@@ -111,7 +111,7 @@ def pack_errors(fp: FrontendPage) -> list[str]:
     return [e for e in fp.console_errors if any(k in e.lower() for k in keys)] + list(fp.page_errors)
 
 
-def open_page(srv, browser, vue: bool) -> FrontendPage:  # noqa: F811
+def open_page(srv, browser, vue: bool) -> FrontendPage:
     ctx = browser.new_context(viewport={"width": 1500, "height": 1150}, device_scale_factor=1)
     fp = FrontendPage(ctx.new_page(), srv).open()
     fp.ctx = ctx
