@@ -17,8 +17,9 @@ Same shape as STAS Model Patch's glue (``patching.py``), whose block patches it 
   ``patching.STEER_OBSERVERS`` so that STAS (if present) reports values before and after it
   steers.  After the call, ``RecCall.flush`` moves everything recorded in it to the CPU.
 
-Cost (per recorded model call): one host read of sigma (STAS does the same), and ONE device to
-host transfer of the gathered tensors (one synchronisation); per recorded block, an
+Cost (per recorded model call): one host read of sigma (STAS alone reads none: it gates on the
+device), and ONE device to host transfer of the gathered tensors (one synchronisation); per
+recorded block, an
 index_select of [B, T'*P, K] values and three reductions over the block output (peak and sum of
 |h| per channel).  Calls outside the recorded steps cost one sigma read and nothing else.
 A failure inside recording never stops the sampler: it is logged, noted on the run, and the
