@@ -122,3 +122,14 @@ def test_readme_node_reference_matches_server(comfy_server):
     from tools.node_reference import readme_block, render
     assert readme_block() == render(comfy_server.object_info()), \
         "README node reference is stale: run python3 tools/node_reference.py --comfyui <ComfyUI> --write"
+
+
+def test_every_node_input_has_a_tooltip(comfy_server):
+    """Every input of every node of this pack carries a tooltip, as the server serves it."""
+    from tools.node_reference import PACK_MODULE
+    ours = {k: v for k, v in comfy_server.object_info().items() if v.get("python_module") == PACK_MODULE}
+    assert ours, "the pack's nodes are missing from /object_info"
+    missing = [f"{node}.{name}" for node, spec in ours.items()
+               for group in ("required", "optional") for name, inp in spec["input"].get(group, {}).items()
+               if not (len(inp) > 1 and isinstance(inp[1], dict) and inp[1].get("tooltip"))]
+    assert not missing, f"inputs without a tooltip: {missing}"
