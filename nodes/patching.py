@@ -74,9 +74,6 @@ class StasPlan(_Shared):
         self._pos: Dict[int, int] = {ref.flat: i for i, ref in enumerate(self.blocks)}
         self.bounds: Tuple[float, float] = window_bounds(self.window)
 
-    def __deepcopy__(self, memo):
-        return self
-
     # -- small per-device tensors, built once (in the APPLY_MODEL wrapper, never while compiled)
     def on_device(self, key: Any, make, device: torch.device) -> Any:
         """``make(device)``, cached per (key, device)."""
@@ -94,11 +91,12 @@ class StasPlan(_Shared):
         w = self.window
         return SigmaWindow.from_percents(w.start_percent, w.end_percent, model_sampling.percent_to_sigma)
 
-    def run_window(self, run) -> SigmaWindow:
-        return getattr(run, "window", None) or self.window
+    def run_window(self, run: "RunState") -> SigmaWindow:
+        """The run's window (from its sampler's model_sampling), else the node-time one."""
+        return run.window or self.window
 
-    def run_bounds(self, run) -> Tuple[float, float]:
-        return getattr(run, "bounds", None) or self.bounds
+    def run_bounds(self, run: "RunState") -> Tuple[float, float]:
+        return run.bounds or self.bounds
 
     def fixed_channels(self, ref: BlockRef) -> Optional[Tuple[int, ...]]:
         if self.profile is not None:
