@@ -13,6 +13,8 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from .tagged_file import read_tagged
+
 FORMAT = "comfyui-stas/ma-profile/1"
 
 
@@ -55,20 +57,17 @@ class MAProfile:
 
     @classmethod
     def load(cls, path: str) -> "MAProfile":
-        from safetensors import safe_open
-
-        with safe_open(path, framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != FORMAT:
-                raise ValueError(f"profile: {path} is not a comfyui-stas MA profile (format {meta.get('format')!r}).")
-            chans, ref = {}, {}
-            for k in f.keys():
-                kind, b = k.split(".", 1)
-                t = f.get_tensor(k)
-                if kind == "channels":
-                    chans[int(b)] = tuple(int(v) for v in t.tolist())
-                elif kind == "reference":
-                    ref[int(b)] = tuple(float(v) for v in t.tolist())
+        try:
+            meta, tensors = read_tagged(path, FORMAT, "MA profile")
+        except ValueError as e:
+            raise ValueError(f"profile: {e}") from None
+        chans, ref = {}, {}
+        for k, t in tensors.items():
+            kind, b = k.split(".", 1)
+            if kind == "channels":
+                chans[int(b)] = tuple(int(v) for v in t.tolist())
+            elif kind == "reference":
+                ref[int(b)] = tuple(float(v) for v in t.tolist())
         return cls(meta["family"], int(meta["hidden_size"]), int(meta["n_blocks"]), chans, ref,
                    json.loads(meta.get("info") or "{}"))
 

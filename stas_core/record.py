@@ -32,6 +32,7 @@ import torch
 
 from .blocks import parse_index_list
 from .layout import Grid
+from .tagged_file import read_tagged
 
 FORMAT = "comfyui-stas/ma-recording/1"
 CHUNK_NAMES = {0: "cond", 1: "uncond"}
@@ -360,13 +361,7 @@ class RunRecording:
 
     @classmethod
     def load(cls, path: str) -> "RunRecording":
-        from safetensors import safe_open
-
-        with safe_open(path, framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != FORMAT:
-                raise ValueError(f"{path} is not a comfyui-stas MA recording (format {meta.get('format')!r}).")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta, tensors = read_tagged(path, FORMAT, "MA recording")
         layout = RunLayout.from_json(json.loads(meta["layout"]))
         run = cls(layout, budget_bytes=1 << 62)
         views = json.loads(meta.get("views", "{}"))
