@@ -155,7 +155,12 @@ class RecCall:
         return self
 
     def _fail(self, where: str, exc: BaseException) -> None:
-        log.exception("comfyui-stas MA Recorder: recording failed in %s; sampling continues unrecorded", where)
+        """Log the first failure of a run with its traceback, then record nothing more of it:
+        one report, not one per block and step."""
+        if not self.run.failed:
+            log.exception("comfyui-stas MA Recorder: recording failed in %s; sampling continues, "
+                          "the rest of this run is not recorded", where)
+        self.run.failed = True
         self.run.note(f"recording failed in {where}: {type(exc).__name__}: {exc}")
 
     def frames_for(self, grid) -> Optional[List[int]]:
@@ -321,7 +326,7 @@ class RecApplyModel(_Shared):
         plan = self.plan
         dm = executor.class_obj.diffusion_model
         run = transformer_options.get(plan.key + ".run")
-        call = self._call(run, x, t, dm, transformer_options, kwargs) if run is not None else None
+        call = self._call(run, x, t, dm, transformer_options, kwargs) if run is not None and not run.failed else None
         if call is None:
             if plan.family.hook == "replace":
                 return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)

@@ -200,6 +200,7 @@ class RunRecording:
         self.budget_bytes = int(budget_bytes)
         self.entries: Dict[Tuple[int, int, int], Entry] = {}
         self.notes: Dict[str, int] = {}
+        self.failed = False  # an internal error: the rest of this run is not recorded
         self.fingerprint: Optional[Tuple[Tuple[int, ...], torch.Tensor]] = None
         self.channels: Dict[int, torch.Tensor] = {}   # block -> tracked channels (CPU int64)
         self._claimed: Dict[Tuple[int, int, int], set] = {}
@@ -284,10 +285,10 @@ class RunRecording:
                 return
             fr = torch.tensor(list(frames), dtype=torch.long)
             b = e.mag.shape[0]
-            e.mag[:, fr] = vals.abs().reshape(b, len(frames), -1, k)
+            e.mag[:, fr] = vals.abs().float().reshape(b, len(frames), -1, k)  # fp16/bf16 models: stored as fp32
             e.filled[fr] = True
             e.channels = channels.long()
-            e.peak = torch.maximum(e.peak, peak)
+            e.peak = torch.maximum(e.peak, peak.float())
             e.abs_sum += abs_sum.double()
             e.count += int(n_tokens)
             e.view = view
@@ -314,8 +315,8 @@ class RunRecording:
                 self._bytes += need
             fr = torch.tensor(list(frames), dtype=torch.long)
             e.steer_channels = channels.long()
-            e.steer_before[:, fr] = before.reshape(b, len(frames), p, ks)
-            e.steer_after[:, fr] = after.reshape(b, len(frames), p, ks)
+            e.steer_before[:, fr] = before.float().reshape(b, len(frames), p, ks)  # in the model's dtype
+            e.steer_after[:, fr] = after.float().reshape(b, len(frames), p, ks)
             e.steer_mask[fr] = mask.reshape(len(frames), p).bool()
 
     # -- reading -------------------------------------------------------------------------

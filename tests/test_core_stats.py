@@ -198,6 +198,13 @@ def test_steering_arrays():
     after[:, :64] = 2000.0
     r.write_steer(2, 0, 0, list(range(5)), chans, before, after, mask)
     tok, b, a, ch = stats.steering_arrays(r, r.entries[(2, 0, 0)])
+    # fp16 / bf16 models hand over values in their own dtype (the full-size GPU run found this)
+    for dt in (torch.float16, torch.bfloat16):
+        r2 = RunRecording(layout(steps=(0,)), 1 << 30)
+        record(r2, h.to(dt))
+        r2.write_steer(2, 0, 0, list(range(5)), chans, before.to(dt), after.to(dt), mask)
+        e = r2.entries[(2, 0, 0)]
+        assert e.mag.dtype == e.steer_after.dtype == torch.float32 and torch.allclose(e.steer_after, r.entries[(2, 0, 0)].steer_after)
     assert list(ch) == list(CHANS) and tok.tolist() == list(range(64))
     assert np.allclose(np.abs(b), 1000.0) and np.allclose(a, 2000.0)
     d = stats.summarize(r)

@@ -18,6 +18,7 @@ head/tail token rows of later frames 400, interior 100, in channels 17 (+) and 9
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import types
 
@@ -439,19 +440,25 @@ def test_bad_input_clear_errors(pk):
     assert torch.equal(ce.sample(model, latent(), steps=4), reference)
 
 
-def test_recording_failure_never_stops_sampling(pk, monkeypatch):
+def test_recording_failure_never_stops_sampling(pk, monkeypatch, caplog):
     """A bug inside recording is logged and noted; sampling finishes; the visualizer says so."""
     model, _ = planted_model(pk)
     reference = ce.sample(model, latent(), steps=2)
     rm, rec = recorder(pk, model)
 
+    calls = []
+
     def broken(*a, **k):
+        calls.append(1)
         raise RuntimeError("simulated recorder bug")
 
     monkeypatch.setattr(pk.recpatch, "channel_stats", broken)
-    samples = ce.sample(rm, latent(), steps=2)
+    with caplog.at_level(logging.ERROR, logger="comfyui-stas"):
+        samples = ce.sample(rm, latent(), steps=2)
     assert torch.equal(samples, reference)
     assert any("simulated recorder bug" in k for k in rec.runs[-1].notes)
+    # reported once, with its traceback; the run is not recorded further (no error per block and step)
+    assert len(calls) == 1 and sum("recording failed" in r.getMessage() for r in caplog.records) == 1
     with pytest.raises(ValueError, match="recording of this run is incomplete"):
         visualize(pk, rec, samples)
 
