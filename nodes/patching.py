@@ -301,16 +301,23 @@ class OuterSampleWrapper(_Shared):
             guider.model_options = orig
 
     def report_detection(self, run: RunState) -> None:
-        """After a run with auto channels, say so when a steered block found no channel above
-        the threshold: the kernels then leave it untouched, which must not pass silently.
-        One host read per run, after the last step (never on the hot path)."""
+        """After a run with auto channels, log which channels detection chose, and warn when a
+        steered block found no channel above the threshold: the kernels then leave it untouched,
+        which must not pass silently. One host read per run, after the last step (never on the
+        hot path)."""
         if not self.plan.auto:
             return
-        silent = set()
+        silent, steered, chans = set(), set(), set()
         for tables in list(run.tables.values()):
             done = (tables.need == 0).cpu()
-            found = tables.valid.any(dim=1).cpu()
+            valid = tables.valid.cpu()
+            found = valid.any(dim=1)
             silent.update(self.plan.blocks[i].flat for i in range(len(self.plan.blocks)) if done[i] and not found[i])
+            steered.update(self.plan.blocks[i].flat for i in range(len(self.plan.blocks)) if found[i])
+            chans.update(tables.chans.cpu()[valid].tolist())
+        if steered:  # what auto detection chose, in the console, as a user would want to know
+            log.info("STAS Model Patch: auto detection steered channel(s) %s at %d block(s)",
+                     sorted(chans), len(steered))
         if silent:
             log.warning(
                 "STAS Model Patch: at block(s) %s no channel reached the threshold %g, so nothing was steered "

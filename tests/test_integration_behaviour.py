@@ -196,10 +196,14 @@ def test_blend_below_one(env):
     assert check(rec, env.wan, (3, 17), blend=0.25) == 2
 
 
-def test_auto_channels_find_planted_massive_activations(env):
+def test_auto_channels_find_planted_massive_activations(env, caplog):
     rec = Recorder(plant)
     p = rec.instrument(stas(rec.with_inner(env.wan), channels="auto", threshold=50.0, top_k=4))
-    sample(p, latent(), steps=3, cfg=2.0)
+    with caplog.at_level(logging.INFO, logger="comfyui-stas"):
+        sample(p, latent(), steps=3, cfg=2.0)
+    # what auto detection chose is said once, after the run
+    said = [r.getMessage() for r in caplog.records if r.name == "comfyui-stas"]
+    assert said == [f"STAS Model Patch: auto detection steered channel(s) {sorted(MA)} at 1 block(s)"], said
     # only the planted channels pass the threshold: exactly they are steered, nothing else
     assert check(rec, env.wan, MA) == 3
     call = rec.calls[0]
