@@ -153,6 +153,17 @@ def frame_node(fp: FrontendPage) -> dict:
         return {{x: 120 - 6, y: 110 - 36, width: node.size[0] + 12, height: node.size[1] + 44}};
     }}""")
     time.sleep(1.0)
+    # Frontend 1.35's Vue renderer keeps a node where its layout store has it, whatever node.pos
+    # says: if the chart is not where the node was moved, pan the canvas to wherever it is.
+    fp.evaluate(f"""() => {{
+        const app = window.app, r = app.graph.getNodeById({VIS_ID}).stasChart.root.getBoundingClientRect();
+        if (Math.abs(r.x - 120) < 60 && r.y > 0 && r.y < 400) return;
+        const ds = app.canvas.ds;
+        ds.offset = [ds.offset[0] + (120 - r.x) / ds.scale, ds.offset[1] + (150 - r.y) / ds.scale];
+        app.graph.setDirtyCanvas(true, true);
+        app.canvas.draw?.(true, true);
+    }}""")
+    time.sleep(1.0)
     return rect
 
 
