@@ -108,7 +108,7 @@ def pack_module(name: str):
 # and shapes; ComfyUI's own detection (model_detection / supported_models) then picks the
 # model_base class, exactly as for a real checkpoint.
 
-def _dataclass_kwargs(dc, given):
+def dataclass_kwargs(dc, given):
     """Constructor kwargs for a ComfyUI params dataclass whose fields vary between versions:
     the fields of ``given`` it has, plus a neutral value (None / False / []) for every other
     required field."""
@@ -158,7 +158,7 @@ def tiny_hunyuan_video(depth: int = 2, depth_single: int = 2, seed: int = 0):
     """Tiny HunyuanVideo (T2V layout: 16-ch latent, llama text 4096, clip pooled 768, guidance)."""
     import comfy.ldm.hunyuan_video.model as hm
     import comfy.ops
-    params = _dataclass_kwargs(hm.HunyuanVideoParams, dict(
+    params = dataclass_kwargs(hm.HunyuanVideoParams, dict(
         in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096, hidden_size=128,
         mlp_ratio=4.0, num_heads=1, depth=depth, depth_single_blocks=depth_single, axes_dim=[16, 56, 56],
         theta=256, patch_size=[1, 2, 2], qkv_bias=True, guidance_embed=True, byt5=False, meanflow=False))

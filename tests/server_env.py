@@ -100,8 +100,9 @@ class ComfyServer:
     """One ComfyUI server process on 127.0.0.1 with this pack loaded. See the module docstring."""
 
     def __init__(self, src: Path | str, python: str | None = None, base_dir: Path | str | None = None,
-                 extra_args: tuple[str, ...] = (), test_nodes: bool = True):
+                 extra_args: tuple[str, ...] = (), test_nodes: bool = True, cpu: bool = True):
         self.src = Path(src).resolve()
+        self.cpu = cpu  # False: ComfyUI picks the GPU (bench/workflows_gpu.py)
         self.python = python or comfy_python_for(self.src)
         self._own_base = base_dir is None
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="stas-comfy-")).resolve()
@@ -168,7 +169,7 @@ class ComfyServer:
             settings.write_text(json.dumps(FRONTEND_SETTINGS, indent=1))
 
     def command(self) -> list[str]:
-        cmd = [self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+        cmd = [self.python, "main.py", *(["--cpu"] if self.cpu else []), "--listen", "127.0.0.1", "--port", str(self.port),
                "--base-directory", str(self.base_dir),
                "--database-url", f"sqlite:///{self.base_dir / 'comfyui.db'}",
                "--disable-auto-launch"]
@@ -185,7 +186,8 @@ class ComfyServer:
         env.pop("COMFYUI_PATH", None)
         # The tiny models run fastest on one CPU thread; on a busy 2-core machine torch's default
         # (one thread per core) made a 10-step tiny run 8x slower (2 s -> 17 s). Like comfy_env.
-        env.setdefault("OMP_NUM_THREADS", "1")
+        if self.cpu:
+            env.setdefault("OMP_NUM_THREADS", "1")
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.command(), cwd=self.src, env=env, stdout=self._log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)

@@ -3,6 +3,7 @@ official ComfyUI repackaged file names into a models folder, so the workflows ru
 machine without the real weights (tests, the first run, a GPU smoke run).
 
     <ComfyUI's python> tools/make_standins.py --comfyui /path/to/ComfyUI --models DIR [--plant-ma] [NAME ...]
+    <ComfyUI's python> tools/make_standins.py --full [--device cuda] --comfyui ... --models DIR [NAME ...]
 
 Run it with the python that runs that ComfyUI: the diffusion models are built from ComfyUI's own
 model classes (tests/comfy_env.py) and loaded once through ComfyUI's own loader before they are
@@ -10,12 +11,18 @@ saved, so ComfyUI's detection recognises each file as the architecture its name 
 T2V / I2V, Wan 2.2 TI2V 5B, Wan 2.2 A14B experts, HunyuanVideo), only tiny.
 
 Text encoders, CLIP vision and VAEs have fixed, multi-gigabyte architectures in ComfyUI, so for
-those this writes placeholders (a one-tensor safetensors file under the real name: the frontend
-and the server's file lists see the real names; loading one fails loudly). The tests swap their
-loader nodes for tests/comfy_test_nodes stand-ins.
+those this writes placeholders unless --full is given: a one-tensor safetensors file under the
+real name (the frontend and the server's file lists see the real names; loading one fails
+loudly). The tests swap their loader nodes for tests/comfy_test_nodes stand-ins.
 
 --plant-ma scales one output channel of every block's feed-forward projection, so the tiny
 model has massive activations (channels far above the hidden state's mean) for STAS to detect.
+
+--full writes every file at its real size and dtype instead (tools/full_standins.py): the
+diffusion models, umt5-xxl, llava-llama3, CLIP-L, CLIP vision H and the three VAEs, with random
+weights. That is about 100 GB for all of them; write on a GPU machine with --device cuda and
+only the names one workflow needs. It also supplies ComfyUI's Llama-3 tokenizer.json where the
+ComfyUI copy lacks it.
 """
 from __future__ import annotations
 
@@ -47,11 +54,11 @@ MA_CHANNELS = (77,)     # planted massive-activation channel (--plant-ma)
 MA_GAIN = 10000.0
 
 
-def setup_comfy(src: Path) -> None:
+def setup_comfy(src: Path, cpu: bool = True) -> None:
     sys.path.insert(0, str(src))
     sys.path.insert(0, str(ROOT / "tests"))
     from comfy.cli_args import args
-    args.cpu = True
+    args.cpu = cpu
     import comfy.model_management  # noqa: F401  (after args.cpu)
 
 
@@ -71,6 +78,20 @@ def plant_ma(sd: dict) -> dict:
                 if c < v.shape[0]:
                     v[c] *= MA_GAIN
     return sd
+
+
+def write_full(src: Path, models: Path, names: list[str], device: str, ma_gain: float) -> list[Path]:
+    """Full-size stand-ins (tools/full_standins.py), each from its own fixed seed."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import full_standins as fs
+    unknown = [n for n in names if n not in fs.SPECS]
+    if unknown:
+        raise SystemExit(f"unknown stand-in {unknown}; known: {sorted(fs.SPECS)}")
+    tok = fs.ensure_llama_tokenizer(src)
+    if tok:
+        print(f"wrote {tok} (stand-in: this ComfyUI copy has no Llama-3 tokenizer.json)")
+    seeds = {n: i + 1 for i, n in enumerate(fs.SPECS)}
+    return [fs.write(models, n, seed=seeds[n], device=device, ma_gain=ma_gain) for n in names]
 
 
 def write(models: Path, names: list[str], plant: bool) -> list[Path]:
@@ -100,11 +121,19 @@ def main(argv=None) -> int:
     ap.add_argument("--comfyui", required=True, type=Path, help="ComfyUI checkout (its classes build the models)")
     ap.add_argument("--models", required=True, type=Path, help="models folder to write into (diffusion_models/, vae/, ...)")
     ap.add_argument("--plant-ma", action="store_true", help="give the diffusion models massive-activation channels")
+    ap.add_argument("--full", action="store_true", help="real architectures at full size (GPU machine)")
+    ap.add_argument("--device", default="cpu", help="with --full: where random tensors are drawn (cuda is faster)")
+    ap.add_argument("--ma-gain", type=float, default=0.0,
+                    help="with --full: scale planted massive-activation channel 77 by this (0 = none)")
     ap.add_argument("names", nargs="*", help="file names to write (default: all)")
     a = ap.parse_args(argv)
-    setup_comfy(a.comfyui.resolve())
-    for p in write(a.models, a.names or [*DIFFUSION, *PLACEHOLDERS], a.plant_ma):
-        print(f"wrote {p} ({p.stat().st_size // 1024} KiB)")
+    setup_comfy(a.comfyui.resolve(), cpu=a.device == "cpu")
+    if a.full:
+        written = write_full(a.comfyui.resolve(), a.models, a.names or [*DIFFUSION, *PLACEHOLDERS], a.device, a.ma_gain)
+    else:
+        written = write(a.models, a.names or [*DIFFUSION, *PLACEHOLDERS], a.plant_ma)
+    for p in written:
+        print(f"wrote {p} ({p.stat().st_size / 2**20:.1f} MiB)", flush=True)
     return 0
 
 

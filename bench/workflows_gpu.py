@@ -1,0 +1,213 @@
+"""Run the shipped example workflows, whole, on a GPU machine with full-size random-weight stand-ins.
+
+    python3 bench/workflows_gpu.py --comfyui SRC --prompts DIR --work DIR --out DIR [--only NAME ...]
+
+For each workflow, in an order that lets files be shared and deleted early (the whole set is
+about 100 GB, more than such a machine's disk):
+
+1. the model files its loaders name are written at full size under their official names
+   (tools/make_standins.py --full: the real architectures from ComfyUI's own classes, random
+   weights, MA channel 77 planted with --ma-gain so STAS has something to detect);
+2. its API prompt (tools/export_api_prompts.py, the frontend's own graphToPrompt) is queued on a
+   real ComfyUI server started on the GPU with this pack (tests/server_env.py), unchanged:
+   same resolution, frames, steps, samplers and STAS settings as the shipped file;
+3. the video it saves is opened with PyAV (frames, size, fps, pixel statistics) and the result,
+   the time it took and STAS's log lines go into DIR/report.md and results.json.
+
+Random weights make noise, not a scene: the run proves that each full graph loads, patches,
+samples, decodes and writes a video at the real sizes, not what STAS does to quality.
+--shrink (CPU smoke test only) makes latents and step counts tiny.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tools"))
+import full_standins as fs  # noqa: E402  (stdlib at import; ComfyUI only in the generator process)
+from server_env import ComfyServer, PromptError  # noqa: E402
+
+# Order: the Wan 2.1 text encoder and VAE serve four workflows; the large files go once used.
+ORDER = ["wan2.1_t2v_1.3B_stas", "stas_analysis_side_by_side", "wan2.1_i2v_480p_stas",
+         "wan2.2_a14b_t2v_stas", "wan2.2_ti2v_5B_stas", "hunyuan_video_t2v_stas"]
+LOADER_FILES = {"UNETLoader": ("unet_name",), "CLIPLoader": ("clip_name",), "VAELoader": ("vae_name",),
+                "DualCLIPLoader": ("clip_name1", "clip_name2"), "CLIPVisionLoader": ("clip_name",)}
+
+
+def needed_files(prompt: dict) -> list[str]:
+    """Model file names the prompt's loader nodes name."""
+    out = []
+    for node in prompt.values():
+        for key in LOADER_FILES.get(node["class_type"], ()):
+            out.append(node["inputs"][key])
+    return sorted(set(out))
+
+
+def shrink(prompt: dict) -> dict:
+    """CPU smoke test: tiny latents and few steps; the graph is otherwise unchanged."""
+    out = json.loads(json.dumps(prompt))
+    for node in out.values():
+        ct, inp = node["class_type"], node["inputs"]
+        if ct in ("EmptyHunyuanLatentVideo", "Wan22ImageToVideoLatent", "WanImageToVideo"):
+            inp.update(width=64, height=64, length=5)
+        elif ct in ("KSampler", "BasicScheduler"):
+            inp["steps"] = 2
+        elif ct == "KSamplerAdvanced":
+            split = inp["start_at_step"] > 0
+            inp.update(steps=2, start_at_step=1 if split else 0, end_at_step=10000 if split else 1)
+    return out
+
+
+def video_stats(path: Path) -> dict:
+    """Frames, size, fps and pixel statistics of a saved video (PyAV, which SaveVideo uses too)."""
+    import av
+    import numpy as np
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(s)]
+        fps = float(s.average_rate) if s.average_rate else None
+        codec = s.codec_context.name
+    arr = np.stack(frames).astype(np.float32) / 255.0
+    per_frame = arr.reshape(len(frames), -1)
+    return {"file": path.name, "bytes": path.stat().st_size, "codec": codec, "frames": len(frames),
+            "width": int(arr.shape[2]), "height": int(arr.shape[1]), "fps": fps,
+            "pixel_mean": round(float(arr.mean()), 4), "pixel_std": round(float(arr.std()), 4),
+            "frame_to_frame_diff": round(float(np.abs(np.diff(per_frame, axis=0)).mean()), 4) if len(frames) > 1 else 0.0}
+
+
+def log_lines(text: str) -> list[str]:
+    """STAS's own log lines and ComfyUI's per-prompt timing from a slice of the server log."""
+    keep = ("STAS", "stas", "Prompt executed", "Requested to load", "loaded completely", "Traceback", "Error")
+    return [ln for ln in text.splitlines() if any(k in ln for k in keep)][-40:]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--comfyui", required=True, type=Path)
+    ap.add_argument("--python", default=sys.executable, help="python that runs ComfyUI (default: this one)")
+    ap.add_argument("--prompts", required=True, type=Path, help="API prompts from tools/export_api_prompts.py")
+    ap.add_argument("--work", required=True, type=Path, help="ComfyUI base directory (models are written here)")
+    ap.add_argument("--out", required=True, type=Path, help="report.md, results.json and the server log")
+    ap.add_argument("--only", nargs="*", help="workflow names (default: all, in ORDER)")
+    ap.add_argument("--device", default="cuda", help="where the stand-ins' random tensors are drawn")
+    ap.add_argument("--ma-gain", type=float, default=100.0, help="planted MA channel gain (0: none)")
+    ap.add_argument("--tiny-diffusion", action="store_true", help="tiny diffusion models (CPU smoke test)")
+    ap.add_argument("--shrink", action="store_true", help="tiny latents and 2 steps (CPU smoke test)")
+    ap.add_argument("--keep", action="store_true", help="keep stand-ins no later workflow needs")
+    ap.add_argument("--timeout", type=float, default=1200.0, help="seconds per workflow")
+    ap.add_argument("--copy-videos", action="store_true", help="copy each workflow's first video into --out")
+    a = ap.parse_args(argv)
+
+    names = [n for n in ORDER if not a.only or n in a.only]
+    prompts = {n: json.loads((a.prompts / f"{n}.json").read_text()) for n in names}
+    a.out.mkdir(parents=True, exist_ok=True)
+    models = a.work / "models"
+    results: list[dict] = []
+    extra = []
+    try:
+        import comfyui_frontend_package  # noqa: F401
+    except ImportError:  # a GPU image without the frontend: serve an empty folder instead
+        (a.work / "no_frontend").mkdir(parents=True, exist_ok=True)
+        extra = ["--front-end-root", str(a.work / "no_frontend")]
+    srv = ComfyServer(a.comfyui, a.python, base_dir=a.work, extra_args=tuple(extra), test_nodes=False,
+                      cpu=a.device == "cpu")
+    # `timeout` sends SIGTERM: stop the server (its own session) on the way out, not leave it on the GPU
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(f"stopped by SIGTERM after {len(results)} workflow(s)"))
+    t0 = time.time()
+    srv.start(timeout=600)
+    stats = srv.get_json("/system_stats")
+    print(f"ComfyUI {srv.version()} up in {time.time() - t0:.0f} s on {[d.get('name') for d in stats.get('devices', [])]}", flush=True)
+    try:
+        for i, name in enumerate(names):
+            prompt = shrink(prompts[name]) if a.shrink else prompts[name]
+            files = needed_files(prompt)
+            rec: dict = {"workflow": name, "files": files}
+            t = time.time()
+            missing = [f for f in files if not list(models.glob(f"*/{f}"))]
+            if missing:
+                tiny = [f for f in missing if a.tiny_diffusion and fs.SPECS[f].diffusion]
+                full = [f for f in missing if f not in tiny]
+                for names_, flags in ((full, ["--full", "--device", a.device, "--ma-gain", str(a.ma_gain)]),
+                                      (tiny, ["--plant-ma"])):
+                    if names_:
+                        r = subprocess.run([a.python, str(ROOT / "tools" / "make_standins.py"), *flags, "--comfyui",
+                                            str(a.comfyui), "--models", str(models), *names_],
+                                           capture_output=True, text=True)
+                        if r.returncode:
+                            raise SystemExit(f"stand-ins for {name} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+                        rec.setdefault("written", []).extend(ln for ln in r.stdout.splitlines() if ln.startswith("wrote"))
+            rec["standins_s"] = round(time.time() - t, 1)
+            rec["files_gb"] = round(sum(p.stat().st_size for f in files for p in models.glob(f"*/{f}")) / 1e9, 2)
+            print(f"[{name}] stand-ins ready in {rec['standins_s']} s ({rec['files_gb']} GB): {files}", flush=True)
+            log_from = srv.log_path.stat().st_size
+            t = time.time()
+            try:
+                entry = srv.run(prompt, timeout=a.timeout)
+                rec["ok"] = True
+                videos = [p for nid, node in prompt.items() if node["class_type"] == "SaveVideo"
+                          for p in srv.output_files(entry, nid)]
+                rec["videos"] = [video_stats(p) for p in videos]
+                rec["ok"] = bool(videos) and all(v["frames"] > 0 for v in rec["videos"])
+                if a.copy_videos and videos:
+                    shutil.copy2(videos[0], a.out / videos[0].name)
+                for nid, node in prompt.items():
+                    if node["class_type"] == "STASMAVisualizer":
+                        chart = (entry["outputs"].get(nid, {}).get("stas_profile") or [{}])[0]
+                        rec["visualizer_text"] = str(chart.get("summary", ""))[:2000]
+            except (PromptError, TimeoutError, RuntimeError) as e:
+                rec["ok"], rec["error"] = False, str(e)[:3000]
+            rec["run_s"] = round(time.time() - t, 1)
+            with open(srv.log_path, "rb") as fh:
+                fh.seek(log_from)
+                text = fh.read().decode(errors="replace")
+            rec["log"] = log_lines(text)
+            m = re.findall(r"Prompt executed in ([0-9.:]+)", text)
+            rec["comfy_executed_in"] = m[-1] if m else None
+            results.append(rec)
+            print(f"[{name}] {'OK' if rec['ok'] else 'FAILED'} in {rec['run_s']} s: "
+                  f"{rec.get('videos') or rec.get('error', '')}", flush=True)
+            srv.post_json("/free", {"unload_models": True, "free_memory": True})
+            later = {f for n in names[i + 1:] for f in needed_files(prompts[n])}
+            if not a.keep:
+                for f in files:
+                    if f not in later:
+                        for p in models.glob(f"*/{f}"):
+                            p.unlink()
+            (a.out / "results.json").write_text(json.dumps({"system": stats, "results": results}, indent=1))
+            write_report(a.out / "report.md", stats, results, srv.version(), a)
+    finally:
+        srv.stop()
+        (a.out / "comfyui.log").write_bytes(srv.log_path.read_bytes()[-4_000_000:])
+    return 0 if all(r["ok"] for r in results) else 1
+
+
+def write_report(path: Path, stats: dict, results: list[dict], version: str, a) -> None:
+    dev = ", ".join(f"{d.get('name')} ({d.get('vram_total', 0) / 2**30:.0f} GiB)" for d in stats.get("devices", []))
+    lines = ["# Example workflows on full-size random-weight stand-ins", "",
+             f"ComfyUI {version}, torch {stats.get('system', {}).get('pytorch_version')}, device: {dev}. "
+             f"Planted MA gain {a.ma_gain}{', shrunk latents' if a.shrink else ''}"
+             f"{', tiny diffusion models' if a.tiny_diffusion else ''}.", "",
+             "| workflow | stand-ins (GB) | written in | run | video | result |", "|---|---|---|---|---|---|"]
+    for r in results:
+        v = "; ".join(f"{x['file']}: {x['frames']} frames {x['width']}x{x['height']} @ {x['fps']:g} fps, "
+                      f"{x['bytes'] / 1e6:.1f} MB, pixel std {x['pixel_std']}" for x in r.get("videos", []))
+        lines.append(f"| {r['workflow']} | {r['files_gb']} | {r['standins_s']} s | {r['run_s']} s | {v or '-'} | "
+                     f"{'ok' if r['ok'] else 'FAILED: ' + r.get('error', '')[:200]} |")
+    for r in results:
+        lines += ["", f"## {r['workflow']}", "", "Files: " + ", ".join(r["files"]), "", "```", *r["log"], "```"]
+        if r.get("visualizer_text"):
+            lines += ["", "MA Visualizer summary:", "", "```", r["visualizer_text"], "```"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

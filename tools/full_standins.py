@@ -1,0 +1,313 @@
+"""Full-size random-weight stand-ins for every model file the example workflows load.
+
+The tiny stand-ins (tools/make_standins.py) prove the graphs' logic on a CPU. This module writes
+the real architectures at their real sizes, under the official ComfyUI repackaged file names, so
+the shipped workflows run unchanged on a GPU machine that has no way to download the weights:
+
+- the shapes come from ComfyUI's own classes (WanModel, HunyuanVideo, T5, Llama2, CLIP, the Wan
+  and Hunyuan VAEs), built on the meta device, so nothing is allocated until a tensor is written;
+- the dtypes follow the file names: ``fp16`` / ``bf16`` as named, and ``fp8_scaled`` in the same
+  legacy scaled-fp8 layout as the official files (a ``scaled_fp8`` marker plus a per-layer
+  ``scale_weight``; linear layers inside the transformer blocks in float8_e4m3fn);
+- the values are random but well-conditioned (norm weights 1, biases 0, matrices with std
+  1/sqrt(fan_in)), so activations stay finite through 40 blocks in fp16;
+- ComfyUI reads the umt5 tokenizer from the text-encoder file (``spiece_model``), so a small
+  SentencePiece model is trained and stored there; the Llama-3 ``tokenizer.json`` that HunyuanVideo
+  needs is part of ComfyUI itself, and where a ComfyUI copy lacks it (the snapshots available to
+  this project do), :func:`ensure_llama_tokenizer` writes a small byte-level BPE stand-in with the
+  Llama-3 special tokens at their real ids.
+
+Nothing here is a real model: every file carries ``comfyui_stas`` metadata saying so.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+# The prompts of the example workflows plus the HunyuanVideo system template: enough text for a
+# tokenizer that covers what the workflows say.
+CORPUS = """
+a red fox runs through fresh snow in a birch forest at sunrise, cinematic, smooth camera tracking shot
+a paper boat drifts down a rain-filled street gutter, close-up, shallow depth of field, soft light
+blurry, low quality, jpeg artifacts, overexposed, static frame, still image, subtitles, text, watermark,
+deformed, distorted, extra limbs, fused fingers, messy background, worst quality
+Describe the video by detailing the following aspects: 1. The main content and theme of the video.
+2. The color, shape, size, texture, quantity, text, and spatial relationships of the objects.
+3. Actions, events, behaviors temporal relationships, physical movement changes of the objects.
+4. background environment, light, style and atmosphere. 5. camera angles, movements, and transitions
+used in the video: system user assistant the a an of and with in on at to from by for is are was
+0 1 2 3 4 5 6 7 8 9 . , : ; ! ? ' " ( ) - _ / abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ
+"""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One stand-in file: where it goes, how to build its module, and how to store its tensors."""
+    folder: str                               # models subfolder
+    build: Callable[[], object]               # returns a torch.nn.Module (on the meta device)
+    dtype: str                                # "float16" | "bfloat16" | "float32"
+    fp8_scaled: bool = False                  # linear layers in blocks as scaled float8_e4m3fn
+    extras: Callable[[], dict] | None = None  # extra tensors (tokenizer data)
+    diffusion: bool = False                   # a diffusion model (MA channels may be planted)
+
+
+# -- builders: ComfyUI's own classes at the released sizes --------------------------------
+
+def _ops():
+    import comfy.ops
+    return comfy.ops.manual_cast
+
+
+def _wan(**kw):
+    def build():
+        import comfy.ldm.wan.model as wm
+        base = dict(model_type="t2v", patch_size=(1, 2, 2), text_len=512, in_dim=16, out_dim=16,
+                    freq_dim=256, text_dim=4096, window_size=(-1, -1), qk_norm=True, cross_attn_norm=True, eps=1e-6)
+        return wm.WanModel(**{**base, **kw}, operations=_ops())
+    return build
+
+
+WAN_1_3B = dict(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30)
+WAN_5B = dict(dim=3072, ffn_dim=14336, num_heads=24, num_layers=30, in_dim=48, out_dim=48)
+WAN_14B = dict(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40)
+
+
+def _hunyuan_video():
+    import comfy.ldm.hunyuan_video.model as hm
+    from comfy_env import dataclass_kwargs  # tests/: the params dataclass's fields vary by ComfyUI version
+    params = dataclass_kwargs(hm.HunyuanVideoParams, dict(
+        in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096, hidden_size=3072,
+        mlp_ratio=4.0, num_heads=24, depth=20, depth_single_blocks=40, axes_dim=[16, 56, 56],
+        theta=256, patch_size=[1, 2, 2], qkv_bias=True, guidance_embed=True, byt5=False, meanflow=False))
+    return hm.HunyuanVideo(image_model="hunyuan_video", operations=_ops(), **params)
+
+
+def _comfy_json(*parts: str) -> dict:
+    import comfy.sd1_clip  # `comfy` is a namespace package: locate it through a module
+    return json.loads(Path(comfy.sd1_clip.__file__).parent.joinpath(*parts).read_text())
+
+
+def _umt5_xxl():
+    import comfy.text_encoders.t5 as t5
+    return t5.T5(_comfy_json("text_encoders", "umt5_config_xxl.json"), None, None, _ops())
+
+
+def _llama3_8b():
+    import comfy.text_encoders.llama as llama
+    return llama.Llama2({}, None, None, _ops())
+
+
+def _clip_l():
+    import comfy.clip_model as cm
+    return cm.CLIPTextModel(_comfy_json("sd1_clip_config.json"), None, None, _ops())
+
+
+def _clip_vision_h():
+    import comfy.clip_model as cm
+    return cm.CLIPVisionModelProjection(_comfy_json("clip_vision_config_h.json"), None, None, _ops())
+
+
+def _wan21_vae():
+    import comfy.ldm.wan.vae as wv
+    return wv.WanVAE(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                     temperal_downsample=[False, True, True], dropout=0.0)
+
+
+def _wan22_vae():
+    import comfy.ldm.wan.vae2_2 as wv
+    return wv.WanVAE(dim=160, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                     temperal_downsample=[False, True, True], dropout=0.0)
+
+
+def _hunyuan_vae():
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+    dd = {"double_z": True, "z_channels": 16, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+          "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0,
+          "conv3d": True, "time_compress": 4}
+    return AutoencoderKL(ddconfig=dd, embed_dim=16)
+
+
+def _umt5_extras() -> dict:
+    import torch
+    return {"spiece_model": torch.frombuffer(bytearray(train_spiece()), dtype=torch.uint8).clone()}
+
+
+SPECS: dict[str, Spec] = {
+    "wan2.1_t2v_1.3B_fp16.safetensors": Spec("diffusion_models", _wan(**WAN_1_3B), "float16", diffusion=True),
+    "wan2.2_ti2v_5B_fp16.safetensors": Spec("diffusion_models", _wan(**WAN_5B), "float16", diffusion=True),
+    "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors": Spec("diffusion_models", _wan(**WAN_14B), "bfloat16",
+                                                             fp8_scaled=True, diffusion=True),
+    "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors": Spec("diffusion_models", _wan(**WAN_14B), "bfloat16",
+                                                            fp8_scaled=True, diffusion=True),
+    "wan2.1_i2v_480p_14B_fp16.safetensors": Spec("diffusion_models", _wan(model_type="i2v", **{**WAN_14B, "in_dim": 36}),
+                                                 "float16", diffusion=True),
+    "hunyuan_video_t2v_720p_bf16.safetensors": Spec("diffusion_models", _hunyuan_video, "bfloat16", diffusion=True),
+    "umt5_xxl_fp8_e4m3fn_scaled.safetensors": Spec("text_encoders", _umt5_xxl, "bfloat16", fp8_scaled=True,
+                                                   extras=_umt5_extras),
+    "llava_llama3_fp8_scaled.safetensors": Spec("text_encoders", _llama3_8b, "bfloat16", fp8_scaled=True),
+    "clip_l.safetensors": Spec("text_encoders", _clip_l, "float16"),
+    "clip_vision_h.safetensors": Spec("clip_vision", _clip_vision_h, "float16"),
+    "wan_2.1_vae.safetensors": Spec("vae", _wan21_vae, "bfloat16"),
+    "wan2.2_vae.safetensors": Spec("vae", _wan22_vae, "bfloat16"),
+    "hunyuan_video_vae_bf16.safetensors": Spec("vae", _hunyuan_vae, "bfloat16"),
+}
+
+
+# -- values ---------------------------------------------------------------------------------
+
+_ONES = ("norm", "gamma", ".scale", "ln_", "layer_norm", "layernorm")
+_SMALL = ("modulation", "embedding", "embed_tokens", "shared.", "relative_attention_bias", "class_embedding")
+
+
+def init_kind(key: str, shape: tuple[int, ...]) -> tuple[str, float]:
+    """How to fill the tensor ``key``: ("ones"|"zeros"|"normal", std).
+
+    Norm scales are 1 and biases 0, as a freshly initialised network has them; embeddings and
+    modulation tables get std 0.02; every other matrix or kernel std 1/sqrt(fan_in), which keeps
+    the residual stream's scale roughly constant per block, so a 40-block fp16 model stays finite.
+    """
+    k = key.lower()
+    last = k.rsplit(".", 1)[-1]
+    if last == "bias":
+        return "zeros", 0.0
+    if len(shape) <= 1 or (last in ("weight", "gamma", "scale") and math.prod(shape) == max(shape)):
+        if any(t in k for t in _ONES):
+            return "ones", 0.0
+    if any(t in k for t in _SMALL) or len(shape) <= 1:
+        return "normal", 0.02
+    fan_in = math.prod(shape[1:])
+    return "normal", 1.0 / math.sqrt(max(fan_in, 1))
+
+
+def block_linear_keys(module) -> set[str]:
+    """Weights of the linear layers inside the repeated blocks: the ones the official fp8_scaled
+    files store in float8 (embeddings, heads and norms stay in bf16 there too)."""
+    import torch
+    out = set()
+    for name, m in module.named_modules():
+        if isinstance(m, torch.nn.Linear) and any(p in f".{name}." for p in (".blocks.", ".block.", ".layers.",
+                                                                             ".double_blocks.", ".single_blocks.")):
+            out.add(f"{name}.weight")
+    return out
+
+
+def random_state_dict(spec: Spec, seed: int, device: str = "cpu", ma_gain: float = 0.0,
+                      ma_channels: tuple[int, ...] = (77,)) -> dict:
+    """The stand-in's tensors, generated on ``device`` and returned on the CPU."""
+    import torch
+    with torch.device("meta"):
+        module = spec.build()
+    shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    fp8 = block_linear_keys(module) if spec.fp8_scaled else set()
+    dtype = getattr(torch, spec.dtype)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    out: dict = {}
+    for key, shape in shapes.items():
+        kind, std = init_kind(key, shape)
+        if kind == "ones":
+            t = torch.ones(shape, device=device)
+        elif kind == "zeros":
+            t = torch.zeros(shape, device=device)
+        else:
+            t = torch.randn(shape, generator=gen, device=device) * std
+        if ma_gain and spec.diffusion and is_ma_projection(key):
+            for c in ma_channels:
+                if c < t.shape[0]:
+                    t[c] *= ma_gain
+        if key in fp8:
+            scale = t.abs().amax().clamp(min=1e-12) / 448.0
+            out[key] = (t / scale).to(torch.float8_e4m3fn).cpu()
+            out[key[:-len("weight")] + "scale_weight"] = scale.float().reshape(()).cpu()
+        else:
+            out[key] = t.to(dtype).cpu()
+    if fp8:
+        out["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
+    if spec.extras:
+        out.update(spec.extras())
+    return out
+
+
+def is_ma_projection(key: str) -> bool:
+    """The last feed-forward projection of a block: scaling one of its output rows makes that
+    residual channel massive (Wan ``blocks.i.ffn.2``, HunyuanVideo ``img_mlp.2`` / ``linear2``)."""
+    return key.endswith(".weight") and (".ffn.2." in key or ".img_mlp.2." in key
+                                        or (key.startswith("single_blocks.") and ".linear2." in key))
+
+
+def write(models: Path, name: str, seed: int, device: str = "cpu", ma_gain: float = 0.0) -> Path:
+    """Write the stand-in ``name`` under ``models/<folder>/``; returns its path."""
+    from safetensors.torch import save_file
+    spec = SPECS[name]
+    sd = random_state_dict(spec, seed=seed, device=device, ma_gain=ma_gain)
+    path = models / spec.folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"comfyui_stas": "random-weight stand-in at full size, not a real model"}
+    if ma_gain and spec.diffusion:
+        meta["comfyui_stas_planted_ma"] = json.dumps({"channels": [77], "gain": ma_gain})
+    save_file(sd, str(path), metadata=meta)
+    return path
+
+
+# -- tokenizers -----------------------------------------------------------------------------
+
+def train_spiece(vocab_size: int = 400) -> bytes:
+    """A small SentencePiece model with umt5's special ids (pad 0, eos 1, unk 2, no bos)."""
+    import sentencepiece as spm
+    buf = io.BytesIO()
+    lines = [ln for ln in CORPUS.splitlines() if ln.strip()] * 4
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=buf, vocab_size=vocab_size,
+                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+                                   hard_vocab_limit=False, character_coverage=1.0, minloglevel=2)
+    return buf.getvalue()
+
+
+def llama_tokenizer_json(config: dict, vocab_size: int = 600) -> str:
+    """A byte-level BPE ``tokenizer.json`` that loads with ``LlamaTokenizerFast`` next to ComfyUI's
+    own ``tokenizer_config.json``: trained on CORPUS, its plain vocabulary padded to 128000 entries
+    so the special tokens (``<|begin_of_text|>``, ``<|start_header_id|>``, ...) keep their Llama-3
+    ids, which ComfyUI's HunyuanVideo encoder looks for."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(CORPUS.splitlines(), trainers.BpeTrainer(
+        vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    data = json.loads(tok.to_str())
+    vocab = data["model"]["vocab"]
+    specials = {int(i): t for i, t in config.get("added_tokens_decoder", {}).items()}
+    first_special = min(specials) if specials else 128000
+    n = len(vocab)
+    while n < first_special:
+        vocab[f"<|stas_unused_{n}|>"] = n
+        n += 1
+    data["added_tokens"] = [dict(id=i, content=t["content"], single_word=t.get("single_word", False),
+                                 lstrip=t.get("lstrip", False), rstrip=t.get("rstrip", False),
+                                 normalized=t.get("normalized", False), special=t.get("special", True))
+                            for i, t in sorted(specials.items())]
+    data["post_processor"] = {"type": "TemplateProcessing",
+                              "single": [{"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}},
+                                         {"Sequence": {"id": "A", "type_id": 0}}],
+                              "pair": [{"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}},
+                                       {"Sequence": {"id": "A", "type_id": 0}},
+                                       {"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 1}},
+                                       {"Sequence": {"id": "B", "type_id": 1}}],
+                              "special_tokens": {"<|begin_of_text|>": {"id": "<|begin_of_text|>",
+                                                                       "ids": [128000], "tokens": ["<|begin_of_text|>"]}}}
+    return json.dumps(data, ensure_ascii=False)
+
+
+def ensure_llama_tokenizer(comfy_src: Path) -> Path | None:
+    """Write a stand-in ``comfy/text_encoders/llama_tokenizer/tokenizer.json`` into the ComfyUI copy
+    at ``comfy_src`` if, and only if, that copy lacks it; returns the path written, else None.
+    A real ComfyUI install ships this file; the snapshots this project can fetch do not."""
+    folder = comfy_src / "comfy" / "text_encoders" / "llama_tokenizer"
+    path = folder / "tokenizer.json"
+    if path.exists() and path.stat().st_size > 0:
+        return None
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    path.write_text(llama_tokenizer_json(config))
+    return path
