@@ -152,7 +152,6 @@ def main(argv=None) -> int:
             t = time.time()
             try:
                 entry = srv.run(prompt, timeout=a.timeout)
-                rec["ok"] = True
                 videos = [p for nid, node in prompt.items() if node["class_type"] == "SaveVideo"
                           for p in srv.output_files(entry, nid)]
                 rec["videos"] = [video_stats(p) for p in videos]
