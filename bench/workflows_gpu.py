@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tools"))
 import full_standins as fs  # noqa: E402  (stdlib at import; ComfyUI only in the generator process)
-from server_env import ComfyServer, PromptError  # noqa: E402
+from server_env import ComfyServer, PromptError, shrink_prompt  # noqa: E402
 
 # Order: the Wan 2.1 text encoder and VAE serve four workflows; the large files go once used.
 ORDER = ["wan2.1_t2v_1.3B_stas", "stas_analysis_side_by_side", "wan2.1_i2v_480p_stas",
@@ -50,21 +50,6 @@ def needed_files(prompt: dict) -> list[str]:
         for key in LOADER_FILES.get(node["class_type"], ()):
             out.append(node["inputs"][key])
     return sorted(set(out))
-
-
-def shrink(prompt: dict) -> dict:
-    """CPU smoke test: tiny latents and few steps; the graph is otherwise unchanged."""
-    out = json.loads(json.dumps(prompt))
-    for node in out.values():
-        ct, inp = node["class_type"], node["inputs"]
-        if ct in ("EmptyHunyuanLatentVideo", "Wan22ImageToVideoLatent", "WanImageToVideo"):
-            inp.update(width=64, height=64, length=5)
-        elif ct in ("KSampler", "BasicScheduler"):
-            inp["steps"] = 2
-        elif ct == "KSamplerAdvanced":
-            split = inp["start_at_step"] > 0
-            inp.update(steps=2, start_at_step=1 if split else 0, end_at_step=10000 if split else 1)
-    return out
 
 
 def video_stats(path: Path) -> dict:
@@ -128,7 +113,7 @@ def main(argv=None) -> int:
     print(f"ComfyUI {srv.version()} up in {time.time() - t0:.0f} s on {[d.get('name') for d in stats.get('devices', [])]}", flush=True)
     try:
         for i, name in enumerate(names):
-            prompt = shrink(prompts[name]) if a.shrink else prompts[name]
+            prompt = shrink_prompt(prompts[name], length=5, steps=2) if a.shrink else prompts[name]
             files = needed_files(prompt)
             rec: dict = {"workflow": name, "files": files}
             t = time.time()

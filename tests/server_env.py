@@ -300,6 +300,24 @@ class ComfyServer:
         return [roots[f.get("type", "output")] / f.get("subfolder", "") / f["filename"] for f in files]
 
 
+
+def shrink_prompt(prompt: dict, length: int = 9, steps: int = 4, size: int = 64) -> dict:
+    """A copy of an API prompt with tiny video latents and few steps, for CPU runs of the example
+    workflows (tests/test_workflows.py, bench/workflows_gpu.py --shrink); the graph is otherwise
+    unchanged. A KSamplerAdvanced pair keeps its split, at half the steps."""
+    out = json.loads(json.dumps(prompt))
+    for node in out.values():
+        ct, inp = node["class_type"], node["inputs"]
+        if ct in ("EmptyHunyuanLatentVideo", "Wan22ImageToVideoLatent", "WanImageToVideo"):
+            inp.update(width=size, height=size, length=length)
+        elif ct in ("KSampler", "BasicScheduler"):
+            inp["steps"] = steps
+        elif ct == "KSamplerAdvanced":
+            split = inp["start_at_step"] > 0
+            inp.update(steps=steps, start_at_step=steps // 2 if split else 0,
+                       end_at_step=10000 if split else steps // 2)
+    return out
+
 # -- frontend (Playwright + Debian Chromium) --------------------------------------------------
 
 def ensure_playwright():
