@@ -3,7 +3,9 @@
 #   - requirements-dev.txt (pytest, numpy, safetensors, playwright, comfy-cli),
 #   - torch==2.13.0 only when no torch is importable (never replaces an existing torch),
 #   - Debian's Chromium for the frontend tests when missing (as root, with apt-get),
-#   - pytest and playwright into each ComfyUI testbed's python (scripts/testbeds.sh finds them).
+# then builds the real ComfyUI installs the integration tests run on (scripts/build_testbeds.sh:
+# every version in TESTBED_VERSIONS, under $STAS_TESTBEDS) unless $COMFYUI_PATH names one of your
+# own or STAS_BUILD_TESTBEDS=0, and makes sure each testbed's python has pytest and playwright.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/testbeds.sh
@@ -24,6 +26,14 @@ elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 else
   echo "== chromium missing and not root: frontend tests will skip (sudo apt-get install chromium)"
+fi
+
+if [ -n "${COMFYUI_PATH:-}" ]; then
+  echo "== COMFYUI_PATH=$COMFYUI_PATH: testing that ComfyUI only (no testbeds built)"
+elif [ "${STAS_BUILD_TESTBEDS:-1}" = 0 ]; then
+  echo "== STAS_BUILD_TESTBEDS=0: no ComfyUI testbeds built"
+else
+  bash scripts/build_testbeds.sh
 fi
 
 found=0

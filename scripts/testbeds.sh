@@ -8,6 +8,10 @@
 # find_testbeds prints one line per testbed: NAME<TAB>SRC<TAB>PYTHON.
 # Keep in sync with tests/server_env.py (comfy_python_for), which resolves the same python.
 
+# The ComfyUI versions the pack supports and tests against, oldest first. setup.sh builds one
+# testbed per version; pyproject's requires-comfyui names the first (tests/test_packaging.py).
+TESTBED_VERSIONS=(0.3.64 0.8.0 0.33.0)
+
 testbeds_root() { echo "${STAS_TESTBEDS:-$HOME/.cache/comfyui-stas/testbeds}"; }
 
 comfy_python_for() {
