@@ -1,6 +1,7 @@
 """First run without weights or a GPU: see STAS and the MA Visualizer work in a real ComfyUI.
 
-    python3 scripts/first_run.py --comfyui /path/to/ComfyUI        (or set COMFYUI_PATH)
+    python3 scripts/first_run.py        (ComfyUI: --comfyui PATH, else $COMFYUI_PATH, else the
+                                          newest one scripts/setup.sh built)
 
 Starts that ComfyUI headless on the CPU (on a free local port, with all its state in a temporary
 folder: your ComfyUI install is not modified) with this pack loaded, writes a tiny random-weight
@@ -26,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from server_env import ComfyServer, comfy_python_for  # noqa: E402
+from server_env import ComfyServer, comfy_python_for, newest_testbed, testbeds_root  # noqa: E402
 
 MODEL = "wan2.1_t2v_1.3B_fp16.safetensors"
 SEED = 42
@@ -115,14 +116,18 @@ def report(srv: ComfyServer, entry: dict, out: Path, seconds: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--comfyui", type=Path, default=os.environ.get("COMFYUI_PATH"),
-                    help="ComfyUI folder (the one with main.py); default $COMFYUI_PATH")
+    ap.add_argument("--comfyui", type=Path, default=os.environ.get("COMFYUI_PATH") or newest_testbed(),
+                    help="ComfyUI folder (the one with main.py); default $COMFYUI_PATH, else the newest "
+                         "ComfyUI that scripts/setup.sh built")
     ap.add_argument("--python", help="python that runs that ComfyUI (default: $COMFYUI_PYTHON, a venv beside or "
                                      "inside it, else this python)")
     ap.add_argument("--out", type=Path, default=Path("stas_first_run"), help="output folder (default ./stas_first_run)")
     a = ap.parse_args(argv)
-    if a.comfyui is None or not (Path(a.comfyui) / "main.py").exists():
-        ap.error("give --comfyui /path/to/ComfyUI (the folder with main.py) or set COMFYUI_PATH")
+    if a.comfyui is None:
+        ap.error(f"no ComfyUI found: run 'bash scripts/setup.sh' (it builds one under {testbeds_root()}), "
+                 "or give --comfyui /path/to/ComfyUI (the folder with main.py), or set COMFYUI_PATH")
+    if not (Path(a.comfyui) / "main.py").exists():
+        ap.error(f"--comfyui {a.comfyui}: no main.py there; give the ComfyUI folder (the one with main.py)")
     src = Path(a.comfyui).resolve()
     python = a.python or comfy_python_for(src)
     t0 = time.monotonic()

@@ -30,7 +30,8 @@ def require_comfy():
         return _loaded["pack"]
     root = comfyui_path()
     if root is None:
-        pytest.skip("real ComfyUI not found: set COMFYUI_PATH to a ComfyUI checkout (see README, 'Tests')")
+        from server_env import skip_missing
+        skip_missing("real ComfyUI not found: set COMFYUI_PATH to a ComfyUI checkout (see README, 'Tests')")
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     from comfy.cli_args import args

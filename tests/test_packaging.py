@@ -17,7 +17,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-OLDEST_TESTED_COMFYUI = "0.3.64"
+# scripts/testbeds.sh's TESTBED_VERSIONS: the ComfyUI versions setup builds and CI must test, oldest first.
+TESTBED_VERSIONS = re.search(r"^TESTBED_VERSIONS=\(([^)]*)\)", (ROOT / "scripts" / "testbeds.sh").read_text(),
+                             re.M).group(1).split()
+OLDEST_TESTED_COMFYUI = TESTBED_VERSIONS[0]
 
 
 def test_project_fields_follow_registry_spec():
@@ -43,14 +46,14 @@ def test_tool_comfy_fields():
     assert w <= 800 and h <= 400
 
 
-def test_requires_comfyui_is_the_oldest_testbed():
-    """requires-comfyui names the oldest ComfyUI the integration tests ran on, when testbeds exist."""
-    root = Path(os.environ.get("STAS_TESTBEDS", Path.home() / ".cache/comfyui-stas/testbeds"))
-    versions = sorted(tuple(int(x) for x in d.name.split("-", 1)[1].split(".")) for d in root.glob("comfyui-*")
-                      if re.fullmatch(r"comfyui-\d+\.\d+\.\d+", d.name))
-    if not versions:
-        pytest.skip(f"no testbeds under {root}")
-    assert ".".join(map(str, versions[0])) == OLDEST_TESTED_COMFYUI
+def test_testbed_versions_oldest_first_and_in_readme():
+    """The versions setup builds are sorted oldest first (test.sh under CI requires the first and last),
+    and README's Compatibility section names each of them."""
+    as_tuples = [tuple(int(x) for x in v.split(".")) for v in TESTBED_VERSIONS]
+    assert as_tuples == sorted(as_tuples) and len(set(as_tuples)) == len(as_tuples), TESTBED_VERSIONS
+    readme = (ROOT / "README.md").read_text()
+    for v in TESTBED_VERSIONS:
+        assert f"ComfyUI {v}" in readme or f"{v}" in readme.split("## Compatibility", 1)[1], v
 
 
 def _python_with_comfy_cli() -> str | None:
@@ -76,7 +79,8 @@ def test_comfy_cli_registry_validation():
     """The checks `comfy node validate` runs before publishing (config parsing + ruff security rules)."""
     py = _python_with_comfy_cli()
     if py is None:
-        pytest.skip("comfy-cli is not installed (pip install comfy-cli; scripts/setup.sh does)")
+        from server_env import skip_missing
+        skip_missing("comfy-cli is not installed (pip install comfy-cli; scripts/setup.sh does)")
     r = subprocess.run([py, "-c", VALIDATE], cwd=ROOT, capture_output=True, text=True, timeout=300)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out

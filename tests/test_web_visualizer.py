@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from server_env import ComfyServer, FrontendPage, find_comfyui
+from server_env import ComfyServer, FrontendPage, find_comfyui, skip_missing
 
 ROOT = Path(__file__).resolve().parents[1]
 VIS_NODES = Path(__file__).resolve().parent / "visualizer_test_nodes"
@@ -65,7 +65,7 @@ class VisualizerServer(ComfyServer):
 def vis_server():
     found = find_comfyui()
     if found is None:
-        pytest.skip("real ComfyUI not found: set COMFYUI_PATH to a ComfyUI checkout (see README, 'Tests')")
+        skip_missing("real ComfyUI not found: set COMFYUI_PATH to a ComfyUI checkout (see README, 'Tests')")
     srv = VisualizerServer(*found)
     srv.start()
     yield srv

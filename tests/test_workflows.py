@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from server_env import shrink_prompt
+from server_env import shrink_prompt, skip_missing
 
 ROOT = Path(__file__).resolve().parents[1]
 WF_DIR = ROOT / "example_workflows"
@@ -254,7 +254,7 @@ def test_first_run_command(tmp_path):
     from server_env import find_comfyui
     found = find_comfyui()
     if found is None:
-        pytest.skip("real ComfyUI not found: set COMFYUI_PATH to a ComfyUI checkout (see README, 'Tests')")
+        skip_missing("real ComfyUI not found: set COMFYUI_PATH to a ComfyUI checkout (see README, 'Tests')")
     src, python = found
     out = tmp_path / "stas_first_run"
     env = dict(os.environ, COMFYUI_PYTHON=python)
