@@ -23,7 +23,7 @@ if [ -x /usr/bin/chromium ]; then
   echo "== chromium: $(/usr/bin/chromium --version 2>/dev/null || echo present)"
 elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "== installing Debian's chromium (frontend tests)"
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 chromium >/dev/null
 else
   echo "== chromium missing and not root: frontend tests will skip (sudo apt-get install chromium)"
 fi

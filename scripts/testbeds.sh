@@ -36,11 +36,10 @@ find_testbeds() {
     fi
     return 0
   fi
-  for dir in "$(testbeds_root)"/comfyui-*/; do
+  while IFS= read -r dir; do  # oldest version first
     [ -f "$dir/src/main.py" ] && [ -x "$dir/venv/bin/python" ] || continue
-    dir=${dir%/}
     printf '%s\t%s\t%s\n' "$(basename "$dir")" "$dir/src" "$dir/venv/bin/python"
-  done
+  done < <(find "$(testbeds_root)" -mindepth 1 -maxdepth 1 -name 'comfyui-*' -type d 2>/dev/null | sort -V)
 }
 
 # Why no testbed was found, for the test summary.
