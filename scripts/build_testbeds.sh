@@ -87,17 +87,21 @@ build_testbed() {  # build_testbed VERSION
   grep -v -E '^\s*(#|$)|^torch(vision|audio)?\s*$|PyOpenGL|comfy-angle' "$dir/src/requirements.txt" > "$dir/requirements.txt"
   "$vpy" -c 'import torch, torchvision, torchaudio as a; [print(m.__name__, m.__version__.partition("+")[0], sep="==") for m in (torch, torchvision, a)]' \
     > "$dir/constraints.txt" || fail "ComfyUI $v: the shared torch in $LAYER does not import in the venv"
-  if ! "$vpy" -m pip install -q --no-compile -r "$dir/requirements.txt" -c "$dir/constraints.txt" pytest playwright \
+  # requests: ComfyUI's frontend manager imports it, but 0.3.64's requirements.txt does not list it.
+  if ! "$vpy" -m pip install -q --no-compile -r "$dir/requirements.txt" -c "$dir/constraints.txt" requests pytest playwright \
       2>&1 | quiet; then
     fail "ComfyUI $v: pip could not install its requirements (see above)"
   fi
-  (cd "$dir/src" && "$vpy" - <<'PYEOF') || fail "ComfyUI $v: built, but 'import comfy' fails on the CPU (see above)"
-import sys
-sys.path.insert(0, ".")
-from comfy.cli_args import args
-args.cpu = True
-import comfy.model_patcher, comfy.samplers, comfy.sd, nodes  # noqa: F401
-PYEOF
+  # ComfyUI's own start-up check (server, frontend, every core node), with its state in a temp folder.
+  local base
+  base=$(mktemp -d)
+  if ! (cd "$dir/src" && "$vpy" -B main.py --cpu --quick-test-for-ci --disable-all-custom-nodes \
+          --base-directory "$base" > "$base.log" 2>&1); then
+    tail -n 30 "$base.log" >&2
+    rm -rf "$base" "$base.log"
+    fail "ComfyUI $v: built, but 'main.py --quick-test-for-ci' fails on the CPU (its log is above)"
+  fi
+  rm -rf "$base" "$base.log"
   recipe_of "$v" > "$dir/.stamp"
   echo "== testbed comfyui-$v: built in $((SECONDS - t0)) s"
 }
