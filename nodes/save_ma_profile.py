@@ -54,7 +54,8 @@ class SaveMAProfile(io.ComfyNode):
             raise ValueError(f"Save MA Profile: {e}") from None
         lay = run.layout
         prof = dataclasses.replace(prof, info={"model": lay.model, "threshold": f"{threshold:g}", "steps": str(list(run.recorded_steps())),
-                                             "latent": "x".join(map(str, lay.latent_shape))})
+                                             "latent": "x".join(map(str, lay.latent_shape))},
+                                   fingerprint=recording.model_fingerprint)
         folder = profile_folders()[0]
         path = os.path.join(folder, name + ".safetensors")
         if os.path.exists(path) and not overwrite:
