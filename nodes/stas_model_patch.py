@@ -13,6 +13,8 @@ from .fingerprint import model_fingerprint
 from .patching import StasPlan, install
 from .types import StasMask, StasProfile
 
+log = logging.getLogger("comfyui-stas")
+
 APPLY_TO = {"cond": frozenset({0}), "uncond": frozenset({1}), "both": frozenset({0, 1})}
 
 
@@ -36,14 +38,14 @@ def check_profile(profile, model, family: str, hidden: int, n_blocks: int, block
     except ValueError as e:
         raise ValueError(f"STAS Model Patch: {e}") from None
     if profile.fingerprint is None:
-        logging.warning("STAS Model Patch: the connected MA profile has no model fingerprint (saved by an older "
-                        "comfyui-stas), so only its family, hidden size and block count were checked. Save it again "
-                        "from a recording of this model to have the model checked too.")
+        log.warning("STAS Model Patch: the connected MA profile has no model fingerprint (saved by an older "
+                    "comfyui-stas), so only its family, hidden size and block count were checked. Save it again "
+                    "from a recording of this model to have the model checked too.")
     borrowed = {b: s for b, s in profile.block_sources(blocks).items() if b != s}
     if borrowed:
-        logging.warning("STAS Model Patch: the MA profile has no channels for block(s) %s; using those of the nearest "
-                        "profiled block (%s). Record these blocks too (MA Recorder blocks) to calibrate them.",
-                        ", ".join(map(str, borrowed)), ", ".join(f"{b} <- {s}" for b, s in borrowed.items()))
+        log.warning("STAS Model Patch: the MA profile has no channels for block(s) %s; using those of the nearest "
+                    "profiled block (%s). Record these blocks too (MA Recorder blocks) to calibrate them.",
+                    ", ".join(map(str, borrowed)), ", ".join(f"{b} <- {s}" for b, s in borrowed.items()))
 
 
 class StasModelPatch(io.ComfyNode):
