@@ -20,8 +20,9 @@ class SaveMAProfile(io.ComfyNode):
             display_name="Save MA Profile (STAS)",
             category="model_patches/stas",
             description="Turn a recording into a reusable MA profile: per recorded block, the channels whose peak |h| is "
-                        "at least 'threshold' times the mean |h|, with their peak magnitudes. Saved as safetensors in "
-                        "ComfyUI/models/stas_profiles, where Load MA Profile finds it.",
+                        "at least 'threshold' times the mean |h|, with their peak magnitudes, and a fingerprint of the "
+                        "recorded model's weights (STAS Model Patch refuses the profile on any other model). Saved as "
+                        "safetensors in ComfyUI/models/stas_profiles, where Load MA Profile finds it.",
             is_output_node=True,
             inputs=[
                 StasRecording.Input("recording", tooltip="The recording output of MA Recorder."),
