@@ -57,14 +57,16 @@ class ModelFingerprint:
         h = hashlib.sha256()
         for n, shape, _ in named:
             h.update(f"{n}:{shape}\n".encode())
-        flat = [(n, t) for n, shape, t in named
-                if len(shape) == 1 and shape[0] > 0 and t.dtype.is_floating_point and t.device.type != "meta"]
+        flat = [(n, t) for n, shape, t in named if len(shape) == 1 and shape[0] > 0 and t.dtype.is_floating_point]
         picks = flat if len(flat) <= N_PROBES else [flat[round(i * (len(flat) - 1) / (N_PROBES - 1))]
                                                     for i in range(N_PROBES)]
         probes = []
         for n, t in picks:
-            x = t.detach().reshape(-1).to(torch.float64)
-            st = torch.stack([x.mean(), x.abs().mean(), x.square().mean().sqrt()]).tolist()
+            if t.device.type == "meta":   # a weight the checkpoint lacks: ComfyUI runs it as zeros
+                st = [0.0, 0.0, 0.0]
+            else:
+                x = t.detach().reshape(-1).to(torch.float64)
+                st = torch.stack([x.mean(), x.abs().mean(), x.square().mean().sqrt()]).tolist()
             probes.append(Probe(n, st[0], st[1], st[2], float(torch.finfo(t.dtype).eps)))
         return cls(h.hexdigest()[:16], len(named), tuple(probes))
 
