@@ -473,17 +473,21 @@ def _require_hunyuan_video15():
         pytest.skip(f"ComfyUI {ce.comfy_version()} has no HunyuanVideo 1.5 (no vision_in_dim in HunyuanVideoParams)")
 
 
-def _hunyuan15_conds(i2v, lat):
-    """What HunyuanVideo15ImageToVideo and the 1.5 text encoder give: Qwen text (3584) on both, byT5
-    glyph tokens on the positive only (so cond and uncond differ in length and run separately);
-    for I2V the encoded image concatenated on channels with its mask, and SigLIP vision tokens."""
+def _hunyuan15_conds(variant, lat):
+    """What HunyuanVideo15ImageToVideo / HunyuanVideo15SuperResolution and the 1.5 text encoder give:
+    Qwen text (3584) on both, byT5 glyph tokens on the positive only (so cond and uncond differ in
+    length and run separately); for I2V the encoded image concatenated on channels with its mask,
+    for SR the low-resolution latent (66 channels), and SigLIP vision tokens for both."""
     extra = {}
-    if i2v:
-        b, _, t, h, w = lat.shape
+    b, _, t, h, w = lat.shape
+    vision = types.SimpleNamespace(last_hidden_state=rand(1, 9, 1152, seed=10))
+    if variant == "i2v":
         mask = torch.ones(1, 1, t, h, w)
         mask[:, :, :1] = 0.0
-        extra = dict(concat_latent_image=rand(b, 32, t, h, w, seed=8), concat_mask=mask,
-                     clip_vision_output=types.SimpleNamespace(last_hidden_state=rand(1, 9, 1152, seed=10)))
+        extra = dict(concat_latent_image=rand(b, 32, t, h, w, seed=8), concat_mask=mask, clip_vision_output=vision)
+    elif variant == "sr":
+        extra = dict(concat_latent_image=rand(b, 66, t, h, w, seed=8), noise_augmentation=0.1,
+                     clip_vision_output=vision)
     extra["pooled_output"] = None   # CLIPTextEncode always sets it; 1.5's text encoder has no pooled output
     pos = ce.text_cond(seed=1, tokens=8, dim=3584, conditioning_byt5small=rand(1, 5, 1472, seed=11), **extra)
     neg = ce.text_cond(seed=2, tokens=6, dim=3584, **extra)
@@ -491,22 +495,24 @@ def _hunyuan15_conds(i2v, lat):
 
 
 @pytest.mark.parametrize("single", [0, 2], ids=["real_layout_double_only", "with_single_blocks"])
-@pytest.mark.parametrize("i2v", [False, True], ids=["t2v", "i2v"])
-def test_hunyuan_video15_steers_exactly_the_video_tokens(pk, i2v, single):
+@pytest.mark.parametrize("variant", ["t2v", "i2v", "sr"])
+def test_hunyuan_video15_steers_exactly_the_video_tokens(pk, variant, single):
     """HunyuanVideo 1.5: patch 1 (one token per latent pixel), byT5 and vision tokens in the text
-    stream, condition-type embedding, I2V image on channels.  At every steered block the tokens
-    STAS changes are exactly the default mask's video tokens; text, byT5 and vision tokens and
-    every other value stay bit-identical."""
+    stream, condition-type embedding, I2V image (and SR low-resolution latent) on channels.  At
+    every steered block the tokens STAS changes are exactly the default mask's video tokens;
+    text, byT5 and vision tokens and every other value stay bit-identical."""
     _require_hunyuan_video15()
-    base = ce.tiny_hunyuan_video15(depth=2, depth_single=single)
-    assert type(base.model).__name__ == "HunyuanVideo15"
+    sr = variant == "sr"
+    base = ce.tiny_hunyuan_video15(depth=2, depth_single=single, in_channels=98 if sr else 65, meanflow=sr)
+    assert type(base.model).__name__ == ("HunyuanVideo15_SR_Distilled" if sr else "HunyuanVideo15")
+    i2v = variant != "t2v"   # vision tokens
     dm = base.model.diffusion_model
     assert list(dm.patch_size) == [1, 1, 1] and dm.vision_in is not None and dm.byt5_in is not None
     lat = torch.zeros(1, 32, 3, 6, 6)
     grid = grid_of(lat, (1, 1, 1))
     refs = [("double_block", 0, 0), ("double_block", 1, 1)] + [("single_block", i, 2 + i) for i in range(single)]
     m, rec = patched_with_recorders(pk, base, refs, apply_to="both")
-    pos, neg = _hunyuan15_conds(i2v, lat)
+    pos, neg = _hunyuan15_conds(variant, lat)
     out = ce.sample(m, lat, steps=2, cfg=2.0, positive=pos, negative=neg)
     assert torch.isfinite(out).all()
     n_txt = {0: 8 + 5 + (9 if i2v else 0), 1: 6 + (9 if i2v else 0)}   # text + byT5 + vision tokens
@@ -552,7 +558,7 @@ def test_hunyuan_video15_blocks_and_recorder(pk):
     for i in range(3):
         cap[i] = Rec(inner=rm.model_options["transformer_options"]["patches_replace"]["dit"][("double_block", i)])
         m.set_model_patch_replace(cap[i], "dit", "double_block", i)
-    pos, neg = _hunyuan15_conds(True, lat)
+    pos, neg = _hunyuan15_conds("i2v", lat)
     samples = ce.sample(m, lat, steps=2, cfg=2.0, positive=pos, negative=neg)
     run = recording.runs[-1]
     assert not run.notes and run.layout.grid == (3, 6, 6)
