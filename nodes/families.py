@@ -120,12 +120,12 @@ class WanFamily(Family):
 
 
 class HunyuanVideoFamily(Family):
-    """HunyuanVideo 1.0 (T2V, I2V, SkyReels) and 1.5 (T2V, I2V) share ComfyUI's ``HunyuanVideo`` class.
+    """HunyuanVideo 1.0 (T2V, I2V, SkyReels) and 1.5 (T2V, I2V, SR) share ComfyUI's ``HunyuanVideo`` class.
 
     1.5 differs in parameters only: patch size 1, 54 double-stream blocks and no single-stream one,
     byT5 and SigLIP vision tokens put into the text stream (the video tokens of a block output stay
-    where they are), a condition-type embedding on the text tokens, and the I2V image concatenated
-    on channels (so no extra tokens).  The same class also holds HunyuanImage 2.1 and its refiner,
+    where they are), a condition-type embedding on the text tokens, and the I2V image (SR: the
+    low-resolution latent) concatenated on channels, so no extra tokens.  The same class also holds HunyuanImage 2.1 and its refiner,
     image models told apart by a 2-D patch or by having neither CLIP pooled input (``vector_in``,
     1.0) nor vision input (``vision_in``, 1.5); those are refused.
     """

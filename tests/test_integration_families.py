@@ -18,9 +18,13 @@ block call, the block output that leaves STAS against the block output that ente
   formula, and every other value - reference tokens, text tokens, uncond rows, other
   channels - is untouched.
 
+HunyuanVideo 1.5 (T2V, I2V, super-resolution; ComfyUI after 0.3.64) gets the same check, and its
+MA Recording is compared with the block outputs bit for bit.
+
 Also: appended Phantom subject frames stay untouched, Wan 2.2 A14B experts are each gated
 by their own model_sampling (also with a shift node placed after STAS), and a model of any
-other family is refused at node execution with an error naming the supported ones.
+other family (also HunyuanImage 2.1, which shares HunyuanVideo's class) is refused at node
+execution with an error naming the supported ones.
 """
 from __future__ import annotations
 
