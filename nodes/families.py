@@ -125,9 +125,9 @@ class HunyuanVideoFamily(Family):
     1.5 differs in parameters only: patch size 1, 54 double-stream blocks and no single-stream one,
     byT5 and SigLIP vision tokens put into the text stream (the video tokens of a block output stay
     where they are), a condition-type embedding on the text tokens, and the I2V image (SR: the
-    low-resolution latent) concatenated on channels, so no extra tokens.  The same class also holds HunyuanImage 2.1 and its refiner,
-    image models told apart by a 2-D patch or by having neither CLIP pooled input (``vector_in``,
-    1.0) nor vision input (``vision_in``, 1.5); those are refused.
+    low-resolution latent) concatenated on channels, so no extra tokens.  The same class also holds
+    HunyuanImage 2.1 and its refiner, image models told apart by a 2-D patch or by having neither
+    CLIP pooled input (``vector_in``, 1.0) nor vision input (``vision_in``, 1.5); those are refused.
     """
 
     name = "HunyuanVideo"
