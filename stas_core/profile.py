@@ -19,18 +19,36 @@ from .tagged_file import read_tagged
 
 FORMAT = "comfyui-stas/ma-profile/1"
 N_PROBES = 16
-"""1-D weight tensors (biases, norm scales) whose statistics a fingerprint keeps."""
+"""1-D weight tensors (biases, norm scales) a fingerprint keeps."""
+N_SAMPLES = 32
+"""Values kept per probe (evenly spaced), compared one by one."""
+MAX_DIFFERING = 0.125
+"""Share of a probe's sampled values that may differ beyond rounding before it counts as another checkpoint."""
 
 
 @dataclass(frozen=True)
 class Probe:
-    """Statistics of one 1-D weight tensor, in float64: what a fingerprint compares."""
+    """One 1-D weight tensor, in float64: its statistics and a few of its values."""
 
     name: str
     mean: float
     mean_abs: float
     rms: float
-    eps: float  # resolution (finfo.eps) of the dtype the tensor was stored in
+    eps: float    # resolution (finfo.eps) of the dtype the tensor was stored in
+    step: float   # its smallest positive value (subnormal spacing): rounding near zero
+    values: Tuple[float, ...] = ()
+
+    def differs(self, q: "Probe") -> bool:
+        """More than rounding to the coarser of the two storage dtypes apart."""
+        eps, step = max(self.eps, q.eps, 1e-6), max(self.step, q.step)
+        scale = max(self.mean_abs, q.mean_abs, 1e-12)
+        if (abs(self.mean_abs - q.mean_abs) > eps * scale or abs(self.mean - q.mean) > eps * scale
+                or abs(self.rms - q.rms) > eps * max(self.rms, q.rms, 1e-12)):
+            return True
+        if len(self.values) != len(q.values):
+            return True
+        off = sum(abs(a - b) > eps * max(abs(a), abs(b)) + step for a, b in zip(self.values, q.values))
+        return off > MAX_DIFFERING * len(self.values)
 
 
 @dataclass(frozen=True)
@@ -38,11 +56,12 @@ class ModelFingerprint:
     """Identifies the checkpoint a profile was made on, cheaply and independently of device and dtype.
 
     ``shapes`` hashes the name and shape of every ``*.weight`` / ``*.bias`` tensor (so another
-    variant of one architecture differs); ``probes`` are mean, mean |w| and rms of up to
-    ``N_PROBES`` 1-D tensors spread over the model (so another checkpoint of the same shape
-    differs).  1-D tensors because biases and norm scales stay in 16 bits in fp8-scaled files and
-    are what LoRAs leave alone; float64 statistics compared within the coarser storage dtype's
-    resolution, so CPU vs GPU and fp32 / fp16 / bf16 copies of one checkpoint match.
+    variant of one architecture differs); ``probes`` keep mean, mean |w|, rms and ``N_SAMPLES``
+    values of up to ``N_PROBES`` 1-D tensors spread over the model (so another checkpoint of the
+    same shape differs, even a fine-tune whose values moved by a few units of the last place).
+    1-D tensors because they are cheap, fp8 files usually keep them in 16 bits and LoRAs rarely
+    touch them.  Compared within rounding to the coarser storage dtype, so CPU vs GPU and fp32 /
+    fp16 / bf16 copies of one checkpoint match.
     """
 
     shapes: str
@@ -62,12 +81,18 @@ class ModelFingerprint:
                                                     for i in range(N_PROBES)]
         probes = []
         for n, t in picks:
+            k = min(N_SAMPLES, t.numel())
+            idx = [round(i * (t.numel() - 1) / max(k - 1, 1)) for i in range(k)]
             if t.device.type == "meta":   # a weight the checkpoint lacks: ComfyUI runs it as zeros
-                st = [0.0, 0.0, 0.0]
+                st, vals = [0.0, 0.0, 0.0], [0.0] * k
             else:
                 x = t.detach().reshape(-1).to(torch.float64)
-                st = torch.stack([x.mean(), x.abs().mean(), x.square().mean().sqrt()]).tolist()
-            probes.append(Probe(n, st[0], st[1], st[2], float(torch.finfo(t.dtype).eps)))
+                both = torch.cat([torch.stack([x.mean(), x.abs().mean(), x.square().mean().sqrt()]),
+                                  x[torch.tensor(idx, device=x.device)]]).tolist()   # one transfer
+                st, vals = both[:3], both[3:]
+            fi = torch.finfo(t.dtype)
+            probes.append(Probe(n, st[0], st[1], st[2], float(fi.eps), float(getattr(fi, "smallest_normal", fi.tiny))
+                                * float(fi.eps), tuple(vals)))
         return cls(h.hexdigest()[:16], len(named), tuple(probes))
 
     def mismatch(self, other: "ModelFingerprint") -> Optional[str]:
@@ -80,22 +105,20 @@ class ModelFingerprint:
             q = theirs.get(p.name)
             if q is None:
                 return f"it has no weight {p.name}"
-            tol = max(p.eps, q.eps, 1e-6)
-            scale = max(p.mean_abs, q.mean_abs, 1e-12)
-            if (abs(p.mean_abs - q.mean_abs) > tol * scale or abs(p.rms - q.rms) > tol * max(p.rms, q.rms, 1e-12)
-                    or abs(p.mean - q.mean) > tol * scale):
+            if p.differs(q):
                 return (f"its weights differ (e.g. {p.name}: mean |w| {p.mean_abs:.6g} vs {q.mean_abs:.6g}, "
                         f"mean {p.mean:.6g} vs {q.mean:.6g}: another checkpoint of the same shape)")
         return None
 
     def to_json(self) -> Dict:
         return {"shapes": self.shapes, "n_tensors": self.n_tensors,
-                "probes": [[p.name, p.mean, p.mean_abs, p.rms, p.eps] for p in self.probes]}
+                "probes": [[p.name, p.mean, p.mean_abs, p.rms, p.eps, p.step, list(p.values)] for p in self.probes]}
 
     @classmethod
     def from_json(cls, d: Dict) -> "ModelFingerprint":
         return cls(str(d["shapes"]), int(d["n_tensors"]),
-                   tuple(Probe(str(n), float(m), float(a), float(r), float(e)) for n, m, a, r, e in d["probes"]))
+                   tuple(Probe(str(n), float(m), float(a), float(r), float(e), float(st), tuple(float(v) for v in vs))
+                         for n, m, a, r, e, st, vs in d["probes"]))
 
 
 @dataclass(frozen=True)

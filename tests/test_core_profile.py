@@ -49,6 +49,26 @@ def test_another_checkpoint_of_the_same_shape_differs():
     assert fp(tiny_dit(0).bfloat16()).mismatch(fp(tiny_dit(1).bfloat16())) is not None
 
 
+def test_a_fine_tune_that_moved_values_by_a_few_ulps_is_told_apart():
+    """Per-value comparison: values moved by 3 bf16 ulps in random directions leave mean, mean |w| and
+    rms within rounding, but not the sampled values; a bf16 copy of either still matches itself."""
+    a = tiny_dit(0, dim=1024, blocks=3, ffn=1024).bfloat16()
+    b = tiny_dit(0, dim=1024, blocks=3, ffn=1024).bfloat16()
+    g = torch.Generator().manual_seed(3)
+    eps = torch.finfo(torch.bfloat16).eps
+    with torch.no_grad():
+        for p in b.parameters():
+            if p.ndim == 1:
+                sign = torch.randint(0, 2, p.shape, generator=g).float() * 2 - 1
+                p.copy_((p.float() * (1 + 3 * eps * sign)).bfloat16())
+    fa, fb = fp(a), fp(b)
+    assert all(abs(p.mean_abs - q.mean_abs) <= p.eps * p.mean_abs and abs(p.mean - q.mean) <= p.eps * p.mean_abs
+               and abs(p.rms - q.rms) <= p.eps * p.rms for p, q in zip(fa.probes, fb.probes)), \
+        "the statistics alone would tell them apart: the test does not test the per-value comparison"
+    assert fa.mismatch(fb) is not None
+    assert fa.mismatch(fp(a.float())) is None and fb.mismatch(fp(b.half())) is None
+
+
 def test_a_small_change_to_probed_weights_is_seen_and_unprobed_weights_only_by_shape():
     m = tiny_dit(0)
     ref = fp(m)
