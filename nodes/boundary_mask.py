@@ -40,9 +40,9 @@ class BoundaryMaskBuilder(io.ComfyNode):
                 io.Latent.Input("latent", optional=True,
                                 tooltip="Optional video LATENT to preview the mask on (e.g. from EmptyHunyuanLatentVideo or WanImageToVideo)."),
                 io.Int.Input("patch_t", default=1, min=1, max=8, optional=True,
-                             tooltip="Temporal patch size of the model, for the preview (Wan/HunyuanVideo/CogVideoX 1.0: 1; CogVideoX 1.5: 2)."),
+                             tooltip="Temporal patch size of the model, for the preview (Wan, HunyuanVideo 1.0/1.5, CogVideoX 1.0: 1; CogVideoX 1.5: 2)."),
                 io.Int.Input("patch_hw", default=2, min=1, max=16, optional=True,
-                             tooltip="Spatial patch size of the model, for the preview (2 for Wan, HunyuanVideo and CogVideoX)."),
+                             tooltip="Spatial patch size of the model, for the preview (2 for Wan, HunyuanVideo and CogVideoX; 1 for HunyuanVideo 1.5)."),
             ],
             outputs=[
                 StasMask.Output(display_name="mask", tooltip="Steering mask for STAS Model Patch."),

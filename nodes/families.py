@@ -16,7 +16,8 @@ from typing import Any, List, Mapping, Tuple
 
 from ..stas_core.layout import Grid, grid_from_latent
 
-SUPPORTED = "Wan 2.1/2.2 (T2V, I2V, FLF, VACE, Fun, Camera, TI2V 5B, A14B), HunyuanVideo, CogVideoX"
+SUPPORTED = ("Wan 2.1/2.2 (T2V, I2V, FLF, VACE, Fun, Camera, TI2V 5B, A14B), HunyuanVideo (1.0 and 1.5), "
+             "CogVideoX")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,10 @@ class Family:
     def matches(cls, diffusion_model: Any) -> bool:
         return type(diffusion_model).__name__ in cls._classes
 
+    def refusal(self, dm: Any) -> str | None:
+        """A model of this family's class that is no video model of it: what it is, to refuse it by name."""
+        return None
+
     # -- static facts -------------------------------------------------------------------
     def block_groups(self, dm: Any) -> List[Tuple[str, int]]:
         raise NotImplementedError
@@ -60,7 +65,8 @@ class Family:
     def describe_blocks(self, dm: Any) -> str:
         parts, flat = [], 0
         for kind, n in self.block_groups(dm):
-            parts.append(f"{flat}-{flat + n - 1} {kind.replace('_', ' ')}s")
+            if n:   # HunyuanVideo 1.5 has no single-stream block
+                parts.append(f"{flat}-{flat + n - 1} {kind.replace('_', ' ')}s")
             flat += n
         return ", ".join(parts)
 
@@ -114,8 +120,24 @@ class WanFamily(Family):
 
 
 class HunyuanVideoFamily(Family):
+    """HunyuanVideo 1.0 (T2V, I2V, SkyReels) and 1.5 (T2V, I2V, SR) share ComfyUI's ``HunyuanVideo`` class.
+
+    1.5 differs in parameters only: patch size 1, 54 double-stream blocks and no single-stream one,
+    byT5 and SigLIP vision tokens put into the text stream (the video tokens of a block output stay
+    where they are), a condition-type embedding on the text tokens, and the I2V image (SR: the
+    low-resolution latent) concatenated on channels, so no extra tokens.  The same class also holds
+    HunyuanImage 2.1 and its refiner, image models told apart by a 2-D patch or by having neither
+    CLIP pooled input (``vector_in``, 1.0) nor vision input (``vision_in``, 1.5); those are refused.
+    """
+
     name = "HunyuanVideo"
     _classes = ("HunyuanVideo",)
+
+    def refusal(self, dm):
+        if len(dm.patch_size) != 3 or (getattr(dm, "vector_in", None) is None
+                                       and getattr(dm, "vision_in", None) is None):
+            return "HunyuanImage 2.1 models (an image model in ComfyUI's HunyuanVideo class)"
+        return None
 
     def block_groups(self, dm):
         return [("double_block", len(dm.double_blocks)), ("single_block", len(dm.single_blocks))]
@@ -167,11 +189,12 @@ FAMILIES: Tuple[Family, ...] = (WanFamily(), HunyuanVideoFamily(), CogVideoXFami
 
 def family_of(diffusion_model: Any) -> Family:
     """The family of a loaded diffusion model, or a ValueError that names the supported ones."""
-    for fam in FAMILIES:
-        if fam.matches(diffusion_model):
-            return fam
+    fam = next((f for f in FAMILIES if f.matches(diffusion_model)), None)
+    what = f"{type(diffusion_model).__name__} models" if fam is None else fam.refusal(diffusion_model)
+    if what is None:
+        return fam
     raise ValueError(
-        f"STAS does not support {type(diffusion_model).__name__} models. Supported: {SUPPORTED}. "
+        f"STAS does not support {what}. Supported: {SUPPORTED}. "
         "Connect the MODEL output of a Wan, HunyuanVideo or CogVideoX loader (Wan S2V, HuMo and Animate "
         "variants are not supported yet).")
 

@@ -50,7 +50,7 @@ class LoadMAProfile(io.ComfyNode):
                                tooltip="A .safetensors profile in ComfyUI/models/stas_profiles (or a 'stas_profiles' folder of extra_model_paths.yaml). Save one with Save MA Profile."),
             ],
             outputs=[
-                StasProfile.Output(display_name="profile", tooltip="For STAS Model Patch's profile input (set its channels to 'auto'). A profile of another model is refused there."),
+                StasProfile.Output(display_name="profile", tooltip="For STAS Model Patch's profile input (set its channels to 'auto'). It is refused there on any model but the one it was recorded on (checked by a fingerprint of the weights)."),
                 io.String.Output(display_name="info", tooltip="The profile's model, blocks and channels."),
             ],
         )

@@ -6,6 +6,7 @@ from comfy_api.latest import io
 from ..stas_core.channels import parse_channels
 from ..stas_core.record import Recording, parse_steps
 from .families import family_of, select_blocks
+from .fingerprint import model_fingerprint
 from .recorder_patch import RecorderPlan, chunk_ids, install_recorder
 from .types import StasRecording
 
@@ -70,7 +71,7 @@ class MARecorder(io.ComfyNode):
         if token_stride < 0 or max_memory_mb < 1:
             raise ValueError("MA Recorder: token_stride must be >= 0 and max_memory_mb >= 1.")
         desc = f"{fam.name} blocks {[r.flat for r in refs]}, steps {steps!r}, {record}"
-        recording = Recording(desc, budget_bytes=int(max_memory_mb) << 20)
+        recording = Recording(desc, budget_bytes=int(max_memory_mb) << 20, model_fingerprint=model_fingerprint(model))
         plan = RecorderPlan(
             family=fam, blocks=tuple(refs), steps_text=steps, chunks=chunk_ids(record), channels=sel.explicit,
             top_k=int(top_k), token_stride=int(token_stride), budget_bytes=int(max_memory_mb) << 20,

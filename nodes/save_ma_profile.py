@@ -20,8 +20,9 @@ class SaveMAProfile(io.ComfyNode):
             display_name="Save MA Profile (STAS)",
             category="model_patches/stas",
             description="Turn a recording into a reusable MA profile: per recorded block, the channels whose peak |h| is "
-                        "at least 'threshold' times the mean |h|, with their peak magnitudes. Saved as safetensors in "
-                        "ComfyUI/models/stas_profiles, where Load MA Profile finds it.",
+                        "at least 'threshold' times the mean |h|, with their peak magnitudes, and a fingerprint of the "
+                        "recorded model's weights (STAS Model Patch refuses the profile on any other model). Saved as "
+                        "safetensors in ComfyUI/models/stas_profiles, where Load MA Profile finds it.",
             is_output_node=True,
             inputs=[
                 StasRecording.Input("recording", tooltip="The recording output of MA Recorder."),
@@ -54,7 +55,8 @@ class SaveMAProfile(io.ComfyNode):
             raise ValueError(f"Save MA Profile: {e}") from None
         lay = run.layout
         prof = dataclasses.replace(prof, info={"model": lay.model, "threshold": f"{threshold:g}", "steps": str(list(run.recorded_steps())),
-                                             "latent": "x".join(map(str, lay.latent_shape))})
+                                             "latent": "x".join(map(str, lay.latent_shape))},
+                                   fingerprint=recording.model_fingerprint)
         folder = profile_folders()[0]
         path = os.path.join(folder, name + ".safetensors")
         if os.path.exists(path) and not overwrite:

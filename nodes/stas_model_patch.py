@@ -1,14 +1,19 @@
 """STAS Model Patch: MODEL in, a clone with Structured Activation Steering out."""
 from __future__ import annotations
 
+import logging
+
 from comfy_api.latest import io
 
 from ..stas_core.channels import parse_channels
 from ..stas_core.layout import BoundarySpec
 from ..stas_core.schedule import SigmaWindow
 from .families import family_of, select_blocks
+from .fingerprint import model_fingerprint
 from .patching import StasPlan, install
 from .types import StasMask, StasProfile
+
+log = logging.getLogger("comfyui-stas")
 
 APPLY_TO = {"cond": frozenset({0}), "uncond": frozenset({1}), "both": frozenset({0, 1})}
 
@@ -23,6 +28,24 @@ def validate_latent(plan: StasPlan, dm, shape) -> None:
         raise ValueError(f"STAS Model Patch: the mask ({plan.spec.describe()}) selects no token of this "
                          f"{grid[0]}x{grid[1]}x{grid[2]} latent grid (boundaries need at least two latent "
                          "frames). Turn on first_frame in the Boundary Mask Builder or render more frames.")
+
+
+def check_profile(profile, model, family: str, hidden: int, n_blocks: int, blocks) -> None:
+    """Refuse a profile of another model; say (once, in the log) what is only partly checked or borrowed."""
+    try:
+        profile.check_model(family, hidden, n_blocks,
+                            model_fingerprint(model) if profile.fingerprint is not None else None)
+    except ValueError as e:
+        raise ValueError(f"STAS Model Patch: {e}") from None
+    if profile.fingerprint is None:
+        log.warning("STAS Model Patch: the connected MA profile has no model fingerprint (saved by an older "
+                    "comfyui-stas), so only its family, hidden size and block count were checked. Save it again "
+                    "from a recording of this model to have the model checked too.")
+    borrowed = {b: s for b, s in profile.block_sources(blocks).items() if b != s}
+    if borrowed:
+        log.warning("STAS Model Patch: the MA profile has no channels for block(s) %s; using those of the nearest "
+                    "profiled block (%s). Record these blocks too (MA Recorder blocks) to calibrate them.",
+                    ", ".join(map(str, borrowed)), ", ".join(f"{b} <- {s}" for b, s in borrowed.items()))
 
 
 class StasModelPatch(io.ComfyNode):
@@ -76,7 +99,7 @@ class StasModelPatch(io.ComfyNode):
             if not sel.auto:
                 raise ValueError("STAS Model Patch: both a profile and an explicit channel list are given. "
                                  "Set channels to 'auto' to use the profile, or disconnect the profile.")
-            profile.check_model(fam.name, hidden, len(fam.blocks(dm)))
+            check_profile(profile, model, fam.name, hidden, len(fam.blocks(dm)), [r.flat for r in refs])
         if apply_to not in APPLY_TO:
             raise ValueError(f"STAS Model Patch: apply_to must be one of {list(APPLY_TO)}, got {apply_to!r}.")
         if not 0.0 <= blend <= 1.0 or alpha < 0.0:

@@ -440,8 +440,9 @@ class Recording:
     another seed does not grow memory; a visualizer finds its run by the LATENT it is given.
     """
 
-    def __init__(self, description: str, budget_bytes: int, keep: int = 4):
+    def __init__(self, description: str, budget_bytes: int, keep: int = 4, model_fingerprint: Any = None):
         self.description = description
+        self.model_fingerprint = model_fingerprint  # profile.ModelFingerprint of the recorded model, for profiles
         self.budget_bytes = int(budget_bytes)
         self.keep = int(keep)
         self.runs: List[RunRecording] = []

@@ -167,6 +167,44 @@ def tiny_hunyuan_video(depth: int = 2, depth_single: int = 2, seed: int = 0):
     return load_tiny(m, seed=seed)
 
 
+def has_hunyuan_video15() -> bool:
+    """HunyuanVideo 1.5 (vision_in / cond_type_embedding in ComfyUI's HunyuanVideo class) came after 0.3.64."""
+    import dataclasses
+    import comfy.ldm.hunyuan_video.model as hm
+    return "vision_in_dim" in {f.name for f in dataclasses.fields(hm.HunyuanVideoParams)}
+
+
+def tiny_hunyuan_video15(depth: int = 2, depth_single: int = 0, seed: int = 0, meanflow: bool = False,
+                         in_channels: int = 65):
+    """Tiny HunyuanVideo 1.5 (its real layout but hidden 128: 32-ch latent + 32-ch image concat + mask = 65
+    input channels, patch 1, Qwen2.5-VL text 3584, byT5 1472, SigLIP vision 1152, condition-type embedding,
+    no CLIP pooled input, no guidance embedding; the real model has 54 double- and no single-stream block).
+    T2V and I2V checkpoints have the same layout; ComfyUI loads both as model_base.HunyuanVideo15.
+    ``in_channels=98`` (+ meanflow): the super-resolution model, model_base.HunyuanVideo15_SR_Distilled."""
+    import comfy.ldm.hunyuan_video.model as hm
+    import comfy.ops
+    params = dataclass_kwargs(hm.HunyuanVideoParams, dict(
+        in_channels=in_channels, out_channels=32, vec_in_dim=None, context_in_dim=3584, hidden_size=128,
+        mlp_ratio=4.0, num_heads=1, depth=depth, depth_single_blocks=depth_single, axes_dim=[16, 56, 56],
+        theta=256, patch_size=[1, 1, 1], qkv_bias=True, guidance_embed=False, byt5=True, meanflow=meanflow,
+        use_cond_type_embedding=True, vision_in_dim=1152, meanflow_sum=meanflow))
+    m = hm.HunyuanVideo(image_model="hunyuan_video", operations=comfy.ops.manual_cast, **params)
+    return load_tiny(m, seed=seed)
+
+
+def tiny_hunyuan_image21(refiner: bool = False, seed: int = 0):
+    """Tiny HunyuanImage 2.1 (2-D patch) or its refiner (patch 1x1x1): image models in the HunyuanVideo class."""
+    import comfy.ldm.hunyuan_video.model as hm
+    import comfy.ops
+    params = dataclass_kwargs(hm.HunyuanVideoParams, dict(
+        in_channels=64, out_channels=64, vec_in_dim=None, context_in_dim=3584, hidden_size=128, mlp_ratio=4.0,
+        num_heads=1, depth=1, depth_single_blocks=1, axes_dim=[16, 56, 56] if refiner else [64, 64], theta=256,
+        patch_size=[1, 1, 1] if refiner else [1, 1], qkv_bias=True, guidance_embed=refiner, byt5=not refiner,
+        meanflow=False))
+    m = hm.HunyuanVideo(image_model="hunyuan_video", operations=comfy.ops.manual_cast, **params)
+    return load_tiny(m, seed=seed)
+
+
 def tiny_cogvideox(num_layers: int = 3, v15: bool = False, seed: int = 0):
     """Tiny CogVideoX (ComfyUI >= 0.2x native): 1.0 layout (Conv2d patch 2, no temporal patch)
     or 1.5 layout (Linear patch, patch_size_t 2). Rotary positions, T5 text 4096."""

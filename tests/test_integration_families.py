@@ -18,9 +18,13 @@ block call, the block output that leaves STAS against the block output that ente
   formula, and every other value - reference tokens, text tokens, uncond rows, other
   channels - is untouched.
 
+HunyuanVideo 1.5 (T2V, I2V, super-resolution; ComfyUI after 0.3.64) gets the same check, and its
+MA Recording is compared with the block outputs bit for bit.
+
 Also: appended Phantom subject frames stay untouched, Wan 2.2 A14B experts are each gated
 by their own model_sampling (also with a shift node placed after STAS), and a model of any
-other family is refused at node execution with an error naming the supported ones.
+other family (also HunyuanImage 2.1, which shares HunyuanVideo's class) is refused at node
+execution with an error naming the supported ones.
 """
 from __future__ import annotations
 
@@ -466,6 +470,119 @@ def test_hunyuan_video_double_and_single_blocks(pk, with_ref):
                 assert torch.equal(b["img"][:, pre_ref], a["img"][:, pre_ref]), "reference tokens were steered"
 
 
+# -- HunyuanVideo 1.5 (ComfyUI after 0.3.64: same HunyuanVideo class, other parameters) -----
+
+def _require_hunyuan_video15():
+    if not ce.has_hunyuan_video15():
+        pytest.skip(f"ComfyUI {ce.comfy_version()} has no HunyuanVideo 1.5 (no vision_in_dim in HunyuanVideoParams)")
+
+
+def _hunyuan15_conds(variant, lat):
+    """What HunyuanVideo15ImageToVideo / HunyuanVideo15SuperResolution and the 1.5 text encoder give:
+    Qwen text (3584) on both, byT5 glyph tokens on the positive only (so cond and uncond differ in
+    length and run separately); for I2V the encoded image concatenated on channels with its mask,
+    for SR the low-resolution latent (66 channels), and SigLIP vision tokens for both."""
+    extra = {}
+    b, _, t, h, w = lat.shape
+    vision = types.SimpleNamespace(last_hidden_state=rand(1, 9, 1152, seed=10))
+    if variant == "i2v":
+        mask = torch.ones(1, 1, t, h, w)
+        mask[:, :, :1] = 0.0
+        extra = dict(concat_latent_image=rand(b, 32, t, h, w, seed=8), concat_mask=mask, clip_vision_output=vision)
+    elif variant == "sr":
+        extra = dict(concat_latent_image=rand(b, 66, t, h, w, seed=8), noise_augmentation=0.1,
+                     clip_vision_output=vision)
+    extra["pooled_output"] = None   # CLIPTextEncode always sets it; 1.5's text encoder has no pooled output
+    pos = ce.text_cond(seed=1, tokens=8, dim=3584, conditioning_byt5small=rand(1, 5, 1472, seed=11), **extra)
+    neg = ce.text_cond(seed=2, tokens=6, dim=3584, **extra)
+    return pos, neg
+
+
+@pytest.mark.parametrize("single", [0, 2], ids=["real_layout_double_only", "with_single_blocks"])
+@pytest.mark.parametrize("variant", ["t2v", "i2v", "sr"])
+def test_hunyuan_video15_steers_exactly_the_video_tokens(pk, variant, single):
+    """HunyuanVideo 1.5: patch 1 (one token per latent pixel), byT5 and vision tokens in the text
+    stream, condition-type embedding, I2V image (and SR low-resolution latent) on channels.  At
+    every steered block the tokens STAS changes are exactly the default mask's video tokens;
+    text, byT5 and vision tokens and every other value stay bit-identical."""
+    _require_hunyuan_video15()
+    sr = variant == "sr"
+    base = ce.tiny_hunyuan_video15(depth=2, depth_single=single, in_channels=98 if sr else 65, meanflow=sr)
+    assert type(base.model).__name__ == ("HunyuanVideo15_SR_Distilled" if sr else "HunyuanVideo15")
+    i2v = variant != "t2v"   # vision tokens
+    dm = base.model.diffusion_model
+    assert list(dm.patch_size) == [1, 1, 1] and dm.vision_in is not None and dm.byt5_in is not None
+    lat = torch.zeros(1, 32, 3, 6, 6)
+    grid = grid_of(lat, (1, 1, 1))
+    refs = [("double_block", 0, 0), ("double_block", 1, 1)] + [("single_block", i, 2 + i) for i in range(single)]
+    m, rec = patched_with_recorders(pk, base, refs, apply_to="both")
+    pos, neg = _hunyuan15_conds(variant, lat)
+    out = ce.sample(m, lat, steps=2, cfg=2.0, positive=pos, negative=neg)
+    assert torch.isfinite(out).all()
+    n_txt = {0: 8 + 5 + (9 if i2v else 0), 1: 6 + (9 if i2v else 0)}   # text + byT5 + vision tokens
+    for flat in range(len(refs)):
+        assert len(rec[flat][0].calls) == 4, "cond and uncond differ in text length: two calls per step"
+    for i in range(4):
+        calls = {f: (rec[f][0].calls[i], rec[f][1].calls[i]) for f in range(len(refs))}
+        chunk = calls[0][0]["cond_or_uncond"]
+        assert len(chunk) == 1
+        for f in (0, 1):
+            a, b = calls[f]
+            assert a["txt"].shape[1] == n_txt[chunk[0]], "byT5 / vision tokens did not reach the text stream"
+            check_call(a, b, 0, grid, 0, apply_to=(0, 1))
+        if single:
+            img_start, nt = _image_start_in_single(calls[1][1], calls[2][0])
+            assert nt == n_txt[chunk[0]]
+            for f in range(2, 2 + single):
+                a, b = calls[f]
+                check_call(a, b, img_start, grid, nt, apply_to=(0, 1))
+
+
+def test_hunyuan_video15_blocks_and_recorder(pk):
+    """'middle' of the real 54 double blocks is 27; the block list names no empty single-stream
+    group; the MA Recorder records the 1.5 layout bit for bit (|h| of the block output at every
+    video token, both CFG passes) behind STAS."""
+    _require_hunyuan_video15()
+    fam_mod = ce.pack_module("nodes.families")
+    base = ce.tiny_hunyuan_video15(depth=3, depth_single=0, meanflow=True)
+    dm = base.model.diffusion_model
+    fam = fam_mod.family_of(dm)
+    assert fam.name == "HunyuanVideo" and fam.describe_blocks(dm) == "0-2 double blocks"
+    assert [r.flat for r in fam_mod.select_blocks(fam, dm, "middle")] == [1]
+    with pytest.raises(ValueError, match=r"block 3 does not exist.*\(HunyuanVideo: 0-2 double blocks\)\.$"):
+        stas(pk, base, "3")
+
+    rec_node = ce.pack_module("nodes.ma_recorder").MARecorder
+    steered = stas(pk, base, "1", end=1.0, apply_to="both")
+    lat = torch.zeros(1, 32, 3, 6, 6)
+    rm, recording = rec_node.execute(model=steered, blocks="all", steps="all", record="both", channels="3,70",
+                                     top_k=2, token_stride=0, max_memory_mb=64).result
+    cap = {}
+    m = rm.clone()
+    for i in range(3):
+        cap[i] = Rec(inner=rm.model_options["transformer_options"]["patches_replace"]["dit"][("double_block", i)])
+        m.set_model_patch_replace(cap[i], "dit", "double_block", i)
+    pos, neg = _hunyuan15_conds("i2v", lat)
+    samples = ce.sample(m, lat, steps=2, cfg=2.0, positive=pos, negative=neg)
+    run = recording.runs[-1]
+    assert not run.notes and run.layout.grid == (3, 6, 6)
+    assert sorted(run.entries) == [(b, s, c) for b in range(3) for s in range(2) for c in (0, 1)]
+    pos_idx = run.layout.positions()
+    for b in range(3):
+        for call in cap[b].calls:
+            s = run.layout.step_of(call["sigma"])
+            e = run.entries[(b, s, call["cond_or_uncond"][0])]
+            want = call["img"][0][:, list(e.channels)].reshape(3, 36, -1)[:, pos_idx].abs().float()
+            assert torch.equal(e.mag[0], want), f"block {b} step {s}: recorded values differ from the block output"
+            assert e.has_steer == (b == 1)
+    assert run.entries[(1, 0, 0)].steer_after is not None
+    vis = ce.pack_module("nodes.ma_visualizer").MAVisualizer
+    text = vis.execute(recording=recording, latent={"samples": samples}, block=1, step=0, sample=0, chunk="cond",
+                       channel="max", threshold=50.0, log_scale=False, export=False, filename_prefix="x",
+                       mask=None).result[4]
+    assert "HunyuanVideo" in text and "STAS steering here: channels [3, 70]" in text
+
+
 # -- CogVideoX (ComfyUI 0.2x+; no block-replace hook: object patch on blocks.i.forward) --
 
 def _require_cogvideox():
@@ -507,13 +624,19 @@ def test_cogvideox_object_patch(pk, v15):
 
 # -- anything else ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("build,label", [(lambda: ce.tiny_sd3(), "SD3"), (lambda: ce.tiny_ltxv(), "LTXV")],
-                         ids=["sd3_image_dit", "ltxv_video_dit"])
+@pytest.mark.parametrize("build,label", [
+    (lambda: ce.tiny_sd3(), "SD3"), (lambda: ce.tiny_ltxv(), "LTXV"),
+    (lambda: ce.tiny_hunyuan_image21(), "HunyuanImage21"),
+    (lambda: ce.tiny_hunyuan_image21(refiner=True), "HunyuanImage21Refiner"),
+], ids=["sd3_image_dit", "ltxv_video_dit", "hunyuan_image21_in_hunyuan_video_class", "hunyuan_image21_refiner"])
 def test_unsupported_model_is_refused_at_node_execution(pk, build, label):
     model = build()
     assert type(model.model).__name__ == label
     with pytest.raises(ValueError) as ei:
         stas(pk, model, "middle")
     msg = str(ei.value)
+    if label.startswith("HunyuanImage"):
+        assert type(model.model.diffusion_model).__name__ == "HunyuanVideo"
+        assert msg.startswith("STAS does not support HunyuanImage 2.1 models"), msg
     for fam in ("Wan", "HunyuanVideo", "CogVideoX"):
         assert fam in msg, f"the error does not name {fam}: {msg}"
