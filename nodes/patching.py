@@ -308,7 +308,7 @@ class OuterSampleWrapper(_Shared):
         s = [float(v) for v in sigmas] if sigmas is not None else []  # one host read per run
         n = max(0, len(s) - 1)
         k = run.window.steps_in(s) if n else 0
-        nothing, part = [], []
+        nothing, unsure, part = [], [], []
         if n and not k:
             nothing.append(f"none of this run's {n} steps (sigma {s[0]:.4g} to {s[n - 1]:.4g}) lies in its window "
                            f"{run.window.describe()}")
@@ -320,14 +320,14 @@ class OuterSampleWrapper(_Shared):
         wanted = plan.apply_to & roles
         if not passes.known:
             if plan.apply_to != ALL_ROLES:
-                part.append(f"the guider {passes.name} is not one STAS knows, so it steers the pass ComfyUI numbers "
+                unsure.append(f"the guider {passes.name} is not one STAS knows, so it steers the pass ComfyUI numbers "
                             f"{'first' if plan.apply_to == {POSITIVE} else 'second'} (the {_apply_to_name(plan)} pass "
                             "of KSampler), which may be another prompt for this guider; set apply_to to 'both' to "
                             "steer every pass")
         elif passes.ambiguous:
-            part.append(f"{passes.name} runs its negative pass on the same model as the positive one, so STAS cannot "
+            unsure.append(f"{passes.name} runs its negative pass on the same model as the positive one, so STAS cannot "
                         "tell them apart and steers both passes with apply_to 'cond' or 'both', none with 'uncond'; "
-                        "connect another model to model_negative, or use CFGGuider")
+                        "load model_negative with its own loader, or use CFGGuider")
         elif k and not (wanted & passes.runs):
             if plan.apply_to == {NEGATIVE}:
                 raise ValueError(
@@ -342,7 +342,9 @@ class OuterSampleWrapper(_Shared):
                         f"'{_apply_to_name(plan)}' in this run (cfg 1.0, or no such conditioning), so only "
                         f"the {' and '.join(sorted(wanted & passes.runs))} pass is steered")
         if nothing:
-            log.warning("%s will steer nothing in this run: %s.", plan.label, "; ".join(nothing + part))
+            log.warning("%s will steer nothing in this run: %s.", plan.label, "; ".join(nothing + unsure + part))
+        elif unsure:
+            log.warning("%s may not steer the pass you mean in this run: %s.", plan.label, "; ".join(unsure + part))
         elif part:
             log.info("%s will steer only in part in this run: %s.", plan.label, "; ".join(part))
 

@@ -308,7 +308,7 @@ def test_basic_guider_apply_to_uncond_is_refused_before_the_first_step(env):
     assert not spy.calls
 
 
-def test_dual_model_guider(env):
+def test_dual_model_guider(env, caplog):
     import comfy_extras.nodes_custom_sampler as ncs
     if not hasattr(ncs, "Guider_DualModel"):
         pytest.skip(f"ComfyUI {comfy_version()} has no DualModelGuider")
@@ -319,6 +319,16 @@ def test_dual_model_guider(env):
         guider_sample(g)
         assert {c.prompts[0] for c in spy.calls} == {"positive", "negative"}
         assert spy.steered_prompts() == want, apply_to
+    # one model for both passes: STAS cannot tell them apart, and says so before the first step
+    spy = Spy(p)
+    patched = spy.install(stas(env.high))
+    g = make_guider("DualModelGuider", patched, p, negative_model=patched)
+    with caplog.at_level(logging.INFO, logger="comfyui-stas"):
+        guider_sample(g)
+    assert spy.steered_prompts() == {"positive", "negative"}
+    said = [r for r in caplog.records if r.name == "comfyui-stas"]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING
+    assert "Guider_DualModel runs its negative pass on the same model as the positive one" in said[0].getMessage()
 
 
 def test_unknown_guider_is_named_and_both_steers_every_pass(env, caplog):
@@ -349,6 +359,8 @@ def test_unknown_guider_is_named_and_both_steers_every_pass(env, caplog):
         named = [r for r in caplog.records if "the guider Guider_ReversedPack is not one STAS knows" in r.getMessage()]
         assert len(named) == (1 if apply_to == "cond" else 0), [r.getMessage() for r in caplog.records]
         if named:
+            assert named[0].levelno == logging.WARNING
+            assert named[0].getMessage().startswith("STAS Model Patch may not steer the pass you mean in this run: ")
             assert "steers the pass ComfyUI numbers first" in named[0].getMessage()
             assert "set apply_to to 'both'" in named[0].getMessage()
 
