@@ -264,6 +264,13 @@ def make_guider(kind, model, p, negative_model=None):
         g = npn.Guider_PerpNeg(model)
         g.set_conds(cond(p["positive"]), cond(p["negative"]), cond(p["empty"]))
         g.set_cfg(2.0, 1.0)
+    elif kind == "LTXVDualCFGGuider":   # 0.33: two CFG scales, CFGGuider's passes for a video-only latent
+        import comfy_extras.nodes_lt as nlt
+        if not hasattr(nlt, "Guider_LTXAVDualCFG"):
+            pytest.skip(f"ComfyUI {comfy_version()} has no LTXVDualCFGGuider")
+        g = nlt.Guider_LTXAVDualCFG(model)
+        g.set_conds(cond(p["positive"]), cond(p["negative"]))
+        g.set_cfg(2.0, 3.0)
     elif kind == "DualModelGuider":
         g = ncs.Guider_DualModel(model, negative_model)
         g.set_conds(cond(p["positive"]), cond(p["negative"]))
@@ -279,6 +286,7 @@ EXPECTED = {  # guider -> apply_to -> prompts whose batch rows STAS changes
     "DualCFGGuider-regular": {"cond": {"positive"}, "uncond": {"negative"}, "both": {"positive", "cond2", "negative"}},
     "DualCFGGuider-nested": {"cond": {"positive"}, "uncond": {"negative"}, "both": {"positive", "cond2", "negative"}},
     "PerpNegGuider": {"cond": {"positive"}, "uncond": {"negative"}, "both": {"positive", "negative", "empty"}},
+    "LTXVDualCFGGuider": {"cond": {"positive"}, "uncond": {"negative"}},
 }
 CASES = [(g, a) for g, per in EXPECTED.items() for a in per]
 
