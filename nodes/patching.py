@@ -316,18 +316,22 @@ class OuterSampleWrapper(_Shared):
             part.append(f"it steers {k} of {n} steps: this run starts at sigma {s[0]:.4g}, inside the window "
                         f"{run.window.describe()} (denoise < 1, or the later stage of split steps), so the "
                         "window's first steps are not in it")
+        empty = [ref.flat for ref in plan.blocks if not plan.auto and not plan.fixed_channels(ref)]
+        if k and empty:
+            (nothing if len(empty) == len(plan.blocks) else part).append(
+                f"the profile lists no channel for block(s) {empty}, so nothing is steered there")
         roles = set(passes.roles) | ({NEGATIVE} if passes.negative_model is not None else set())
         wanted = plan.apply_to & roles
         if not passes.known:
             if plan.apply_to != ALL_ROLES:
-                unsure.append(f"the guider {passes.name} is not one STAS knows, so it steers the pass ComfyUI numbers "
-                            f"{'first' if plan.apply_to == {POSITIVE} else 'second'} (the {_apply_to_name(plan)} pass "
-                            "of KSampler), which may be another prompt for this guider; set apply_to to 'both' to "
-                            "steer every pass")
+                unsure.append(f"the guider {passes.name} is not one STAS knows, so it steers the pass ComfyUI "
+                              f"numbers {'first' if plan.apply_to == {POSITIVE} else 'second'} (the "
+                              f"{_apply_to_name(plan)} pass of KSampler), which may be another prompt for this "
+                              "guider; set apply_to to 'both' to steer every pass")
         elif passes.ambiguous:
             unsure.append(f"{passes.name} runs its negative pass on the same model as the positive one, so STAS cannot "
-                        "tell them apart and steers both passes with apply_to 'cond' or 'both', none with 'uncond'; "
-                        "load model_negative with its own loader, or use CFGGuider")
+                          "tell them apart and steers both passes with apply_to 'cond' or 'both', none with 'uncond'; "
+                          "load model_negative with its own loader, or use CFGGuider")
         elif k and not (wanted & passes.runs):
             if plan.apply_to == {NEGATIVE}:
                 raise ValueError(

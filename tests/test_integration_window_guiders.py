@@ -222,6 +222,24 @@ def test_both_at_cfg1_says_only_the_positive_pass(env, caplog):
     assert spy.steered_steps()
 
 
+def test_profile_without_channels_for_a_block_says_so(env, caplog):
+    MAProfile = pack_module("stas_core.profile").MAProfile
+    prof = MAProfile("Wan", 128, 4, {1: (), 2: (5, 9)})
+    spy = Spy()
+    with caplog.at_level(logging.INFO, logger="comfyui-stas"):
+        run(spy.install(stas(env.high, blocks="1,2", channels="auto", profile=prof)), 4)
+    lines = preflight_lines(caplog)
+    assert len(lines) == 1 and lines[0].levelno == logging.INFO
+    assert "will steer only in part in this run: the profile lists no channel for block(s) [1]" in lines[0].getMessage()
+    assert spy.calls and not spy.steered_steps()   # block 1 really is left alone
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="comfyui-stas"):
+        run(stas(env.high, blocks="1", channels="auto", profile=prof), 4)
+    lines = preflight_lines(caplog)
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING
+    assert "will steer nothing in this run: the profile lists no channel for block(s) [1]" in lines[0].getMessage()
+
+
 # -- item 1: apply_to means the user's prompt, for every guider ------------------------------
 
 PROMPTS = ("positive", "negative", "cond2", "empty")
