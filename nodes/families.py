@@ -211,12 +211,3 @@ def select_blocks(fam: Family, dm: Any, text: str) -> List[BlockRef]:
         raise ValueError(f"blocks: no block selected; STAS would do nothing. Use 'middle', an index or a range "
                          f"({fam.name}: {fam.describe_blocks(dm)}).")
     return [refs[i] for i in picked]
-
-
-def cond_rows(cond_or_uncond: List[int] | None, batch: int, apply_to: frozenset) -> Tuple[int, ...]:
-    """Batch rows of a batched model call whose chunk (0 = positive, 1 = negative) is steered."""
-    if not cond_or_uncond:
-        return tuple(range(batch)) if 0 in apply_to else ()
-    per = batch // len(cond_or_uncond)
-    return tuple(c * per + j for c, flag in enumerate(cond_or_uncond) if flag in apply_to for j in range(per))
-

@@ -32,8 +32,9 @@ from ..stas_core.channels import ChannelSelection
 from ..stas_core.layout import BoundarySpec, Grid, steer_token_indices
 from ..stas_core.profile import MAProfile
 from ..stas_core.schedule import SigmaWindow
-from ..stas_core.steer_fast import compiling, detect_gated_, steer_block, steer_gated_, window_bounds
-from .families import BlockRef, Family, cond_rows
+from ..stas_core.steer_fast import compiling, detect_gated_, steer_block, steer_gated_
+from .families import BlockRef, Family
+from .guiders import ALL_ROLES, DEFAULT, NEGATIVE, POSITIVE, GuiderPasses, cond_rows, passes_of
 
 log = logging.getLogger("comfyui-stas")
 WRAPPER_KEY = "comfyui-stas"
@@ -62,9 +63,10 @@ class StasPlan(_Shared):
     alpha: float
     lam: float
     window: SigmaWindow
-    apply_to: FrozenSet[int]
+    apply_to: FrozenSet[str]         # roles of guiders.py: positive / negative / other
     hidden_size: int
     profile: Optional[MAProfile] = None
+    label: str = "STAS Model Patch"  # names the node in the console
     key: str = field(default_factory=lambda: f"{WRAPPER_KEY}.{uuid.uuid4().hex[:8]}")
     _dev: Dict[Any, Any] = field(default_factory=dict, repr=False)
 
@@ -72,7 +74,7 @@ class StasPlan(_Shared):
         # Host-side constants of the hot path, computed once: the block's row in the channel
         # tables, and the window as float32 bounds the kernels compare sigma against.
         self._pos: Dict[int, int] = {ref.flat: i for i, ref in enumerate(self.blocks)}
-        self.bounds: Tuple[float, float] = window_bounds(self.window)
+        self.bounds: Tuple[float, float] = self.window.bounds()
 
     # -- small per-device tensors, built once (in the APPLY_MODEL wrapper, never while compiled)
     def on_device(self, key: Any, make, device: torch.device) -> Any:
@@ -84,19 +86,12 @@ class StasPlan(_Shared):
             self._dev[k] = t  # dict assignment is atomic: concurrent callers at worst build it twice
         return t
 
-    def window_for(self, model_sampling) -> SigmaWindow:
-        """This plan's start/end percent in the sigmas of ``model_sampling``: the one the sampler
-        really uses (a ModelSamplingSD3 or other shift node placed *after* STAS Model Patch
-        replaces the model_sampling the node saw, and each Wan 2.2 expert has its own)."""
-        w = self.window
-        return SigmaWindow.from_percents(w.start_percent, w.end_percent, model_sampling.percent_to_sigma)
-
     def run_window(self, run: "RunState") -> SigmaWindow:
-        """The run's window (from its sampler's model_sampling), else the node-time one."""
-        return run.window or self.window
+        """The run's window (from its sampler's model_sampling, see RunState)."""
+        return run.window
 
     def run_bounds(self, run: "RunState") -> Tuple[float, float]:
-        return run.bounds or self.bounds
+        return run.bounds
 
     def fixed_channels(self, ref: BlockRef) -> Optional[Tuple[int, ...]]:
         if self.profile is not None:
@@ -192,15 +187,18 @@ class ChannelTables:
 
 
 class RunState:
-    """State of one sampling run: per device, the channel tables that auto detection fills at
-    the first steered call of each block (on the device, see ``ChannelTables``)."""
+    """State of one sampling run: its sigma window and guider passes, and per device the channel
+    tables that auto detection fills at the first steered call of each block (on the device, see
+    ``ChannelTables``)."""
 
-    def __init__(self, window: Optional[SigmaWindow] = None) -> None:
+    def __init__(self, window: SigmaWindow, passes: GuiderPasses = DEFAULT) -> None:
         self._lock = threading.Lock()
         self.tables: Dict[torch.device, ChannelTables] = {}
-        # The sigma window of this run, from the model_sampling its sampler uses (None: the plan's).
+        # The window in the sigmas of the model_sampling this run's sampler uses (a shift node placed
+        # after STAS Model Patch replaces the one the node saw; each Wan 2.2 expert has its own).
         self.window = window
-        self.bounds: Optional[Tuple[float, float]] = window_bounds(window) if window is not None else None
+        self.bounds: Tuple[float, float] = window.bounds()
+        self.passes = passes
 
     def __deepcopy__(self, memo):
         return self
@@ -254,10 +252,11 @@ class ApplyModelWrapper(_Shared):
         plan = self.plan
         dm = executor.class_obj.diffusion_model
         dev = x.device
-        picked = cond_rows(transformer_options.get("cond_or_uncond"), x.shape[0], plan.apply_to)
         run = transformer_options.get(plan.key + ".run")
         if run is None:  # called outside a sampler run: detection covers this call alone
-            run = RunState()
+            run = RunState(plan.window)
+        steered = run.passes.indices(plan.apply_to, executor.class_obj)
+        picked = cond_rows(transformer_options.get("cond_or_uncond"), x.shape[0], steered)
         grid = plan.family.grid(dm, tuple(x.shape))
         ctx = CallContext(
             grid=grid,
@@ -287,9 +286,11 @@ class OuterSampleWrapper(_Shared):
 
         guider = executor.class_obj
         noise = args[0] if args else kwargs.get("noise")
+        sigmas = args[3] if len(args) > 3 else kwargs.get("sigmas")
         self.validate_latent(self.plan, guider.model_patcher.model.diffusion_model, tuple(noise.shape))
-        run = RunState(self.plan.window_for(guider.model_patcher.get_model_object("model_sampling")))
-        self.check_uncond_pass(guider, args[3] if len(args) > 3 else kwargs.get("sigmas"), run.window)
+        run = RunState(self.plan.window.for_model(guider.model_patcher.get_model_object("model_sampling")),
+                       passes_of(guider))
+        self.preflight(run, sigmas)
         orig = guider.model_options
         try:
             guider.model_options = comfy.model_patcher.create_model_options_clone(orig)
@@ -299,6 +300,57 @@ class OuterSampleWrapper(_Shared):
             return out
         finally:
             guider.model_options = orig
+
+    def preflight(self, run: RunState, sigmas) -> None:
+        """Before step one: refuse a run whose steered passes the guider never computes, and say in
+        one console line when this node will steer nothing in this run, or only in part, and why."""
+        plan, passes = self.plan, run.passes
+        s = [float(v) for v in sigmas] if sigmas is not None else []  # one host read per run
+        n = max(0, len(s) - 1)
+        k = run.window.steps_in(s) if n else 0
+        nothing, unsure, part = [], [], []
+        if n and not k:
+            nothing.append(f"none of this run's {n} steps (sigma {s[0]:.4g} to {s[n - 1]:.4g}) lies in its window "
+                           f"{run.window.describe()}")
+        elif n and run.window.starts_inside(s[0]):
+            part.append(f"it steers {k} of {n} steps: this run starts at sigma {s[0]:.4g}, inside the window "
+                        f"{run.window.describe()} (denoise < 1, or the later stage of split steps), so the "
+                        "window's first steps are not in it")
+        empty = [ref.flat for ref in plan.blocks if not plan.auto and not plan.fixed_channels(ref)]
+        if k and empty:
+            (nothing if len(empty) == len(plan.blocks) else part).append(
+                f"the profile lists no channel for block(s) {empty}, so nothing is steered there")
+        roles = set(passes.roles) | ({NEGATIVE} if passes.negative_model is not None else set())
+        wanted = plan.apply_to & roles
+        if not passes.known:
+            if plan.apply_to != ALL_ROLES:
+                unsure.append(f"the guider {passes.name} is not one STAS knows, so it steers the pass ComfyUI "
+                              f"numbers {'first' if plan.apply_to == {POSITIVE} else 'second'} (the "
+                              f"{_apply_to_name(plan)} pass of KSampler), which may be another prompt for this "
+                              "guider; set apply_to to 'both' to steer every pass")
+        elif passes.ambiguous:
+            unsure.append(f"{passes.name} runs its negative pass on the same model as the positive one, so STAS cannot "
+                          "tell them apart and steers both passes with apply_to 'cond' or 'both', none with 'uncond'; "
+                          "load model_negative with its own loader, or use CFGGuider")
+        elif k and not (wanted & passes.runs):
+            if plan.apply_to == {NEGATIVE}:
+                raise ValueError(
+                    f"STAS Model Patch: apply_to is 'uncond', but this sampler ({passes.name}) runs no negative "
+                    "(uncond) pass (cfg is 1.0, or there is no negative conditioning), so STAS would steer nothing. "
+                    "Set apply_to to 'cond' or 'both', or use cfg above 1.")
+            raise ValueError(
+                f"STAS Model Patch: apply_to is '{_apply_to_name(plan)}', but this sampler ({passes.name}) runs none "
+                "of those passes, so STAS would steer nothing. Set apply_to to 'both'.")
+        elif k and wanted - passes.runs:
+            part.append(f"{passes.name} skips the {' and '.join(sorted(wanted - passes.runs))} pass of apply_to "
+                        f"'{_apply_to_name(plan)}' in this run (cfg 1.0, or no such conditioning), so only "
+                        f"the {' and '.join(sorted(wanted & passes.runs))} pass is steered")
+        if nothing:
+            log.warning("%s will steer nothing in this run: %s.", plan.label, "; ".join(nothing + unsure + part))
+        elif unsure:
+            log.warning("%s may not steer the pass you mean in this run: %s.", plan.label, "; ".join(unsure + part))
+        elif part:
+            log.info("%s will steer only in part in this run: %s.", plan.label, "; ".join(part))
 
     def report_detection(self, run: RunState) -> None:
         """After a run with auto channels, log which channels detection chose, and warn when a
@@ -324,31 +376,9 @@ class OuterSampleWrapper(_Shared):
                 "there. Lower 'threshold', list channels explicitly, or look at the MA Visualizer's summary.",
                 sorted(silent), self.plan.channels.threshold)
 
-    def check_uncond_pass(self, guider, sigmas, window: Optional[SigmaWindow] = None) -> None:
-        """apply_to 'uncond' on a run that has no negative pass (cfg 1, whose uncond ComfyUI
-        skips, or no negative conditioning) would steer nothing: refuse before step one rather
-        than run silently unsteered.  Only where the window meets this run's sigmas (the other
-        expert of a Wan 2.2 pair may run at cfg 1 outside the window) and only for guiders that
-        use ComfyUI's standard CFG pass; a custom guider batches its passes its own way."""
-        import math
 
-        import comfy.samplers
-
-        if self.plan.apply_to != frozenset({1}) or sigmas is None:
-            return
-        if getattr(type(guider), "predict_noise", None) is not comfy.samplers.CFGGuider.predict_noise:
-            return
-        no_negative = not (getattr(guider, "conds", None) or {}).get("negative")
-        cfg1 = (math.isclose(float(getattr(guider, "cfg", 1.0)), 1.0)
-                and not guider.model_options.get("disable_cfg1_optimization", False))
-        if not (no_negative or cfg1):
-            return
-        if not any((window or self.plan.window).contains(float(s)) for s in sigmas[:-1]):
-            return
-        raise ValueError(
-            "STAS Model Patch: apply_to is 'uncond', but this sampler runs no negative (uncond) pass "
-            "(cfg is 1.0, or there is no negative conditioning), so STAS would steer nothing. "
-            "Set apply_to to 'cond' or 'both', or use cfg above 1.")
+def _apply_to_name(plan: StasPlan) -> str:
+    return {frozenset({POSITIVE}): "cond", frozenset({NEGATIVE}): "uncond"}.get(plan.apply_to, "both")
 
 
 class BlockReplacePatch(_Shared):

@@ -10,12 +10,13 @@ from ..stas_core.layout import BoundarySpec
 from ..stas_core.schedule import SigmaWindow
 from .families import family_of, select_blocks
 from .fingerprint import model_fingerprint
+from .guiders import ALL_ROLES, NEGATIVE, POSITIVE
 from .patching import StasPlan, install
 from .types import StasMask, StasProfile
 
 log = logging.getLogger("comfyui-stas")
 
-APPLY_TO = {"cond": frozenset({0}), "uncond": frozenset({1}), "both": frozenset({0, 1})}
+APPLY_TO = {"cond": frozenset({POSITIVE}), "uncond": frozenset({NEGATIVE}), "both": ALL_ROLES}
 
 
 def validate_latent(plan: StasPlan, dm, shape) -> None:
@@ -73,17 +74,18 @@ class StasModelPatch(io.ComfyNode):
                 io.Int.Input("top_k", default=4, min=1, max=64,
                              tooltip="auto channels: keep at most this many channels (the strongest)."),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="Start of steering, as a fraction of denoising (0 = first step). Mapped to sigma by the model itself."),
+                               tooltip="Start of steering, as a fraction of denoising (0 = from the first step), mapped to sigma by the sampler's model. A step on a boundary belongs to the later window (README, 'Compatibility', gives the exact rule)."),
                 io.Float.Input("end_percent", default=0.4, min=0.0, max=1.0, step=0.01,
-                               tooltip="End of steering, as a fraction of denoising. The paper steers the first 40% (20 of 50 steps)."),
+                               tooltip="End of steering, as a fraction of denoising (exclusive). With the simple scheduler, p over n steps steers exactly the first p*n steps when that is whole: 0.4 steers 20 of 50 (the paper), 12 of 30. Steps are picked by sigma, so split samplers and Wan 2.2 expert pairs share one window."),
                 io.Combo.Input("apply_to", options=list(APPLY_TO), default="cond",
-                               tooltip="Which CFG pass is steered: cond (positive; CFG then extrapolates along the steer), uncond (negative), or both."),
+                               tooltip="Which prompt's pass is steered, under any guider: cond = the positive prompt (KSampler's positive, DualCFGGuider's cond1; CFG then extrapolates along the steer), uncond = the negative prompt, both = every pass the guider runs (DualCFGGuider's cond2 and PerpNegGuider's empty prompt too)."),
                 StasMask.Input("mask", optional=True,
                                tooltip="Tokens to steer, from Boundary Mask Builder. Default: first latent frame plus one token row at the head and tail of every later frame."),
                 StasProfile.Input("profile", optional=True,
                                   tooltip="MA profile (from Load MA Profile): use its calibrated channels instead of 'channels'. Set channels to 'auto' when a profile is connected."),
             ],
             outputs=[io.Model.Output(tooltip="The patched clone. Bypass or remove the node to sample unsteered.")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -109,6 +111,12 @@ class StasModelPatch(io.ComfyNode):
         plan = StasPlan(
             family=fam, blocks=tuple(refs), spec=mask if mask is not None else BoundarySpec(),
             channels=sel, alpha=float(alpha), lam=float(blend), window=window,
-            apply_to=APPLY_TO[apply_to], hidden_size=hidden, profile=profile,
+            apply_to=APPLY_TO[apply_to], hidden_size=hidden, profile=profile, label=_label(cls),
         )
         return io.NodeOutput(install(model, plan, validate_latent))
+
+
+def _label(cls) -> str:
+    """How the console names this node: with its id in the graph when ComfyUI runs it."""
+    node_id = getattr(getattr(cls, "hidden", None), "unique_id", None)
+    return f"STAS Model Patch #{node_id}" if node_id is not None else "STAS Model Patch"

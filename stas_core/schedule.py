@@ -1,13 +1,57 @@
-"""When to steer: a window of the denoising schedule, in sigma.
+"""When to steer: a window of the denoising schedule, in sigma.  All window logic lives here.
 
 The user gives start/end as percent of denoising; the model's own ``percent_to_sigma``
 maps them to sigma, so the window stays right under split sigmas, denoise < 1,
 KSamplerAdvanced start/end steps and the separate high/low-noise experts of Wan 2.2.
+
+The rule: a model call is steered when its sigma lies between the sigmas of ``end_percent``
+(exclusive) and ``start_percent`` (inclusive), each boundary taken ``BOUNDARY_SLACK`` (0.0015)
+of denoising early, i.e. ``sigma(end_percent - 0.0015) < sigma <= sigma(start_percent - 0.0015)``;
+``start_percent = 0`` and ``end_percent = 1`` are open ends.  So a step that lands on a boundary
+belongs to the later window, give or take two roundings that move it slightly early: ComfyUI's
+sigma tables are float32 while ``percent_to_sigma`` works in double (a few ulps), and the
+``simple`` scheduler's ``int(x * 1000 / steps)`` may pick the table entry one above (0.001 of
+denoising).  Without the slack 50 steps at 0.4 steered 21, not 20.  With it,
+``end_percent = p`` over ``n`` (up to 500) steps of the ``simple`` scheduler steers exactly
+``p * n`` steps whenever that is a whole number, at any shift; other schedulers follow the same
+sigma rule; two windows that share a boundary neither overlap nor leave a gap.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable, Tuple
+
+import torch
+
+F32_MAX = float(torch.finfo(torch.float32).max)
+
+BOUNDARY_SLACK = 0.0015
+"""How much of denoising earlier each boundary is taken: 1.5 entries of ComfyUI's 1000-step
+sigma tables, more than both roundings above, less than the gap between two of 500 steps."""
+
+
+def f32_floor(x: float) -> float:
+    """Largest float32 value <= x, as a Python float (clamped to the finite float32 range).
+
+    For any float32 s: ``s > x`` iff ``s > f32_floor(x)`` and ``s <= x`` iff
+    ``s <= f32_floor(x)``, so the kernels compare float32 sigmas against float32 bounds and
+    still agree exactly with ``SigmaWindow.contains`` computed in double precision.
+    """
+    if math.isnan(x):
+        raise ValueError("sigma bound is NaN")
+    if x >= F32_MAX:
+        return F32_MAX
+    if x <= -F32_MAX:
+        return -F32_MAX
+    t = torch.tensor(x, dtype=torch.float64).to(torch.float32)
+    if float(t) > x:
+        t = torch.nextafter(t, torch.tensor(-math.inf, dtype=torch.float32))
+    return float(t)
+
+
+ALWAYS: Tuple[float, float] = (-F32_MAX, F32_MAX)
+"""Window bounds (lo, hi) that contain every finite sigma."""
 
 
 @dataclass(frozen=True)
@@ -16,23 +60,53 @@ class SigmaWindow:
     end_percent: float
     sigma_start: float
     sigma_end: float
+    sigma_past_start: float = math.inf  # at or below it a sigma lies past the start's boundary band
 
     @classmethod
     def from_percents(cls, start: float, end: float, percent_to_sigma: Callable[[float], float]) -> "SigmaWindow":
+        """The window from a model's ``percent_to_sigma``; sigma_start / sigma_end are the
+        effective bounds of the rule above (open ends: +inf / -inf)."""
         if not (0.0 <= start <= 1.0 and 0.0 <= end <= 1.0):
             raise ValueError("start_percent and end_percent must lie in 0..1.")
         if start >= end:
             raise ValueError(
                 f"start_percent ({start}) must be below end_percent ({end}); "
                 "STAS steers early denoising, e.g. 0.0 to 0.4.")
-        return cls(start, end, float(percent_to_sigma(start)), float(percent_to_sigma(end)))
+        hi = math.inf if start <= 0.0 else float(percent_to_sigma(max(0.0, start - BOUNDARY_SLACK)))
+        lo = -math.inf if end >= 1.0 else float(percent_to_sigma(end - BOUNDARY_SLACK))
+        past = float(percent_to_sigma(min(1.0, start + BOUNDARY_SLACK)))
+        return cls(start, end, hi, lo, past)
+
+    def for_model(self, model_sampling) -> "SigmaWindow":
+        """The same percents in the sigmas of ``model_sampling`` (the one a sampler really uses)."""
+        return SigmaWindow.from_percents(self.start_percent, self.end_percent, model_sampling.percent_to_sigma)
+
+    def bounds(self) -> Tuple[float, float]:
+        """float32 (lo, hi) with ``lo < sigma <= hi`` (sigma as float32) equal to ``contains``."""
+        return f32_floor(self.sigma_end), f32_floor(self.sigma_start)
 
     def contains(self, sigma: float) -> bool:
-        """True while ``sigma`` lies in [sigma_end, sigma_start] (sigma falls as denoising runs).
-
-        The end is exclusive at end_percent < 1 so that a step sitting exactly on the boundary
-        is steered by at most one of two adjacent windows.
-        """
-        if self.end_percent >= 1.0:
-            return sigma <= self.sigma_start
+        """True when a model call at ``sigma`` is steered (the module's rule)."""
         return self.sigma_end < sigma <= self.sigma_start
+
+    def steps_in(self, sigmas: Iterable[float]) -> int:
+        """How many steps of a sampler's ``sigmas`` (n + 1 values, the last one the end) are steered."""
+        s = [float(v) for v in sigmas]
+        return sum(1 for v in s[:-1] if self.contains(v))
+
+    def starts_inside(self, first_sigma: float) -> bool:
+        """True when a run whose first step is at ``first_sigma`` begins past the window's start
+        (denoise < 1, the later stage of split steps): the window's first steps are not in it."""
+        return self.contains(first_sigma) and first_sigma <= self.sigma_past_start
+
+    def describe(self) -> str:
+        """E.g. '0-0.4 of denoising (sigma above 0.8421)'."""
+        lo = "" if math.isinf(self.sigma_end) else f"above {self.sigma_end:.4g}"
+        hi = "" if math.isinf(self.sigma_start) else f"at most {self.sigma_start:.4g}"
+        rng = ", ".join(x for x in (hi, lo) if x) or "any"
+        return f"{self.start_percent:g}-{self.end_percent:g} of denoising (sigma {rng})"
+
+
+def window_bounds(window: SigmaWindow) -> Tuple[float, float]:
+    """``window.bounds()``: the (lo, hi) the steering kernels compare float32 sigmas against."""
+    return window.bounds()

@@ -25,51 +25,16 @@ escape hatch should a Triton build misbehave on some GPU).
 from __future__ import annotations
 
 import logging
-import math
 import os
 from functools import lru_cache
-from typing import Tuple
 
 import torch
 
 from .channels import detect_ma_channels
+# The sigma window as float32 bounds (lo < sigma <= hi): defined with all window logic in .schedule.
+from .schedule import ALWAYS, F32_MAX, f32_floor, window_bounds  # noqa: F401
 
 log = logging.getLogger(__name__)
-
-F32_MAX = float(torch.finfo(torch.float32).max)
-
-
-# -- the sigma window as float32 bounds ----------------------------------------------------
-
-def f32_floor(x: float) -> float:
-    """Largest float32 value <= x, as a Python float (clamped to the finite float32 range).
-
-    For any float32 s: ``s > x`` iff ``s > f32_floor(x)`` and ``s <= x`` iff
-    ``s <= f32_floor(x)``, so the kernels compare float32 sigmas against float32 bounds and
-    still agree exactly with ``SigmaWindow.contains`` computed in double precision.
-    """
-    if math.isnan(x):
-        raise ValueError("sigma bound is NaN")
-    if x >= F32_MAX:
-        return F32_MAX
-    if x <= -F32_MAX:
-        return -F32_MAX
-    t = torch.tensor(x, dtype=torch.float64).to(torch.float32)
-    if float(t) > x:
-        t = torch.nextafter(t, torch.tensor(-math.inf, dtype=torch.float32))
-    return float(t)
-
-
-def window_bounds(window) -> Tuple[float, float]:
-    """(lo, hi) with ``lo < sigma <= hi`` equal to ``window.contains(sigma)`` (a SigmaWindow)."""
-    hi = f32_floor(window.sigma_start)
-    lo = -F32_MAX if window.end_percent >= 1.0 else f32_floor(window.sigma_end)
-    return lo, hi
-
-
-ALWAYS: Tuple[float, float] = (-F32_MAX, F32_MAX)
-"""Window bounds that contain every finite sigma."""
-
 
 # -- torch fallback (any device; also the reference the kernels are tested against) --------
 

@@ -1,4 +1,6 @@
 """Unit tests of stas_core.blocks, .schedule, .profile and .plot."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ from stas_core.blocks import parse_blocks
 from stas_core.layout import BoundarySpec, TokenClass
 from stas_core.plot import CLASS_COLOURS, mask_preview
 from stas_core.profile import MAProfile
-from stas_core.schedule import SigmaWindow
+from stas_core.schedule import ALWAYS, BOUNDARY_SLACK, SigmaWindow
 
 
 # -- blocks -------------------------------------------------------------------------------
@@ -58,28 +60,76 @@ def flow_percent_to_sigma(p):  # like ComfyUI's ModelSamplingDiscreteFlow with s
 
 def test_window_from_percents_uses_model_mapping():
     w = SigmaWindow.from_percents(0.0, 0.4, flow_percent_to_sigma)
-    assert (w.sigma_start, w.sigma_end) == (1.0, pytest.approx(0.6))
+    assert (w.sigma_start, w.sigma_end) == (math.inf, pytest.approx(0.6 + BOUNDARY_SLACK))
     calls = []
     SigmaWindow.from_percents(0.1, 0.3, lambda p: calls.append(p) or 5.0)
-    assert calls == [0.1, 0.3]
+    assert calls == [pytest.approx(0.1 - BOUNDARY_SLACK), pytest.approx(0.3 - BOUNDARY_SLACK)]
 
 
 def test_window_contains_start_inclusive_end_exclusive():
     w = SigmaWindow.from_percents(0.2, 0.5, flow_percent_to_sigma)
-    assert w.contains(0.8) and w.contains(0.6) and w.contains(0.5000001)
+    assert w.contains(0.8) and w.contains(0.6) and w.contains(0.5016)
     assert not w.contains(0.5) and not w.contains(0.81) and not w.contains(0.1)
+    # a step up to 1.5 table entries (0.0015 of denoising) early counts as on the boundary:
+    # the end stays exclusive, the start inclusive
+    assert not w.contains(0.5014) and w.contains(0.8014) and not w.contains(0.8016)
+
+
+def test_open_ends():
+    w = SigmaWindow.from_percents(0.0, 1.0, flow_percent_to_sigma)
+    assert w.contains(1e6) and w.contains(0.0) and w.bounds() == ALWAYS
 
 
 def test_adjacent_windows_never_both_contain_a_sigma():
     a = SigmaWindow.from_percents(0.0, 0.4, flow_percent_to_sigma)
     b = SigmaWindow.from_percents(0.4, 1.0, flow_percent_to_sigma)
-    for s in np.linspace(0, 1, 101):
+    for s in np.linspace(0, 1, 1001):
         assert a.contains(float(s)) + b.contains(float(s)) == 1
+    # float32 neighbours of the shared boundary, on the host and as the kernels' float32 bounds
+    x = torch.tensor(a.sigma_end, dtype=torch.float32)
+    probes = [float(x)]
+    for d in (math.inf, -math.inf):
+        y = x.clone()
+        for _ in range(12):
+            y = torch.nextafter(y, torch.tensor(d))
+            probes.append(float(y))
+    s32 = torch.tensor(probes, dtype=torch.float32)
+    for w in (a, b):
+        lo, hi = w.bounds()
+        assert ((s32 > lo) & (s32 <= hi)).tolist() == [w.contains(s) for s in probes]
+    for s in probes:
+        assert a.contains(s) + b.contains(s) == 1, s
 
 
-def test_window_to_the_end_includes_sigma_zero():
-    w = SigmaWindow.from_percents(0.5, 1.0, flow_percent_to_sigma)
-    assert w.contains(0.0) and w.contains(0.5) and not w.contains(0.51)
+def comfy_flow_table(shift):
+    """ModelSamplingDiscreteFlow.sigmas as ComfyUI computes them: float32 ops on a 1000-step grid."""
+    t = (torch.arange(1, 1001, 1) / 1000) * 1000 / 1000
+    return t if shift == 1.0 else shift * t / (1 + (shift - 1) * t)
+
+
+def comfy_simple(table, steps):  # ComfyUI's simple_scheduler
+    ss = len(table) / steps
+    return [float(table[-(1 + int(x * ss))]) for x in range(steps)] + [0.0]
+
+
+@pytest.mark.parametrize("shift", [1.0, 3.0, 5.0, 8.0, 12.5])
+def test_simple_scheduler_steers_exactly_p_times_n_steps(shift):
+    """The float32 sigma table puts the boundary step a few ulps off the double-precision
+    percent_to_sigma; it must still count as on the boundary (the issue's 21 of 50 at 0.4)."""
+    table = comfy_flow_table(shift)
+    to_sigma = lambda p: 1.0 if p <= 0 else 0.0 if p >= 1 else shift * (1 - p) / (1 + (shift - 1) * (1 - p))  # noqa: E731
+    checked = 0
+    for n in range(1, 501, 3):
+        sig = comfy_simple(table, n)
+        for p in (k / 100 for k in range(1, 100)):
+            if abs(p * n - round(p * n)) > 1e-9:
+                continue
+            a = SigmaWindow.from_percents(0.0, p, to_sigma)
+            b = SigmaWindow.from_percents(p, 1.0, to_sigma)
+            assert a.steps_in(sig) == round(p * n), (n, p)
+            assert b.steps_in(sig) == n - round(p * n), (n, p)
+            checked += 1
+    assert checked > 300
 
 
 @pytest.mark.parametrize("start,end,msg", [

@@ -156,7 +156,9 @@ def check(rec, model, channels, apply_to=(0,), start=0.0, end=1.0, alpha=1.0, to
           blend=1.0):
     """Every recorded call equals the formula exactly; returns how many calls had steered rows."""
     ms = model.get_model_object("model_sampling")
-    s_start, s_end = ms.percent_to_sigma(start), ms.percent_to_sigma(end)
+    # README's rule: each boundary is taken 0.0015 of denoising early; 0 and 1 are open ends
+    s_start = ms.percent_to_sigma(max(0.0, start - 0.0015)) if start > 0 else float("inf")
+    s_end = ms.percent_to_sigma(end - 0.0015)
     assert rec.calls, "the steered block never ran"
     steered = 0
     for call in rec.calls:

@@ -390,7 +390,9 @@ def test_wan22_a14b_experts_each_gated_by_own_sigmas(pk):
     for model, rec, name in ((h_m, h_rec, "high"), (l_m, l_rec, "low")):
         start, end = windows[name]
         ms = model.get_model_object("model_sampling")
-        s_hi, s_lo = float(ms.percent_to_sigma(start)), float(ms.percent_to_sigma(end))
+        # README's window rule: boundaries taken 0.0015 of denoising early; start 0 is open
+        s_hi = float(ms.percent_to_sigma(start - 0.0015)) if start > 0 else float("inf")
+        s_lo = float(ms.percent_to_sigma(end - 0.0015))
         pre, post = rec[1]
         assert len(pre.calls) == split, name
         sigmas = [a["sigma"] for a in pre.calls]
@@ -399,7 +401,7 @@ def test_wan22_a14b_experts_each_gated_by_own_sigmas(pk):
         assert got == want, f"{name} expert: steered {got}, its own window says {want} " \
                             f"(sigmas {sigmas}, window ({s_lo:.3f}, {s_hi:.3f}])"
         # Discriminating: the default model_sampling would gate these calls differently.
-        d_lo = float(default_ms.percent_to_sigma(end))
+        d_lo = float(default_ms.percent_to_sigma(end - 0.0015))
         assert want != [d_lo < s <= s_hi for s in sigmas], f"{name}: test does not tell the shifts apart"
         for a, b, on in zip(pre.calls, post.calls, got):
             if on:

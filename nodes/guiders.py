@@ -1,0 +1,112 @@
+"""Which pass of a guider is the positive prompt and which the negative: the one place that knows.
+
+ComfyUI tags every chunk of a batched model call (``transformer_options["cond_or_uncond"]``)
+with its index in the conds list the guider hands to ``calc_cond_batch``, and each guider
+orders that list its own way: KSampler / CFGGuider ``[positive, negative]``, DualCFGGuider
+``[negative, cond2, cond1]``, PerpNegGuider ``[positive, negative, empty]``.  ``apply_to``
+means the user's prompts, so each guider's order is mapped here, by the class that defines its
+``predict_noise`` (a subclass that keeps it, like BasicGuider, orders its passes the same way).
+
+Roles: ``positive`` (cond1 of DualCFGGuider), ``negative``, and ``other`` for the extra passes
+(DualCFGGuider's cond2, PerpNegGuider's empty prompt), which only ``both`` steers.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, FrozenSet, List, Optional, Tuple
+
+POSITIVE, NEGATIVE, OTHER = "positive", "negative", "other"
+ALL_ROLES: FrozenSet[str] = frozenset({POSITIVE, NEGATIVE, OTHER})
+STANDARD: Tuple[str, ...] = (POSITIVE, NEGATIVE)
+EVERY: FrozenSet[int] = frozenset(range(64))  # every pass index, more than any guider runs
+
+
+@dataclass(frozen=True)
+class GuiderPasses:
+    """The passes of one sampling run's guider."""
+
+    name: str                         # the guider's class name, for messages
+    roles: Tuple[str, ...]            # role of each cond_or_uncond index
+    runs: FrozenSet[str]              # roles this run computes (cfg 1 skips the negative pass)
+    known: bool = True
+    negative_model: Any = None        # DualModelGuider: the BaseModel that runs the negative pass
+    ambiguous: bool = False           # DualModelGuider with one model for both passes
+
+    def indices(self, apply_to: FrozenSet[str], model: Any = None) -> FrozenSet[int]:
+        """cond_or_uncond indices steered in a call of ``model`` (the BaseModel called)."""
+        if self.negative_model is not None and model is self.negative_model and not self.ambiguous:
+            return frozenset({0}) if NEGATIVE in apply_to else frozenset()
+        if not self.known and apply_to == ALL_ROLES:
+            return EVERY
+        return frozenset(i for i, r in enumerate(self.roles) if r in apply_to)
+
+
+DEFAULT = GuiderPasses("KSampler", STANDARD, frozenset(STANDARD))
+"""Calls outside a sampling run (tests, other packs calling apply_model) use KSampler's order."""
+
+
+def _owner(guider) -> Tuple[str, str]:
+    """(module, class) defining ``predict_noise``; the module's path or dotted name reduced to
+    its last two parts (ComfyUI loads comfy_extras by file path, ``import`` by dotted name)."""
+    for cls in type(guider).__mro__:
+        if "predict_noise" in vars(cls):
+            return ".".join(re.split(r"[./\\]", cls.__module__)[-2:]), cls.__qualname__
+    return "", ""
+
+
+def _has(conds, key) -> bool:
+    return bool((conds or {}).get(key))
+
+
+def _one(x) -> bool:
+    return math.isclose(float(x), 1.0)
+
+
+def passes_of(guider) -> GuiderPasses:
+    """The passes of ``guider`` (a comfy.samplers.CFGGuider or a pack's guider), for this run."""
+    name = type(guider).__name__
+    conds = getattr(guider, "conds", None) or {}
+    cfg1_opt = not (getattr(guider, "model_options", None) or {}).get("disable_cfg1_optimization", False)
+    owner = _owner(guider)
+    if owner == ("comfy.samplers", "CFGGuider"):  # KSampler, CFGGuider, BasicGuider, ...
+        neg = _has(conds, "negative") and not (cfg1_opt and _one(guider.cfg))
+        return GuiderPasses(name, STANDARD, _runs(_has(conds, "positive"), neg))
+    if owner == ("comfy_extras.nodes_lt", "Guider_LTXAVDualCFG"):  # CFGGuider's passes, two scales
+        same = math.isclose(guider.video_cfg, guider.audio_cfg)
+        neg = _has(conds, "negative") and not (same and _one(guider.video_cfg))
+        return GuiderPasses(name, STANDARD, _runs(_has(conds, "positive"), neg))
+    if owner == ("comfy_extras.nodes_custom_sampler", "Guider_DualCFG"):
+        # [negative, middle (cond2), positive (cond1)], both styles; regular skips at cfg 1
+        nested = getattr(guider, "nested", False)
+        neg = _has(conds, "negative") and (nested or not (cfg1_opt and _one(guider.cfg2)))
+        mid = _has(conds, "middle") and (nested or not (cfg1_opt and _one(guider.cfg2) and _one(guider.cfg1)))
+        return GuiderPasses(name, (NEGATIVE, OTHER, POSITIVE), _runs(_has(conds, "positive"), neg, mid))
+    if owner == ("comfy_extras.nodes_perpneg", "Guider_PerpNeg"):
+        # [positive, negative, empty]; the negative pass is skipped at neg_scale 0
+        neg = _has(conds, "negative") and not (cfg1_opt and math.isclose(guider.neg_scale, 0.0))
+        empty = _has(conds, "empty_negative_prompt") and not (cfg1_opt and math.isclose(guider.neg_scale, 0.0)
+                                                               and _one(guider.cfg))
+        return GuiderPasses(name, (POSITIVE, NEGATIVE, OTHER), _runs(_has(conds, "positive"), neg, empty))
+    if owner == ("comfy_extras.nodes_custom_sampler", "Guider_DualModel"):
+        # positive pass on `model`, negative pass (also index 0) on `model_negative`
+        neg_mp = getattr(guider, "uncond_model_patcher", None)
+        neg_model = getattr(neg_mp, "model", None)
+        neg = neg_model is not None and _has(conds, "negative") and not (cfg1_opt and _one(guider.cfg))
+        return GuiderPasses(name, (POSITIVE,), _runs(_has(conds, "positive"), neg), negative_model=neg_model,
+                            ambiguous=neg and neg_model is guider.model_patcher.model)
+    return GuiderPasses(name, STANDARD, ALL_ROLES, known=False)
+
+
+def _runs(pos: bool, neg: bool, other: bool = False) -> FrozenSet[str]:
+    return frozenset(r for r, on in ((POSITIVE, pos), (NEGATIVE, neg), (OTHER, other)) if on)
+
+
+def cond_rows(cond_or_uncond: Optional[List[int]], batch: int, steered: FrozenSet[int]) -> Tuple[int, ...]:
+    """Batch rows of a batched model call whose chunk (an index into the guider's conds list,
+    see ``GuiderPasses.indices``) is steered; a call with no chunk list is one positive pass."""
+    if not cond_or_uncond:
+        return tuple(range(batch)) if 0 in steered else ()
+    per = batch // len(cond_or_uncond)
+    return tuple(c * per + j for c, flag in enumerate(cond_or_uncond) if flag in steered for j in range(per))
