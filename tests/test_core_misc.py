@@ -63,7 +63,9 @@ def test_window_from_percents_uses_model_mapping():
     assert (w.sigma_start, w.sigma_end) == (math.inf, pytest.approx(0.6 + BOUNDARY_SLACK))
     calls = []
     SigmaWindow.from_percents(0.1, 0.3, lambda p: calls.append(p) or 5.0)
-    assert calls == [pytest.approx(0.1 - BOUNDARY_SLACK), pytest.approx(0.3 - BOUNDARY_SLACK)]
+    # the two bounds, then the sigma just past the start (to tell a run that starts inside the window)
+    assert calls == [pytest.approx(0.1 - BOUNDARY_SLACK), pytest.approx(0.3 - BOUNDARY_SLACK),
+                     pytest.approx(0.1 + BOUNDARY_SLACK)]
 
 
 def test_window_contains_start_inclusive_end_exclusive():
