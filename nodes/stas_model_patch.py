@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..stas_core.channels import parse_channels
+from ..stas_core.channels import MAX_CHANNELS, parse_channels
 from ..stas_core.layout import BoundarySpec
 from ..stas_core.schedule import SigmaWindow
 from .families import family_of, select_blocks
@@ -69,14 +69,21 @@ class StasModelPatch(io.ComfyNode):
         dm = model.get_model_object("diffusion_model")
         fam = family_of(dm)
         refs = select_blocks(fam, dm, blocks)
-        sel = parse_channels(channels, threshold, top_k)
         hidden = fam.hidden_size(dm)
-        sel.validate(hidden)
+        try:
+            sel = parse_channels(channels, threshold, top_k)
+            sel.validate(hidden)
+        except ValueError as e:
+            raise ValueError(f"STAS Model Patch: {e}") from None
         if profile is not None:
             if not sel.auto:
                 raise ValueError("STAS Model Patch: both a profile and an explicit channel list are given. "
                                  "Set channels to 'auto' to use the profile, or disconnect the profile.")
             profile.check_model(fam.name, hidden, len(fam.blocks(dm)))
+            most = max(len(profile.channels_for(r.flat) or ()) for r in refs)
+            if most > MAX_CHANNELS:
+                raise ValueError(f"STAS Model Patch: the profile lists {most} channels for one block, more than the "
+                                 f"{MAX_CHANNELS} STAS steers per block. Record it again with a smaller top_k.")
         if apply_to not in APPLY_TO:
             raise ValueError(f"STAS Model Patch: apply_to must be one of {list(APPLY_TO)}, got {apply_to!r}.")
         if not 0.0 <= blend <= 1.0 or alpha < 0.0:
