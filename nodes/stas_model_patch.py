@@ -47,7 +47,7 @@ class StasModelPatch(io.ComfyNode):
                                 tooltip="'auto' detects the massive-activation channels at the first steered step of each run; or list channel indices like '12,407'."),
                 io.Float.Input("threshold", default=50.0, min=1.0, max=100000.0, step=1.0,
                                tooltip="auto channels: a channel counts as massive when its peak |h| is at least this many times the mean |h| of the hidden state."),
-                io.Int.Input("top_k", default=4, min=1, max=64,
+                io.Int.Input("top_k", default=4, min=1, max=MAX_CHANNELS,
                              tooltip="auto channels: keep at most this many channels (the strongest)."),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Start of steering, as a fraction of denoising (0 = first step). Mapped to sigma by the model itself."),
