@@ -141,3 +141,9 @@ def test_keys_are_stable_across_runs_and_distinct_when_chained(env):
 def patching_wrappers():
     import comfy.patcher_extension as pe
     return pe.WrappersMP.APPLY_MODEL
+
+
+def test_channel_lists_over_the_cap_fail_at_node_execution(env):
+    with pytest.raises(ValueError, match="STAS Model Patch: channels: 65 channels listed, more than the 64"):
+        stas(env.wan, channels="0-64")
+    stas(env.wan, channels="0-63")  # 64 is allowed
