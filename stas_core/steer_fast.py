@@ -6,7 +6,7 @@ thousands of times per video without costing anything measurable:
 * **Gated on the device.** Whether a row is steered this call (its CFG chunk is picked and
   its sigma lies in the window ``lo < sigma <= hi``) and whether a block still has to
   detect its channels (the ``need`` flag of this run) are tensor values that the kernels
-  read themselves.  The host never reads a tensor (no synchronisation), and a compiled
+  read themselves.  The host never reads a device tensor (no synchronisation), and a compiled
   graph holds no Python branch on per-call state.  That matters under ComfyUI's
   TorchCompileModel, whose guard filter drops every guard on ``transformer_options``: a
   Python ``if`` there would freeze the first call's decision into every later call.
