@@ -721,7 +721,10 @@ def compile_settings(rep, pack, device, model, latent, pos, neg, steps, compiled
     seq = [("defaults", {}), ("alpha 0.3", dict(alpha=0.3)), ("end_percent 0.6", dict(end_percent=0.6)),
            ("mask: first frame only", dict(mask=first_only)), ("apply_to both", dict(apply_to="both")),
            ("channels 7,100", dict(channels="7,100")), ("threshold 5", dict(threshold=5.0)),
-           ("defaults again", {})]
+           ("defaults again", {}),
+           # not a setting the op takes: which block carries a patch. Shows whether this compiled
+           # graph notices (a recompile and a zero diff) or keeps the old patch (a large diff)
+           ("blocks 1 (which block is patched)", dict(blocks="1"))]
     torch._dynamo.reset()
     counters.clear()
     cm = compiled(model)
