@@ -15,12 +15,17 @@ interleaved round by round:
            blocks at every step vs the MA Recorder at its defaults; peak memory of each.
   mem14b   peak memory of the same variants at Wan 14B dims, 720x1280x81 (one step each).
   compile  ComfyUI's own TorchCompileModel node (inductor): unpatched vs STAS default,
-           recompiles after the first step, graph breaks, compiled seconds per step.
+           recompiles after the first step, graph breaks, compiled seconds per step; then one
+           compiled model under STAS settings changed from run to run (alpha, window, mask,
+           apply_to, channels, threshold): each run against eager, graphs compiled after run 1.
+  harden   the Triton path with NaN/Inf activations, an invalid far out-of-range table entry,
+           strided inputs, and h on another GPU than the current one (2 GPUs).
   hunyuan  HunyuanVideo dims (hidden 3072) end to end at a size that fits, fewer blocks.
 
 Usage (GPU; ComfyUI source at $COMFYUI_PATH or --comfyui):
   python3 bench/bench_stas.py --sections op,e2e,mem14b
   python3 bench/bench_stas.py --sections compile
+  python3 bench/bench_stas.py --sections op,compile,harden
 CPU smoke test at a tiny size (what CI-like machines can run):
   python3 bench/bench_stas.py --device cpu --tiny
 
@@ -320,6 +325,18 @@ def syncs(fn, device):
         torch.cuda.set_sync_debug_mode("default")
 
 
+def mkcall(fast, chans, valid, need, tok, row_lam, sigma, *, prefix, n_visual, alpha=1.0, lo=None, hi=None,
+           threshold=50.0, detect=False, n_chans=None):
+    """A SteerCall as the patch builds one (a window that holds every sigma unless lo/hi are given)."""
+    import torch
+    big = float(torch.finfo(torch.float32).max)
+    lo = -big if lo is None else lo
+    hi = big if hi is None else hi
+    p = fast.StepParams(alpha, lo, hi, threshold, detect, prefix, n_visual, tok.numel(),
+                        chans.shape[-1] if n_chans is None else n_chans)
+    return fast.SteerCall(chans, valid, need, tok, row_lam, sigma, p.pack())
+
+
 def section_op(rep, pack, device, tiny, dtype_names):
     import torch
     core = lambda name: pack_module(pack, f"stas_core.{name}")  # noqa: E731
@@ -348,36 +365,34 @@ def section_op(rep, pack, device, tiny, dtype_names):
             row_lam = torch.tensor([1.0, 0.0], device=device)
             sigma = torch.tensor([1.0, 1.0], device=device)
             rows_t = torch.tensor([0], device=device)
-            lo, hi = fast.ALWAYS
-            off = (2.0, 3.0)  # a window this sigma is outside of
             ch0 = chans[0]
+            fixed = mkcall(fast, chans, valid, need, tok, row_lam, sigma, prefix=prefix, n_visual=N)
+            auto = mkcall(fast, chans_auto, valid_auto, need, tok, row_lam, sigma, prefix=prefix, n_visual=N,
+                          detect=True)
+            detecting = mkcall(fast, chans_auto, valid_auto, need_auto, tok, row_lam, sigma, prefix=prefix,
+                               n_visual=N, detect=True)
+            outside = mkcall(fast, chans, valid, need, tok, row_lam, sigma, prefix=prefix, n_visual=N,
+                             lo=2.0, hi=3.0)  # a window this sigma is outside of
             variants = [
                 ("steer_ (straightforward torch)",
                  lambda: steer_mod.steer_(h, prefix, N, tok, ch0, 1.0, 1.0, rows=rows_t)),
                 ("gated torch fallback",
-                 lambda: fast.steer_gated_torch_(h, prefix, N, tok, chans, valid, 0, row_lam, sigma, lo, hi, 1.0)),
+                 lambda: fast.steer_torch_(fast.view_of(h, fixed, 0, 0))),
             ]
             if tk is not None:
                 def first_call():
                     need_auto.fill_(1)
-                    fast.steer_block_(h, chans_auto, valid_auto, need_auto, 0, tok, row_lam, sigma, prefix, N, lo, hi,
-                                      1.0, 50.0, True)
+                    fast.steer_block_(h, detecting, 0)
                 variants += [
-                    ("Triton, fixed channels (steer_block_)",
-                     lambda: fast.steer_block_(h, chans, valid, need, 0, tok, row_lam, sigma, prefix, N, lo, hi, 1.0,
-                                               50.0, False)),
-                    ("Triton, auto channels, after detection",
-                     lambda: fast.steer_block_(h, chans_auto, valid_auto, need, 0, tok, row_lam, sigma, prefix, N, lo,
-                                               hi, 1.0, 50.0, True)),
+                    ("Triton, fixed channels (steer_block_)", lambda: fast.steer_block_(h, fixed, 0)),
+                    ("Triton, auto channels, after detection", lambda: fast.steer_block_(h, auto, 0)),
                     ("Triton, auto channels, detecting (1st call; incl. a 1-value fill)", first_call),
-                    ("Triton, outside the sigma window",
-                     lambda: fast.steer_block_(h, chans, valid, need, 0, tok, row_lam, sigma, prefix, N, *off, 1.0,
-                                               50.0, False)),
+                    ("Triton, outside the sigma window", lambda: fast.steer_block_(h, outside, 0)),
                 ]
                 if fast._OP is not None:
                     variants.append(("custom op (compiled path), fixed channels",
-                                     lambda: fast._OP(h, chans, valid, need, 0, tok, row_lam, sigma, prefix, N, lo, hi,
-                                                      1.0, 50.0, False)))
+                                     lambda: fast._OP(h, fixed.chans, fixed.valid, fixed.need, fixed.token_idx,
+                                                      fixed.row_lam, fixed.sigma, fixed.params, 0, 0)))
             for name, fn in variants:
                 for _ in range(3):
                     fn()
@@ -419,8 +434,8 @@ def check_op(rep, fast, steer_mod, channels, tk, h0, prefix, N, tok, device, dty
         rows = torch.tensor([i for i, v in enumerate(rl) if v], device=device)
         steer_mod.steer_(ref, prefix, N, tok, chans[0], 1.3, lam, rows=rows, valid=valid[0])
         got = h.clone()
-        fast.steer_block_(got, chans, valid, need, 0, tok, torch.tensor(rl, device=device),
-                          torch.tensor([0.5], device=device), prefix, N, *fast.ALWAYS, 1.3, 50.0, False)
+        fast.steer_block_(got, mkcall(fast, chans, valid, need, tok, torch.tensor(rl, device=device),
+                                      torch.tensor([0.5], device=device), prefix=prefix, n_visual=N, alpha=1.3), 0)
         same = torch.equal(got, ref)
         d = (got.float() - ref.float()).abs().max().item()
         out.append([case, f"steer, blend {lam}", "bit-identical" if same else f"max |diff| {d:.3g}"])
@@ -430,8 +445,8 @@ def check_op(rep, fast, steer_mod, channels, tk, h0, prefix, N, tok, device, dty
     ch = torch.zeros(1, 4, dtype=torch.long, device=device)
     ok = torch.zeros(1, 4, dtype=torch.bool, device=device)
     nd = torch.ones(1, dtype=torch.int32, device=device)
-    fast.detect_gated_(hp, prefix, N, ch, ok, nd, 0, torch.tensor([1.0, 0.0], device=device),
-                       torch.tensor([0.5], device=device), *fast.ALWAYS, 50.0)
+    fast.detect_block_(hp, mkcall(fast, ch, ok, nd, tok, torch.tensor([1.0, 0.0], device=device),
+                                  torch.tensor([0.5], device=device), prefix=prefix, n_visual=N, detect=True), 0)
     idx, v, _ = channels.detect_ma_channels(hp.narrow(1, prefix, N), 50.0, 4)
     same = ch[0].tolist() == idx.tolist() and ok[0].tolist() == v.tolist() and nd.item() == 0
     out.append([case, "auto detection", "same channels" if same else f"{ch[0].tolist()} vs {idx.tolist()}"])
@@ -690,8 +705,152 @@ def section_compile(rep, pack, device, tiny, dtype, steps, backend):
                "graphs after step 1", "new graphs after step 1 (recompiles)", "graph breaks",
                "max |compiled - eager| of the latent", "peak MiB"], rows)
     rep.data["sections"]["compile"] = {"rows": rows, "raw": raw}
+    compile_settings(rep, pack, device, model, latent, pos, neg, steps, compiled)
     del model
     cleanup(device)
+
+
+def compile_settings(rep, pack, device, model, latent, pos, neg, steps, compiled):
+    """Issue 10 item 3 on the GPU: one compiled model (TorchCompileModel's output, cached as in a
+    re-queued workflow) under STAS Model Patch whose settings change from run to run; each run
+    against the same settings uncompiled, and the graphs compiled after the first run."""
+    import torch
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+    smp = pack_module(pack, "nodes.stas_model_patch").StasModelPatch
+    bmb = pack_module(pack, "nodes.boundary_mask").BoundaryMaskBuilder
+    first_only = bmb.execute(True, False, 1.0, 1.0, "rows")[0]
+    seq = [("defaults", {}), ("alpha 0.3", dict(alpha=0.3)), ("end_percent 0.6", dict(end_percent=0.6)),
+           ("mask: first frame only", dict(mask=first_only)), ("apply_to both", dict(apply_to="both")),
+           ("channels 7,100", dict(channels="7,100")), ("threshold 5", dict(threshold=5.0)),
+           ("defaults again", {}),
+           # not a setting the op takes: which block carries a patch. Shows whether this compiled
+           # graph notices (a recompile and a zero diff) or keeps the old patch (a large diff)
+           ("blocks 1 (which block is patched)", dict(blocks="1"))]
+    torch._dynamo.reset()
+    counters.clear()
+    cm = compiled(model)
+    rows, g0 = [], None
+    for name, kw in seq:
+        sync(device)
+        t0 = time.perf_counter()
+        got = sample(run_node(smp, cm, **kw)[0], latent, steps, 5.0, pos, neg)
+        sync(device)
+        t = time.perf_counter() - t0
+        want = sample(run_node(smp, model, **kw)[0], latent, steps, 5.0, pos, neg)
+        g = counters["stats"].get("unique_graphs", 0)
+        g0 = g if g0 is None else g0
+        d = (got.float() - want.float()).abs().max().item()
+        scale = want.float().abs().max().item()
+        rows.append([name, f"{t:.2f}", str(g), str(g - g0), f"{d:.3g}", f"{d / max(scale, 1e-30):.2e}"])
+        rep.log(f"[compile-settings] {rows[-1]}")
+        del got, want
+        cleanup(device)
+    rep.table(f"One compiled model, STAS settings changed between runs ({steps}-step runs; {card_name(device)})",
+              ["run", "s (incl. any compile)", "graphs so far", "new graphs since run 1",
+               "max |compiled - eager|", "relative to max |latent|"], rows)
+    rep.data["sections"]["compile_settings"] = {"rows": rows}
+
+
+def section_harden(rep, pack, device, tiny):
+    """Issue 10 item 4 on the GPU: the Triton path with NaN/Inf activations, an invalid table
+    entry holding a far out-of-range index, strided inputs, and another current device."""
+    import torch
+    core = lambda name: pack_module(pack, f"stas_core.{name}")  # noqa: E731
+    fast, layout = core("steer_fast"), core("layout")
+    rows = []
+    dev = torch.device(device)
+    grid = (3, 4, 6) if tiny else (21, 30, 52)
+    N, P, D = grid[0] * grid[1] * grid[2], 7, 128 if tiny else 1536
+    tok = layout.steer_token_indices(grid, layout.BoundarySpec()).to(dev)
+
+    def case(name, fn):
+        try:
+            res = fn()
+            sync(device)
+        except Exception as e:  # noqa: BLE001
+            res = f"ERROR {type(e).__name__}: {str(e).splitlines()[0][:80]}"
+        rows.append([name, res])
+        rep.log(f"[harden] {name}: {res}")
+
+    def detect(h, k=4):
+        c = torch.full((1, k), -1, dtype=torch.long, device=dev)
+        v = torch.zeros(1, k, dtype=torch.bool, device=dev)
+        n = torch.ones(1, dtype=torch.int32, device=dev)
+        fast.detect_block_(h, mkcall(fast, c, v, n, tok, torch.ones(2, device=dev), torch.tensor([0.5], device=dev),
+                                     prefix=P, n_visual=N, detect=True), 0)
+        return c, v, n
+
+    def poisoned(kind):
+        h = torch.randn(2, P + N, D, device=dev, dtype=torch.bfloat16)
+        h[:, P:, 11] *= 200
+        if kind == "nan_all":
+            h[:] = float("nan")
+        elif kind == "nan_channel":
+            h[:, P:, D - 1] = float("nan")
+        elif kind == "inf":
+            h[1, P + N // 2, 40] = float("inf")
+        c, v, n = detect(h)
+        inside = bool(((c >= 0) & (c < D)).all().item())
+        return (f"channels {c[0].tolist()} valid {v[0].tolist()}: "
+                + ("in range" if inside else "OUT OF RANGE") + (", flag cleared" if n.item() == 0 else ", FLAG SET"))
+
+    for kind in ("nan_all", "nan_channel", "inf"):
+        case(f"auto detection, {kind}", lambda kind=kind: poisoned(kind))
+
+    def garbage_entry():
+        if not fast.uses_triton(torch.zeros(1, device=dev)):
+            return "n/a: the torch fallback bounds-checks every index"
+        h = torch.randn(2, P + N, D, device=dev, dtype=torch.bfloat16)
+        bad = torch.tensor([[5, 10**12, 2, 10**12]], device=dev)
+        sane = torch.tensor([[5, 30, 2, 31]], device=dev)
+        valid = torch.tensor([[True, False, True, False]], device=dev)
+        need = torch.zeros(1, dtype=torch.int32, device=dev)
+        rl, sg = torch.ones(2, device=dev), torch.tensor([0.5], device=dev)
+        a, b = h.clone(), h.clone()
+        fast.steer_block_(a, mkcall(fast, bad, valid, need, tok, rl, sg, prefix=P, n_visual=N), 0)
+        fast.steer_block_(b, mkcall(fast, sane, valid, need, tok, rl, sg, prefix=P, n_visual=N), 0)
+        return "same as a sane table" if torch.equal(a, b) else "DIFFERS"
+    case("invalid table entry 10**12 (never read)", garbage_entry)
+
+    def strided():
+        h = torch.randn(2, P + N, D, device=dev, dtype=torch.bfloat16)
+        c = torch.tensor([[5, D // 2, 2, 9]], device=dev)
+        v = torch.ones(1, 4, dtype=torch.bool, device=dev)
+        need = torch.zeros(1, dtype=torch.int32, device=dev)
+        sig_s = torch.tensor([[0.5, 9.0], [0.5, 9.0]], device=dev).t()[0]
+        rl_s = torch.tensor([1.0, 7.0, 1.0], device=dev)[::2]
+        tok_s = torch.stack([tok, tok]).t()[:, 0]
+        a, b = h.clone(), h.clone()
+        fast.steer_block_(a, mkcall(fast, c, v, need, tok_s, rl_s, sig_s, prefix=P, n_visual=N), 0)
+        fast.steer_block_(b, mkcall(fast, c, v, need, tok.clone(), torch.ones(2, device=dev),
+                                    torch.tensor([0.5, 0.5], device=dev), prefix=P, n_visual=N), 0)
+        return "same as contiguous" if torch.equal(a, b) and not torch.equal(a, h) else "DIFFERS"
+    case("strided sigma / row_lam / tokens", strided)
+
+    def other_device():
+        if torch.cuda.device_count() < 2:
+            return "skipped: one GPU"
+        h = torch.randn(2, P + N, D, device="cuda:1", dtype=torch.bfloat16)
+        h[:, P:, 11] *= 200
+        ref = h.to("cuda:0")
+        d1 = torch.device("cuda:1")
+        c = torch.zeros(1, 4, dtype=torch.long, device=d1)
+        v = torch.zeros(1, 4, dtype=torch.bool, device=d1)
+        n = torch.ones(1, dtype=torch.int32, device=d1)
+        with torch.cuda.device(0):
+            fast.steer_block_(h, mkcall(fast, c, v, n, tok.to(d1), torch.ones(2, device=d1),
+                                        torch.tensor([0.5], device=d1), prefix=P, n_visual=N, detect=True), 0)
+        torch.cuda.synchronize(d1)
+        c0 = torch.zeros(1, 4, dtype=torch.long, device="cuda:0")
+        v0 = torch.zeros(1, 4, dtype=torch.bool, device="cuda:0")
+        n0 = torch.ones(1, dtype=torch.int32, device="cuda:0")
+        fast.steer_block_(ref, mkcall(fast, c0, v0, n0, tok.to("cuda:0"), torch.ones(2, device="cuda:0"),
+                                      torch.tensor([0.5], device="cuda:0"), prefix=P, n_visual=N, detect=True), 0)
+        return "same as on its own device" if torch.equal(h.cpu(), ref.cpu()) else "DIFFERS"
+    case("h on cuda:1 while cuda:0 is current", other_device)
+    rep.table(f"Hardened Triton path ({card_name(device)})", ["case", "result"], rows)
+    rep.data["sections"]["harden"] = {"rows": rows}
 
 
 def cleanup(device):
@@ -711,7 +870,8 @@ def main():
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--tiny", action="store_true", help="tiny sizes (CPU smoke test)")
     ap.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH", str(REPO / ".comfyui")))
-    ap.add_argument("--sections", default="op,e2e,mem14b", help="comma list of op,launch,e2e,mem14b,hunyuan,compile")
+    ap.add_argument("--sections", default="op,e2e,mem14b",
+                    help="comma list of op,launch,e2e,mem14b,hunyuan,compile,harden")
     ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     ap.add_argument("--op-dtypes", default="float16,bfloat16")
     ap.add_argument("--steps", type=int, default=5)
@@ -756,6 +916,8 @@ def main():
             elif s == "compile":
                 section_compile(rep, pack, a.device, a.tiny, dtype, a.compile_steps,
                                 a.compile_backend if a.device == "cuda" else "aot_eager")
+            elif s == "harden":
+                section_harden(rep, pack, a.device, a.tiny)
             else:
                 rep.log(f"[bench] unknown section {s!r}")
         except Exception as e:  # noqa: BLE001  (one failed section must not lose the others)

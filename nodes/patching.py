@@ -14,6 +14,10 @@ Layout of the patch (the way ComfyUI's own EasyCache and SkipLayerGuidance do it
   which CFG rows are steered, and this call's sigma as a tensor.  The sigma window is
   checked on the device by the steering kernels, so no call reads a tensor on the host
   and a compiled model holds no per-call Python branch (see stas_core.steer_fast).
+* Compiled models (ComfyUI's TorchCompileModel drops its guards on ``transformer_options``,
+  so the compiled graph keeps the Python objects and constants of the run it was traced in):
+  the context sits under a key that stays the same across clones and runs (``stable_key``),
+  and every setting that may change between runs reaches the op as a tensor (``SteerCall``).
 * ``BlockReplacePatch`` (``patches_replace["dit"]``) or ``BlockForwardPatch`` (object patch
   on ``blocks.i.forward``, for CogVideoX): run the block - or the patch another node had
   already put there - and steer its output in place.
@@ -22,17 +26,16 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, FrozenSet, Optional, Tuple
 
 import torch
 
-from ..stas_core.channels import ChannelSelection
+from ..stas_core.channels import MAX_CHANNELS, ChannelSelection
 from ..stas_core.layout import BoundarySpec, Grid, steer_token_indices
 from ..stas_core.profile import MAProfile
 from ..stas_core.schedule import SigmaWindow
-from ..stas_core.steer_fast import compiling, detect_gated_, steer_block, steer_gated_
+from ..stas_core.steer_fast import SteerCall, StepParams, compiling, detect_block_, steer_block, steer_only_
 from .families import BlockRef, Family
 from .guiders import ALL_ROLES, DEFAULT, NEGATIVE, POSITIVE, GuiderPasses, cond_rows, passes_of
 
@@ -67,14 +70,12 @@ class StasPlan(_Shared):
     hidden_size: int
     profile: Optional[MAProfile] = None
     label: str = "STAS Model Patch"  # names the node in the console
-    key: str = field(default_factory=lambda: f"{WRAPPER_KEY}.{uuid.uuid4().hex[:8]}")
+    key: str = WRAPPER_KEY + ".0"  # set by ``install`` (see ``stable_key``)
     _dev: Dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        # Host-side constants of the hot path, computed once: the block's row in the channel
-        # tables, and the window as float32 bounds the kernels compare sigma against.
+        # Host-side constant of the hot path, computed once: the block's row in the channel tables.
         self._pos: Dict[int, int] = {ref.flat: i for i, ref in enumerate(self.blocks)}
-        self.bounds: Tuple[float, float] = self.window.bounds()
 
     # -- small per-device tensors, built once (in the APPLY_MODEL wrapper, never while compiled)
     def on_device(self, key: Any, make, device: torch.device) -> Any:
@@ -86,13 +87,6 @@ class StasPlan(_Shared):
             self._dev[k] = t  # dict assignment is atomic: concurrent callers at worst build it twice
         return t
 
-    def run_window(self, run: "RunState") -> SigmaWindow:
-        """The run's window (from its sampler's model_sampling, see RunState)."""
-        return run.window
-
-    def run_bounds(self, run: "RunState") -> Tuple[float, float]:
-        return run.bounds
-
     def fixed_channels(self, ref: BlockRef) -> Optional[Tuple[int, ...]]:
         if self.profile is not None:
             return self.profile.channels_for(ref.flat)
@@ -102,8 +96,15 @@ class StasPlan(_Shared):
     def auto(self) -> bool:
         return self.profile is None and self.channels.explicit is None
 
-    def token_idx(self, grid: Grid, device: torch.device) -> torch.Tensor:
-        return self.on_device(("tok", tuple(grid)), lambda d: steer_token_indices(tuple(grid), self.spec).to(d), device)
+    def token_idx(self, grid: Grid, device: torch.device) -> Tuple[torch.Tensor, int]:
+        """(steered tokens of ``grid`` padded to one per video token, how many are real).  The
+        padded length depends on the grid alone, so a compiled graph sees one input shape
+        whatever the mask (inductor checks input shapes that ComfyUI's guard filter does not)."""
+        def make(d):
+            tok = steer_token_indices(tuple(grid), self.spec)
+            n_vis = grid[0] * grid[1] * grid[2]
+            return torch.cat([tok, tok.new_zeros(n_vis - tok.numel())]).to(d), tok.numel()
+        return self.on_device(("tok", tuple(grid)), make, device)
 
     def row_lam(self, batch: int, picked: Tuple[int, ...], device: torch.device) -> torch.Tensor:
         """float32 [batch]: the blend of each row of this call (0 where its CFG chunk is not steered)."""
@@ -118,58 +119,61 @@ class StasPlan(_Shared):
         """Channel tables of explicit or profile channels (one row per steered block)."""
         def make(d):
             per = [tuple(self.fixed_channels(ref) or ()) for ref in self.blocks]
-            k = max(1, max(len(c) for c in per))
-            chans = torch.zeros(len(per), k, dtype=torch.long)
-            valid = torch.zeros(len(per), k, dtype=torch.bool)
+            chans = torch.zeros(len(per), MAX_CHANNELS, dtype=torch.long)
+            valid = torch.zeros(len(per), MAX_CHANNELS, dtype=torch.bool)
             for i, c in enumerate(per):
                 chans[i, :len(c)] = torch.tensor(c, dtype=torch.long)
                 valid[i, :len(c)] = True
-            return ChannelTables(chans.to(d), valid.to(d), torch.zeros(len(per), dtype=torch.int32).to(d), False)
+            return ChannelTables(chans.to(d), valid.to(d), torch.zeros(len(per), dtype=torch.int32).to(d), False,
+                                 max(1, max(len(c) for c in per)))
         return self.on_device(("fixed",), make, device)
+
+    def n_chans(self) -> int:
+        """Channels per block in this plan's tables (the kernels read that many columns)."""
+        return min(self.channels.top_k, self.hidden_size)
+
+    def params(self, run: "RunState", tables: "ChannelTables", prefix: int, grid: Grid, n_tok: int) -> torch.Tensor:
+        """This call's StepParams, packed (a CPU tensor: what a compiled graph must not bake in)."""
+        lo, hi = run.bounds
+        return StepParams(self.alpha, lo, hi, self.channels.threshold, tables.detect, prefix,
+                          grid[0] * grid[1] * grid[2], n_tok, tables.n_chans).pack()
 
     # -- the hot path -----------------------------------------------------------------
     def steer_block(self, h: torch.Tensor, ref: BlockRef, ctx: "CallContext", transformer_options) -> None:
         """Steer block ``ref``'s output ``h`` in place for this call.
 
-        No host read of any tensor and no Python branch on per-call state while compiled:
-        which rows are steered (CFG chunk, sigma window) and whether channels still have to
-        be detected are decided by the kernels from ``ctx``'s tensors (see stas_core.steer_fast).
+        While compiled, everything read here is either fixed for the patched model (family,
+        block row, the block's token offset derived in the traced frame) or a tensor of
+        ``ctx.call``: which rows are steered (CFG chunk, sigma window), the settings, the
+        geometry and whether channels still have to be detected are decided by the op.
         """
         if not (ctx.active or compiling()):  # eager: no row of this call is ever steered
             return
-        grid = self.family.call_grid(ctx.grid, transformer_options)
-        start = self.family.visual_start(ref.kind, transformer_options, ctx.prefix)
-        n_vis = grid[0] * grid[1] * grid[2]
-        if start + n_vis > h.shape[1]:
-            raise RuntimeError(
-                f"STAS: {self.family.name} block {ref.flat} has {h.shape[1]} tokens, fewer than the {n_vis} video tokens "
-                f"of grid {grid} after {start} others. This model variant lays tokens out in a way STAS does not know; "
-                "please report it with the workflow.")
-        token_idx = ctx.token_idx if tuple(grid) == tuple(ctx.grid) else self.token_idx(grid, h.device)
-        tb, pos = ctx.tables, self._pos[ref.flat]
-        lo, hi = self.run_bounds(ctx.run)
+        pos = self._pos[ref.flat]
+        offset = self.family.visual_start(ref.kind, transformer_options, 0)
         observers = transformer_options.get(STEER_OBSERVERS)  # an MA Recorder recording this call, else None
         if observers and not compiling():
-            self._steer_observed(observers, h, ref, ctx, grid, start, n_vis, token_idx, tb, pos)
+            self._steer_observed(observers, h, ref, ctx, pos, offset)
             return
-        steer_block(h, tb.chans, tb.valid, tb.need, pos, token_idx, ctx.row_lam, ctx.sigma, start, n_vis, lo, hi,
-                    self.alpha, self.channels.threshold, tb.detect)
+        steer_block(h, ctx.call, pos, offset)
 
-    def _steer_observed(self, observers, h, ref, ctx, grid, start, n_vis, token_idx, tb, pos) -> None:
+    def _steer_observed(self, observers, h, ref, ctx, pos, offset) -> None:
         """Eager path of a recorded call: observers see the values before and after steering.
         The recorder reads sigma on the host in the calls it records, so this may too."""
-        lo, hi = self.run_bounds(ctx.run)
-        if tb.detect:
-            detect_gated_(h, start, n_vis, tb.chans, tb.valid, tb.need, pos, ctx.row_lam, ctx.sigma, lo, hi,
-                          self.channels.threshold)
-        steered = self.run_window(ctx.run).contains(float(ctx.sigma.reshape(-1)[0]))
+        call = ctx.call
+        p = StepParams.unpack(call.params)
+        start = offset + p.prefix
+        detect_block_(h, call, pos, offset)
+        steered = ctx.run.window.contains(float(call.sigma.reshape(-1)[0]))
+        seen = (ref, h, start, ctx.grid, call.token_idx[:p.n_tok], call.chans[pos, :p.n_chans],
+                call.valid[pos, :p.n_chans], ctx.rows)
         if steered:
             for o in observers:
-                o.stas_steer("before", ref, h, start, grid, token_idx, tb.chans[pos], tb.valid[pos], ctx.rows)
-        steer_gated_(h, start, n_vis, token_idx, tb.chans, tb.valid, pos, ctx.row_lam, ctx.sigma, lo, hi, self.alpha)
+                o.stas_steer("before", *seen)
+        steer_only_(h, call, pos, offset)
         if steered:
             for o in observers:
-                o.stas_steer("after", ref, h, start, grid, token_idx, tb.chans[pos], tb.valid[pos], ctx.rows)
+                o.stas_steer("after", *seen)
 
 
 @dataclass(frozen=True)
@@ -181,6 +185,7 @@ class ChannelTables:
     valid: torch.Tensor
     need: torch.Tensor
     detect: bool
+    n_chans: int  # columns in use (the tables have MAX_CHANNELS, one shape whatever the settings)
 
     def __deepcopy__(self, memo):
         return self
@@ -209,10 +214,10 @@ class RunState:
             with self._lock:
                 got = self.tables.get(device)
                 if got is None:
-                    n, k = len(plan.blocks), min(plan.channels.top_k, plan.hidden_size)
-                    got = ChannelTables(torch.zeros(n, k, dtype=torch.long, device=device),
-                                        torch.zeros(n, k, dtype=torch.bool, device=device),
-                                        torch.ones(n, dtype=torch.int32, device=device), True)
+                    n = len(plan.blocks)
+                    got = ChannelTables(torch.zeros(n, MAX_CHANNELS, dtype=torch.long, device=device),
+                                        torch.zeros(n, MAX_CHANNELS, dtype=torch.bool, device=device),
+                                        torch.ones(n, dtype=torch.int32, device=device), True, plan.n_chans())
                     self.tables[device] = got
         return got
 
@@ -221,9 +226,9 @@ class RunState:
 class CallContext:
     """What one model call tells the block hooks (lives in that call's transformer_options).
 
-    Host-side facts (grid, prefix, rows, active) are the same for every call of a run; what
-    varies from call to call reaches the kernels as tensors (sigma, row_lam, tables), so a
-    compiled graph that reads them stays right when they change."""
+    The host-side fields serve the eager paths only (a compiled graph keeps the values of the
+    call it was traced in); what the op needs reaches it through ``call``'s tensors, so a
+    compiled graph that reads them stays right when settings, window, mask or grid change."""
 
     grid: Grid
     prefix: int
@@ -231,10 +236,7 @@ class CallContext:
     active: bool                     # some row's CFG chunk is steered (the window is checked on the device)
     run: RunState
     diffusion_model: Any
-    sigma: torch.Tensor              # this call's sigma per row, on the device
-    row_lam: torch.Tensor            # float32 [B]: blend per row, 0 for rows not steered
-    token_idx: torch.Tensor          # steered tokens of ``grid``
-    tables: ChannelTables
+    call: SteerCall                  # tables, tokens, row blends, sigma and packed settings of this call
     steer = True  # block patches hand every STAS call to StasPlan.steer_block, which decides on the device
 
     def __deepcopy__(self, memo):
@@ -258,18 +260,13 @@ class ApplyModelWrapper(_Shared):
         steered = run.passes.indices(plan.apply_to, executor.class_obj)
         picked = cond_rows(transformer_options.get("cond_or_uncond"), x.shape[0], steered)
         grid = plan.family.grid(dm, tuple(x.shape))
-        ctx = CallContext(
-            grid=grid,
-            prefix=plan.family.prefix_tokens(dm, kwargs),
-            rows=None if len(picked) == x.shape[0] else picked,
-            active=len(picked) > 0,
-            run=run,
-            diffusion_model=dm,
-            sigma=t if t.device == dev else t.to(dev),
-            row_lam=plan.row_lam(x.shape[0], picked, dev),
-            token_idx=plan.token_idx(grid, dev),
-            tables=run.tables_for(plan, dev) if plan.auto else plan.fixed_tables(dev),
-        )
+        prefix = plan.family.prefix_tokens(dm, kwargs)
+        tables = run.tables_for(plan, dev) if plan.auto else plan.fixed_tables(dev)
+        token_idx, n_tok = plan.token_idx(grid, dev)
+        call = SteerCall(tables.chans, tables.valid, tables.need, token_idx, plan.row_lam(x.shape[0], picked, dev),
+                         t if t.device == dev else t.to(dev), plan.params(run, tables, prefix, grid, n_tok))
+        ctx = CallContext(grid=grid, prefix=prefix, rows=None if len(picked) == x.shape[0] else picked,
+                          active=len(picked) > 0, run=run, diffusion_model=dm, call=call)
         transformer_options = {**transformer_options, plan.key: ctx}
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
 
@@ -441,10 +438,24 @@ def chain_block_patches(m, plan) -> None:
             m.add_object_patch(name, BlockForwardPatch(plan, ref, m.object_patches.get(name)))
 
 
+def stable_key(model, prefix: str) -> str:
+    """``prefix.<n>``, n counting the plans of this kind already on ``model``: the same for the
+    same chain of nodes in every run, so a compiled graph (which keeps the keys it was traced
+    with) finds its context again when a node re-runs with other settings."""
+    import comfy.patcher_extension as pe
+
+    taken = model.wrappers.get(pe.WrappersMP.APPLY_MODEL, {})
+    n = 0
+    while f"{prefix}.{n}" in taken:
+        n += 1
+    return f"{prefix}.{n}"
+
+
 def install(model, plan: StasPlan, validate_latent):
     """Return a clone of ``model`` (a ModelPatcher) with ``plan`` installed; ``model`` is untouched."""
     import comfy.patcher_extension as pe
 
+    plan.key = stable_key(model, WRAPPER_KEY)
     m = model.clone()
     chain_block_patches(m, plan)
     m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, plan.key, ApplyModelWrapper(plan))

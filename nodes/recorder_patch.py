@@ -28,8 +28,7 @@ visualizer reports it.
 from __future__ import annotations
 
 import logging
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -38,7 +37,7 @@ from ..stas_core.channels import detect_ma_channels
 from ..stas_core.record import (Recording, RunLayout, RunRecording, channel_stats, describe_bytes,
                                 fingerprint, flush_to_cpu, kept_rows_cols, parse_steps, stride_for)
 from .families import BlockRef, Family
-from .patching import STEER_OBSERVERS, WRAPPER_KEY, _Shared, chain_block_patches
+from .patching import STEER_OBSERVERS, WRAPPER_KEY, _Shared, chain_block_patches, stable_key
 
 RECORDER_KEY = WRAPPER_KEY + ".recorder"
 log = logging.getLogger("comfyui-stas")
@@ -57,7 +56,7 @@ class RecorderPlan(_Shared):
     hidden_size: int
     n_blocks: int
     recording: Recording
-    key: str = field(default_factory=lambda: f"{RECORDER_KEY}.{uuid.uuid4().hex[:8]}")
+    key: str = RECORDER_KEY + ".0"  # set by ``install_recorder`` (see ``patching.stable_key``)
 
     def __deepcopy__(self, memo):
         return self
@@ -374,6 +373,7 @@ def install_recorder(model, plan: RecorderPlan):
     already there (STAS included: placed after STAS, the recorder sees the steered output)."""
     import comfy.patcher_extension as pe
 
+    plan.key = stable_key(model, RECORDER_KEY)
     m = model.clone()
     chain_block_patches(m, plan)
     m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, plan.key, RecApplyModel(plan))

@@ -5,7 +5,7 @@ import logging
 
 from comfy_api.latest import io
 
-from ..stas_core.channels import parse_channels
+from ..stas_core.channels import MAX_CHANNELS, parse_channels
 from ..stas_core.layout import BoundarySpec
 from ..stas_core.schedule import SigmaWindow
 from .families import family_of, select_blocks
@@ -38,6 +38,10 @@ def check_profile(profile, model, family: str, hidden: int, n_blocks: int, block
                             model_fingerprint(model) if profile.fingerprint is not None else None)
     except ValueError as e:
         raise ValueError(f"STAS Model Patch: {e}") from None
+    most = max(len(profile.channels_for(b) or ()) for b in blocks)
+    if most > MAX_CHANNELS:
+        raise ValueError(f"STAS Model Patch: the profile lists {most} channels for one block, more than the "
+                         f"{MAX_CHANNELS} STAS steers per block. Record it again with a smaller top_k.")
     if profile.fingerprint is None:
         log.warning("STAS Model Patch: the connected MA profile has no model fingerprint (saved by an older "
                     "comfyui-stas), so only its family, hidden size and block count were checked. Save it again "
@@ -71,7 +75,7 @@ class StasModelPatch(io.ComfyNode):
                                 tooltip="'auto' detects the massive-activation channels at the first steered step of each run; or list channel indices like '12,407'."),
                 io.Float.Input("threshold", default=50.0, min=1.0, max=100000.0, step=1.0,
                                tooltip="auto channels: a channel counts as massive when its peak |h| is at least this many times the mean |h| of the hidden state."),
-                io.Int.Input("top_k", default=4, min=1, max=64,
+                io.Int.Input("top_k", default=4, min=1, max=MAX_CHANNELS,
                              tooltip="auto channels: keep at most this many channels (the strongest)."),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Start of steering, as a fraction of denoising (0 = from the first step), mapped to sigma by the sampler's model. A step on a boundary belongs to the later window (README, 'Compatibility', gives the exact rule)."),
@@ -94,9 +98,12 @@ class StasModelPatch(io.ComfyNode):
         dm = model.get_model_object("diffusion_model")
         fam = family_of(dm)
         refs = select_blocks(fam, dm, blocks)
-        sel = parse_channels(channels, threshold, top_k)
         hidden = fam.hidden_size(dm)
-        sel.validate(hidden)
+        try:
+            sel = parse_channels(channels, threshold, top_k)
+            sel.validate(hidden)
+        except ValueError as e:
+            raise ValueError(f"STAS Model Patch: {e}") from None
         if profile is not None:
             if not sel.auto:
                 raise ValueError("STAS Model Patch: both a profile and an explicit channel list are given. "

@@ -12,6 +12,10 @@ from typing import Optional, Tuple
 
 import torch
 
+MAX_CHANNELS = 64
+"""Most channels steered per block (explicit lists, profiles and top_k alike): MAs are a handful
+of channels, and the kernels keep one block's channels in registers."""
+
 
 @dataclass(frozen=True)
 class ChannelSelection:
@@ -33,8 +37,12 @@ class ChannelSelection:
                 raise ValueError(
                     f"channels: {bad} out of range for this model's hidden size {hidden_size} "
                     f"(valid 0-{hidden_size - 1}); use 'auto' to detect the MA channels.")
-        if self.top_k < 1:
-            raise ValueError("channels: top_k must be at least 1.")
+        if self.explicit is not None and len(self.explicit) > MAX_CHANNELS:
+            raise ValueError(
+                f"channels: {len(self.explicit)} channels listed, more than the {MAX_CHANNELS} STAS steers per block; "
+                "massive activations sit in a handful of channels: list only those, or use 'auto'.")
+        if not 1 <= self.top_k <= MAX_CHANNELS:
+            raise ValueError(f"channels: top_k must lie in 1-{MAX_CHANNELS}, got {self.top_k}.")
 
 
 def parse_channels(text: str, threshold: float = 50.0, top_k: int = 4) -> ChannelSelection:
@@ -82,9 +90,11 @@ def detect_ma_channels(h_visual: torch.Tensor, threshold: float, top_k: int) -> 
 
     Returns (indices int64 [k], valid bool [k], ratio float32 [k]); ``valid`` is False for
     channels under ``threshold``, which the steering op then leaves untouched (a mask, not a
-    Python branch on tensor values, so no sync and no recompile under torch.compile).
+    Python branch on tensor values, so no sync and no recompile under torch.compile).  A NaN
+    ratio (a NaN in the activations) ranks lowest and is never valid; +Inf ranks highest.
     """
     ratio = ma_ratio(h_visual)
+    ratio = torch.where(torch.isnan(ratio), torch.full_like(ratio, -torch.inf), ratio)
     k = min(int(top_k), ratio.shape[0])
     top, idx = torch.topk(ratio, k)
     return idx, top >= float(threshold), top

@@ -10,7 +10,10 @@ sign(0) is taken as +1 so that a zero entry is still pulled to the reference mag
 rather than silently left at zero.  Math runs in float32 and the result is clamped to the
 finite range of the activation dtype (alpha * max can overflow fp16).
 
-Cost: only the K selected channels of the visual tokens are read ([R, N, K], a few MB) and
+``steer_rows_`` is the one torch implementation of this math (the hot path's fallback calls
+it; the Triton kernels are tested against it); ``steer_`` is the op as the paper states it.
+
+Cost: only the K selected channels of the visual tokens are read ([B, N, K], a few MB) and
 only |S| * K values are written; nothing the size of the hidden state is allocated, and
 nothing reads a tensor value on the host, so there is no synchronisation.
 """
@@ -19,6 +22,28 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+
+
+def steer_rows_(h: torch.Tensor, vis_start: int, n_visual: int, token_idx: torch.Tensor, channels: torch.Tensor,
+                valid: torch.Tensor, weight: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Steer ``h`` [B, L, D] in place with a blend per row and return it.
+
+    token_idx int64 [S] (relative to vis_start), channels int64 [K], valid bool [K] (False
+    leaves a channel alone), weight float32 [B] (the blend of each row; 0 leaves it alone).
+    """
+    vis = h.narrow(1, vis_start, n_visual)
+    sel = vis.index_select(2, channels)                                      # [B, N, K]
+    ref = sel.abs().amax(dim=1, keepdim=True).float() * float(alpha)         # [B, 1, K]
+    cur = sel.index_select(1, token_idx).float()                             # [B, S, K]
+    target = torch.where(cur >= 0, ref, -ref)
+    w = weight.to(device=h.device, dtype=torch.float32)[:, None, None]
+    new = torch.lerp(cur, target, w.expand_as(cur))
+    if h.dtype.is_floating_point:
+        fi = torch.finfo(h.dtype)
+        new = new.clamp(fi.min, fi.max)
+    new = torch.where((w == 0) | ~valid[None, None, :], cur, new)  # untouched values written back as read
+    vis[:, token_idx[:, None], channels[None, :]] = new.to(h.dtype)
+    return h
 
 
 def steer_(
@@ -44,19 +69,8 @@ def steer_(
     if vis_start < 0 or vis_start + n_visual > h.shape[1]:
         raise ValueError(
             f"steer_: visual tokens [{vis_start}, {vis_start + n_visual}) fall outside the {h.shape[1]} tokens of the block output.")
-    vis = h.narrow(1, vis_start, n_visual)
-    sel = vis.index_select(2, channels)                       # [B, N, K], K tiny
-    if rows is not None:
-        sel = sel.index_select(0, rows)                       # [R, N, K]
-    ref = sel.abs().amax(dim=1, keepdim=True).float() * float(alpha)   # [R, 1, K]
-    cur = sel.index_select(1, token_idx).float()               # [R, S, K]
-    target = torch.where(cur >= 0, ref, -ref)
-    new = torch.lerp(cur, target, float(lam)) if lam != 1.0 else target
-    if valid is not None:
-        new = torch.where(valid, new, cur)
-    if h.dtype.is_floating_point:
-        fi = torch.finfo(h.dtype)
-        new = new.clamp(fi.min, fi.max)
-    r_idx = rows if rows is not None else torch.arange(h.shape[0], device=h.device)
-    vis.index_put_((r_idx[:, None, None], token_idx[None, :, None], channels[None, None, :]), new.to(h.dtype))
-    return h
+    weight = torch.zeros(h.shape[0], dtype=torch.float32, device=h.device)
+    weight[rows if rows is not None else slice(None)] = float(lam)
+    if valid is None:
+        valid = torch.ones(channels.shape, dtype=torch.bool, device=h.device)
+    return steer_rows_(h, vis_start, n_visual, token_idx, channels, valid, weight, alpha)

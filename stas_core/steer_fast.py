@@ -6,7 +6,7 @@ thousands of times per video without costing anything measurable:
 * **Gated on the device.** Whether a row is steered this call (its CFG chunk is picked and
   its sigma lies in the window ``lo < sigma <= hi``) and whether a block still has to
   detect its channels (the ``need`` flag of this run) are tensor values that the kernels
-  read themselves.  The host never reads a tensor (no synchronisation), and a compiled
+  read themselves.  The host never reads a device tensor (no synchronisation), and a compiled
   graph holds no Python branch on per-call state.  That matters under ComfyUI's
   TorchCompileModel, whose guard filter drops every guard on ``transformer_options``: a
   Python ``if`` there would freeze the first call's decision into every later call.
@@ -17,7 +17,10 @@ thousands of times per video without costing anything measurable:
   ``torch.where``, so it stays sync-free too).
 * **Opaque to torch.compile.** Under compilation the call goes through the custom op
   ``comfyui_stas::steer_block_`` (in-place on ``h`` and the run's channel tables): no graph
-  break, nothing to recompile, and inductor keeps the hidden state in place.
+  break, nothing to recompile, and inductor keeps the hidden state in place.  Everything
+  that may change between runs of one compiled model (alpha, window, threshold, mask,
+  resolution, channels) reaches the op as a tensor input (per-run scalars packed into one
+  small CPU tensor, read by the op's body), never as a constant baked into the graph.
 
 Set ``STAS_DISABLE_TRITON=1`` to force the torch fallback (used by the benchmark and as an
 escape hatch should a Triton build misbehave on some GPU).
@@ -26,57 +29,123 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import nullcontext
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 
-from .channels import detect_ma_channels
-# The sigma window as float32 bounds (lo < sigma <= hi): defined with all window logic in .schedule.
-from .schedule import ALWAYS, F32_MAX, f32_floor, window_bounds  # noqa: F401
+from .channels import MAX_CHANNELS, detect_ma_channels
+from .steer import steer_rows_
 
 log = logging.getLogger(__name__)
 
-# -- torch fallback (any device; also the reference the kernels are tested against) --------
 
-def _row_weights(row_lam: torch.Tensor, sigma: torch.Tensor, n_rows: int, lo: float, hi: float) -> torch.Tensor:
-    s = sigma.reshape(-1)
+# -- what one call of the op gets -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class StepParams:
+    """The per-call scalars of the op.  They travel as one small float64 CPU tensor (``pack``)
+    so that a compiled graph takes them as an input instead of baking them in; the op's body
+    reads it on the host, which costs no device synchronisation."""
+
+    alpha: float
+    lo: float            # the sigma window: rows are steered where lo < sigma <= hi
+    hi: float
+    threshold: float     # auto detection: minimum peak-to-mean ratio
+    detect: bool         # auto channels (the tables' ``need`` flags say which blocks still detect)
+    prefix: int          # tokens before the video tokens (reference latents), after the block's own offset
+    n_visual: int        # video tokens: T * H * W of this call's grid
+    n_tok: int           # steered tokens: the first n_tok entries of SteerCall.token_idx
+    n_chans: int         # channels per block: the first n_chans columns of the tables
+
+    def pack(self) -> torch.Tensor:
+        return torch.tensor([self.alpha, self.lo, self.hi, self.threshold, float(self.detect), self.prefix,
+                             self.n_visual, self.n_tok, self.n_chans], dtype=torch.float64)
+
+    @classmethod
+    def unpack(cls, t: torch.Tensor) -> "StepParams":
+        a, lo, hi, th, det, pre, nv, nt, nc = t.tolist()
+        return cls(a, lo, hi, th, det != 0.0, int(pre), int(nv), int(nt), int(nc))
+
+
+@dataclass(frozen=True)
+class SteerCall:
+    """The tensors of one model call for one STAS plan (all on ``h``'s device except params).
+
+    chans int64 / valid bool [n_blocks, >= n_chans] and need int32 [n_blocks]: the run's
+    channel tables (row ``pos`` per block; detection writes them).  token_idx int64
+    [>= n_tok]: steered tokens relative to the first video token.  row_lam float32 [B]: the
+    blend of each row (0 = not steered).  sigma [B] or [1].  params: ``StepParams.pack()``.
+    """
+
+    chans: torch.Tensor
+    valid: torch.Tensor
+    need: torch.Tensor
+    token_idx: torch.Tensor
+    row_lam: torch.Tensor
+    sigma: torch.Tensor
+    params: torch.Tensor
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+@dataclass(frozen=True)
+class BlockView:
+    """One block output as the implementations see it: geometry resolved, scalars unpacked."""
+
+    h: torch.Tensor
+    call: SteerCall
+    p: StepParams
+    pos: int
+    vis_start: int
+
+
+def view_of(h: torch.Tensor, call: SteerCall, pos: int, vis_offset: int) -> BlockView:
+    """Resolve this call's geometry, refusing any that would index outside ``h``."""
+    p = StepParams.unpack(call.params)
+    vis_start = int(vis_offset) + p.prefix
+    if h.dim() != 3 or vis_start < 0 or vis_start + p.n_visual > h.shape[1]:
+        raise RuntimeError(
+            f"STAS: a steered block output of shape {tuple(h.shape)} has fewer than the {p.n_visual} video tokens "
+            f"after {vis_start} others. This model variant lays tokens out in a way STAS does not know; "
+            "please report it with the workflow.")
+    if not (0 <= p.n_tok <= min(p.n_visual, call.token_idx.numel())
+            and 0 < p.n_chans <= min(MAX_CHANNELS, call.chans.shape[-1], h.shape[-1])):
+        raise RuntimeError(f"STAS: inconsistent call parameters {p} for tables {tuple(call.chans.shape)}.")
+    return BlockView(h, call, p, pos, vis_start)
+
+
+# -- torch fallback (any device) ------------------------------------------------------------
+
+def _row_weights(v: BlockView) -> torch.Tensor:
+    """float32 [B]: row_lam inside the sigma window, 0 outside (decided on the device)."""
+    row_lam, n_rows = v.call.row_lam, v.h.shape[0]
+    s = v.call.sigma.reshape(-1)
     if s.numel() != n_rows:
         s = s[torch.arange(n_rows, device=s.device) % s.numel()]
     s = s.to(device=row_lam.device, dtype=torch.float32)
-    return torch.where((s > lo) & (s <= hi), row_lam, torch.zeros_like(row_lam))
+    return torch.where((s > v.p.lo) & (s <= v.p.hi), row_lam, torch.zeros_like(row_lam))
 
 
-def steer_gated_torch_(h, vis_start, n_visual, token_idx, chans, valid, pos, row_lam, sigma, lo, hi, alpha):
-    """``steer.steer_`` with per-row blends ``row_lam`` [B] (0 = row untouched) and the window
-    decided on the device.  chans/valid: tables [n_blocks, K]; row ``pos`` is used."""
-    w = _row_weights(row_lam, sigma, h.shape[0], lo, hi)                     # [B]
-    ch = chans[pos]
-    vis = h.narrow(1, vis_start, n_visual)
-    sel = vis.index_select(2, ch)                                            # [B, N, K]
-    ref = sel.abs().amax(dim=1, keepdim=True).float() * float(alpha)         # [B, 1, K]
-    cur = sel.index_select(1, token_idx).float()                             # [B, S, K]
-    target = torch.where(cur >= 0, ref, -ref)
-    new = torch.lerp(cur, target, w[:, None, None].expand_as(cur))
-    keep = (w == 0)[:, None, None] | ~valid[pos][None, None, :]
-    new = torch.where(keep, cur, new)
-    if h.dtype.is_floating_point:
-        fi = torch.finfo(h.dtype)
-        new = new.clamp(fi.min, fi.max)
-    vis[:, token_idx[:, None], ch[None, :]] = new.to(h.dtype)
-    return h
+def steer_torch_(v: BlockView) -> None:
+    """``steer.steer_rows_`` with the window applied to the row blends on the device."""
+    k, c = v.p.n_chans, v.call
+    steer_rows_(v.h, v.vis_start, v.p.n_visual, c.token_idx[:v.p.n_tok], c.chans[v.pos, :k], c.valid[v.pos, :k],
+                _row_weights(v), v.p.alpha)
 
 
-def detect_gated_torch_(h, vis_start, n_visual, chans, valid, need, pos, row_lam, sigma, lo, hi, threshold):
+def detect_torch_(v: BlockView) -> None:
     """Auto channel detection into table row ``pos`` while ``need[pos]`` is set and some row is
     steered (then clears it).  Computes every call and blends with ``torch.where``: no sync."""
-    k_max = chans.shape[-1]
-    idx, ok, _ = detect_ma_channels(h.narrow(1, vis_start, n_visual), threshold, k_max)
+    c, pos = v.call, v.pos
+    idx, ok, _ = detect_ma_channels(v.h.narrow(1, v.vis_start, v.p.n_visual), v.p.threshold, v.p.n_chans)
     k = idx.numel()
-    w = _row_weights(row_lam, sigma, h.shape[0], lo, hi)
-    on = (need[pos] != 0) & (w != 0).any()
-    chans[pos, :k] = torch.where(on, idx, chans[pos, :k])
-    valid[pos, :k] = torch.where(on, ok, valid[pos, :k])
-    need[pos] = torch.where(on, torch.zeros_like(need[pos]), need[pos])
+    on = (c.need[pos] != 0) & (_row_weights(v) != 0).any()
+    c.chans[pos, :k] = torch.where(on, idx, c.chans[pos, :k])
+    c.valid[pos, :k] = torch.where(on, ok, c.valid[pos, :k])
+    c.need[pos] = torch.where(on, torch.zeros_like(c.need[pos]), c.need[pos])
 
 
 # -- dispatch --------------------------------------------------------------------------------
@@ -104,45 +173,48 @@ def _device_supported(device: torch.device) -> bool:
 
 
 def uses_triton(h: torch.Tensor) -> bool:
-    """True when ``steer_block_`` takes the Triton path for a tensor like ``h``."""
+    """True when the op takes the Triton path for a tensor like ``h``."""
     return h.is_cuda and _triton_module() is not None and _device_supported(h.device)
 
 
-def detect_gated_(h, vis_start, n_visual, chans, valid, need, pos, row_lam, sigma, lo, hi, threshold) -> None:
-    """Auto channel detection of one block into row ``pos`` of this run's tables, done on the
+def device_guard(h: torch.Tensor):
+    """Make ``h``'s GPU current while kernels launch (Triton launches on the current device)."""
+    return torch.cuda.device(h.device) if h.is_cuda else nullcontext()
+
+
+def detect_block_(h: torch.Tensor, call: SteerCall, pos: int, vis_offset: int = 0) -> None:
+    """Auto channel detection of one block into row ``pos`` of the run's tables, done on the
     device only while ``need[pos]`` is set and some row is steered this call (then cleared)."""
+    v = view_of(h, call, pos, vis_offset)
+    if not v.p.detect:
+        return
     if uses_triton(h):
-        _triton_module().detect_triton_(h, vis_start, n_visual, chans, valid, need, pos, row_lam, sigma, lo, hi,
-                                        threshold)
+        with device_guard(h):
+            _triton_module().detect_triton_(v)
     else:
-        detect_gated_torch_(h, vis_start, n_visual, chans, valid, need, pos, row_lam, sigma, lo, hi, threshold)
+        detect_torch_(v)
 
 
-def steer_gated_(h, vis_start, n_visual, token_idx, chans, valid, pos, row_lam, sigma, lo, hi, alpha) -> None:
-    """Steer the rows of ``h`` that this call steers (see ``steer_block_``), in place."""
+def steer_only_(h: torch.Tensor, call: SteerCall, pos: int, vis_offset: int = 0) -> None:
+    """Steer the rows of ``h`` that this call steers, in place, with the channels in the tables."""
+    v = view_of(h, call, pos, vis_offset)
     if uses_triton(h):
-        _triton_module().steer_triton_(h, vis_start, n_visual, token_idx, chans, valid, pos, row_lam, sigma, lo, hi,
-                                       alpha)
+        with device_guard(h):
+            _triton_module().steer_triton_(v)
     else:
-        steer_gated_torch_(h, vis_start, n_visual, token_idx, chans, valid, pos, row_lam, sigma, lo, hi, alpha)
+        steer_torch_(v)
 
 
-def steer_block_(h: torch.Tensor, chans: torch.Tensor, valid: torch.Tensor, need: torch.Tensor, pos: int,
-                 token_idx: torch.Tensor, row_lam: torch.Tensor, sigma: torch.Tensor,
-                 vis_start: int, n_visual: int, lo: float, hi: float, alpha: float,
-                 threshold: float, detect: bool) -> None:
-    """Steer one block output ``h`` [B, L, D] in place (eager entry point).
+def steer_block_(h: torch.Tensor, call: SteerCall, pos: int, vis_offset: int = 0) -> None:
+    """Steer one block output ``h`` [B, L, D] in place (eager entry point): detect the
+    channels first where this run still has to (auto mode), then steer.
 
-    chans int64 / valid bool [n_blocks, K] and need int32 [n_blocks]: this run's channel
-    tables; row ``pos`` belongs to this block.  With ``detect`` the channels are detected
-    into them first (once per run: ``need[pos]`` is then cleared on the device).
-    token_idx int64 [S]: steered tokens relative to ``vis_start``.  row_lam float32 [B]:
-    the blend of each batch row (0 = not steered).  sigma [B] or [1]: this call's sigma;
-    rows are steered only where ``lo < sigma <= hi``.  All tensors on ``h``'s device.
+    ``pos``: the block's row in the tables.  ``vis_offset``: the block's own offset of the
+    video tokens (e.g. the text tokens before them in a single-stream block), to which the
+    call's ``prefix`` is added.
     """
-    if detect:
-        detect_gated_(h, vis_start, n_visual, chans, valid, need, pos, row_lam, sigma, lo, hi, threshold)
-    steer_gated_(h, vis_start, n_visual, token_idx, chans, valid, pos, row_lam, sigma, lo, hi, alpha)
+    detect_block_(h, call, pos, vis_offset)
+    steer_only_(h, call, pos, vis_offset)
 
 
 # -- torch.compile: the same call as one opaque custom op ------------------------------------
@@ -164,16 +236,13 @@ def _register_op():
         return None
 
     @custom_op(OP_NAME, mutates_args=("h", "chans", "valid", "need"))
-    def _op(h: torch.Tensor, chans: torch.Tensor, valid: torch.Tensor, need: torch.Tensor, pos: int,
-            token_idx: torch.Tensor, row_lam: torch.Tensor, sigma: torch.Tensor,
-            vis_start: int, n_visual: int, lo: float, hi: float, alpha: float,
-            threshold: float, detect: bool) -> None:
-        steer_block_(h, chans, valid, need, pos, token_idx, row_lam, sigma, vis_start, n_visual, lo, hi,
-                     alpha, threshold, detect)
+    def _op(h: torch.Tensor, chans: torch.Tensor, valid: torch.Tensor, need: torch.Tensor,
+            token_idx: torch.Tensor, row_lam: torch.Tensor, sigma: torch.Tensor, params: torch.Tensor,
+            pos: int, vis_offset: int) -> None:
+        steer_block_(h, SteerCall(chans, valid, need, token_idx, row_lam, sigma, params), pos, vis_offset)
 
     @_op.register_fake
-    def _(h, chans, valid, need, pos, token_idx, row_lam, sigma, vis_start, n_visual, lo, hi, alpha,
-          threshold, detect):
+    def _(h, chans, valid, need, token_idx, row_lam, sigma, params, pos, vis_offset):
         return None
 
     return _op
@@ -198,12 +267,10 @@ def compiling() -> bool:
     return bool(_is_compiling())
 
 
-def steer_block(h, chans, valid, need, pos, token_idx, row_lam, sigma, vis_start, n_visual, lo, hi, alpha,
-                threshold, detect) -> None:
+def steer_block(h: torch.Tensor, call: SteerCall, pos: int, vis_offset: int = 0) -> None:
     """``steer_block_``, routed through the custom op while torch.compile traces."""
     if _OP is not None and compiling():
-        _OP(h, chans, valid, need, pos, token_idx, row_lam, sigma, vis_start, n_visual, lo, hi, alpha,
-            threshold, detect)
+        _OP(h, call.chans, call.valid, call.need, call.token_idx, call.row_lam, call.sigma, call.params, pos,
+            vis_offset)
     else:
-        steer_block_(h, chans, valid, need, pos, token_idx, row_lam, sigma, vis_start, n_visual, lo, hi, alpha,
-                     threshold, detect)
+        steer_block_(h, call, pos, vis_offset)

@@ -41,19 +41,20 @@ def _any_row_steered(row_lam_ptr, sigma_ptr, sigma_numel, n_rows, lo, hi):
 
 @triton.jit
 def _steer_reduce_kernel(h_ptr, stride_b, stride_n, stride_d, vis_start, n_vis,
-                         chans_ptr, pos, n_chans,
+                         chans_ptr, valid_ptr, tab_stride, pos, n_chans,
                          row_lam_ptr, sigma_ptr, sigma_numel, lo, hi,
                          part_ptr, n_chunks,
                          KP: tl.constexpr, BLOCK_N: tl.constexpr):
-    """part[b, chunk, k] = max |h[b, vis_start + n, chans[pos, k]]| over this chunk's tokens."""
+    """part[b, chunk, k] = max |h[b, vis_start + n, chans[pos, k]]| over this chunk's tokens
+    (valid channels only: an invalid table entry is never used as an index)."""
     chunk = tl.program_id(0)
     b = tl.program_id(1)
     w = _row_weight(row_lam_ptr, sigma_ptr, sigma_numel, b, lo, hi)
     if w == 0.0:
         return
     kk = tl.arange(0, KP)
-    kmask = kk < n_chans
-    ch = tl.load(chans_ptr + pos * n_chans + kk, mask=kmask, other=0).to(tl.int64)
+    kmask = (kk < n_chans) & (tl.load(valid_ptr + pos * tab_stride + kk, mask=kk < n_chans, other=0) != 0)
+    ch = tl.load(chans_ptr + pos * tab_stride + kk, mask=kmask, other=0).to(tl.int64)
     n = chunk * BLOCK_N + tl.arange(0, BLOCK_N)
     nmask = n < n_vis
     row = h_ptr + b.to(tl.int64) * stride_b
@@ -65,7 +66,7 @@ def _steer_reduce_kernel(h_ptr, stride_b, stride_n, stride_d, vis_start, n_vis,
 
 @triton.jit
 def _steer_write_kernel(h_ptr, stride_b, stride_n, stride_d, vis_start,
-                        tok_ptr, n_tok, chans_ptr, valid_ptr, pos, n_chans,
+                        tok_ptr, n_tok, chans_ptr, valid_ptr, tab_stride, pos, n_chans,
                         row_lam_ptr, sigma_ptr, sigma_numel, lo, hi,
                         part_ptr, n_chunks, alpha, fmin, fmax,
                         KP: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -84,8 +85,8 @@ def _steer_write_kernel(h_ptr, stride_b, stride_n, stride_d, vis_start,
         p = tl.load(part_ptr + (b * n_chunks + c0 + cc)[:, None] * KP + kk[None, :], mask=cm[:, None], other=0.0)
         ref = tl.maximum(ref, tl.max(p, axis=0))
     ref = ref * alpha
-    ch = tl.load(chans_ptr + pos * n_chans + kk, mask=kmask, other=0).to(tl.int64)
-    ok = tl.load(valid_ptr + pos * n_chans + kk, mask=kmask, other=0) != 0
+    ok = tl.load(valid_ptr + pos * tab_stride + kk, mask=kmask, other=0) != 0
+    ch = tl.load(chans_ptr + pos * tab_stride + kk, mask=kmask & ok, other=0).to(tl.int64)
     s = sblk * BLOCK_S + tl.arange(0, BLOCK_S)
     smask = s < n_tok
     tok = tl.load(tok_ptr + s, mask=smask, other=0).to(tl.int64)
@@ -136,7 +137,7 @@ def _detect_partial_kernel(h_ptr, stride_b, stride_n, stride_d, vis_start, n_vis
 @triton.jit
 def _detect_final_kernel(need_ptr, pos, row_lam_ptr, sigma_ptr, sigma_numel, n_rows, lo, hi,
                          peak_ptr, sum_ptr, n_tchunks, n_dchunks, n_dim, n_elems, threshold,
-                         chans_ptr, valid_ptr, n_chans,
+                         chans_ptr, valid_ptr, tab_stride,
                          TOPK: tl.constexpr, DP: tl.constexpr, CB: tl.constexpr):
     """ratio[d] = max over rows of peak|h|[b, d] / mean|h|[b]; top-k into the block's tables."""
     need = tl.load(need_ptr + pos)
@@ -160,12 +161,14 @@ def _detect_final_kernel(need_ptr, pos, row_lam_ptr, sigma_ptr, sigma_numel, n_r
         mean = tl.sum(tot, axis=0) / n_elems
         mean = tl.maximum(mean, 1.1754943508222875e-38)
         ratio = tl.maximum(ratio, peak / mean)
-    ratio = tl.where(dmask, ratio, float("-inf"))
+    # a NaN ratio (NaN activations) ranks lowest and is never valid, like detect_ma_channels;
+    # the index stays below the hidden size whatever the ratios hold
+    ratio = tl.where(dmask & (ratio == ratio), ratio, float("-inf"))
     for j in tl.static_range(TOPK):
         m = tl.max(ratio, axis=0)
-        idx = tl.min(tl.where(ratio == m, dd, DP), axis=0)
-        tl.store(chans_ptr + pos * n_chans + j, idx.to(tl.int64))
-        tl.store(valid_ptr + pos * n_chans + j, (m >= threshold).to(tl.int8))
+        idx = tl.minimum(tl.min(tl.where(ratio == m, dd, DP), axis=0), n_dim - 1)
+        tl.store(chans_ptr + pos * tab_stride + j, idx.to(tl.int64))
+        tl.store(valid_ptr + pos * tab_stride + j, (m >= threshold).to(tl.int8))
         ratio = tl.where(dd == idx, float("-inf"), ratio)
     tl.store(need_ptr + pos, 0)
 
@@ -174,54 +177,69 @@ def _pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-def steer_triton_(h, vis_start, n_visual, token_idx, chans, valid, pos, row_lam, sigma, lo, hi, alpha):
-    """Gated steer of block output ``h`` [B, L, D] in place, two launches.
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """A 1-D contiguous view (or copy) of a small read-only input such as sigma."""
+    return t.reshape(-1).contiguous()
 
-    chans int64 / valid bool tables [n_blocks, K]; row ``pos`` is this block's.
-    """
+
+def _tables(v):
+    """chans / valid of the run with one row stride (they are written in place, never copied)."""
+    c = v.call
+    if c.chans.stride(-1) != 1 or c.valid.stride(-1) != 1 or c.chans.stride(0) != c.valid.stride(0):
+        raise RuntimeError("STAS: the channel tables must have contiguous rows of one stride.")
+    return c.chans, c.valid, c.chans.stride(0)
+
+
+def steer_triton_(v) -> None:
+    """Gated steer of a block (a steer_fast.BlockView) in place, two launches on ``h``'s device."""
+    h, p, c = v.h, v.p, v.call
     B = h.shape[0]
-    K = chans.shape[-1]
-    n_tok = token_idx.numel()
-    if n_tok == 0 or n_visual == 0 or B == 0:
-        return h
+    K = p.n_chans
+    if p.n_tok == 0 or p.n_visual == 0 or B == 0:
+        return
+    chans, valid, ts = _tables(v)
+    tok, row_lam, sigma = _flat(c.token_idx), _flat(c.row_lam), _flat(c.sigma)
     KP = _pow2(K)
     block_n = max(16, min(1024, 2048 // KP))
-    n_chunks = triton.cdiv(n_visual, block_n)
+    n_chunks = triton.cdiv(p.n_visual, block_n)
     part = torch.empty((B, n_chunks, KP), dtype=torch.float32, device=h.device)
     sb, sn, sd = h.stride()
     sig_n = sigma.numel()
     _steer_reduce_kernel[(n_chunks, B)](
-        h, sb, sn, sd, vis_start, n_visual, chans, pos, K, row_lam, sigma, sig_n, lo, hi,
+        h, sb, sn, sd, v.vis_start, p.n_visual, chans, valid, ts, v.pos, K, row_lam, sigma, sig_n, p.lo, p.hi,
         part, n_chunks, KP=KP, BLOCK_N=block_n)
     block_s = max(16, min(256, 1024 // KP))
     fi = torch.finfo(h.dtype)
-    _steer_write_kernel[(triton.cdiv(n_tok, block_s), B)](
-        h, sb, sn, sd, vis_start, token_idx, n_tok, chans, valid, pos, K, row_lam, sigma, sig_n, lo, hi,
-        part, n_chunks, float(alpha), float(fi.min), float(fi.max), KP=KP, BLOCK_S=block_s, BLOCK_C=64)
-    return h
+    _steer_write_kernel[(triton.cdiv(p.n_tok, block_s), B)](
+        h, sb, sn, sd, v.vis_start, tok, p.n_tok, chans, valid, ts, v.pos, K, row_lam, sigma, sig_n, p.lo, p.hi,
+        part, n_chunks, float(p.alpha), float(fi.min), float(fi.max), KP=KP, BLOCK_S=block_s, BLOCK_C=64)
 
 
-def detect_triton_(h, vis_start, n_visual, chans, valid, need, pos, row_lam, sigma, lo, hi, threshold):
-    """Gated auto detection into row ``pos`` of the chans/valid tables, two launches.
+def detect_triton_(v) -> None:
+    """Gated auto detection into row ``pos`` of the tables (a steer_fast.BlockView), two launches.
 
     Runs only while need[pos] != 0 and some row is steered; then clears need[pos].
     """
+    h, p, c = v.h, v.p, v.call
     B, _, D = h.shape
-    K = chans.shape[-1]
-    if n_visual == 0 or B == 0:
+    if p.n_visual == 0 or B == 0:
         return
+    chans, valid, ts = _tables(v)
+    need, row_lam, sigma = c.need, _flat(c.row_lam), _flat(c.sigma)
+    if not need.is_contiguous():
+        raise RuntimeError("STAS: the tables' need flags must be contiguous.")
     bt, bd, per = 16, 128, 2048
-    n_t = triton.cdiv(n_visual, per)
+    n_t = triton.cdiv(p.n_visual, per)
     n_d = triton.cdiv(D, bd)
     peak = torch.empty((B, n_t, D), dtype=torch.float32, device=h.device)
     sums = torch.empty((B, n_t, n_d), dtype=torch.float32, device=h.device)
     sb, sn, sd = h.stride()
     sig_n = sigma.numel()
     _detect_partial_kernel[(n_t, n_d, B)](
-        h, sb, sn, sd, vis_start, n_visual, D, need, pos, row_lam, sigma, sig_n, B, lo, hi,
+        h, sb, sn, sd, v.vis_start, p.n_visual, D, need, v.pos, row_lam, sigma, sig_n, B, p.lo, p.hi,
         peak, sums, n_t, n_d, TOK_PER_PROG=per, BT=bt, BD=bd, num_warps=4)
     dp = _pow2(D)
     _detect_final_kernel[(1,)](
-        need, pos, row_lam, sigma, sig_n, B, lo, hi, peak, sums, n_t, n_d, D, float(n_visual * D),
-        float(threshold), chans, valid, K, TOPK=min(K, D), DP=dp, CB=256,
+        need, v.pos, row_lam, sigma, sig_n, B, p.lo, p.hi, peak, sums, n_t, n_d, D, float(p.n_visual * D),
+        float(p.threshold), chans, valid, ts, TOPK=min(p.n_chans, D), DP=dp, CB=256,
         num_warps=8 if dp <= 4096 else 16)

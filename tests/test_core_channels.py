@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from stas_core.channels import ChannelSelection, detect_ma_channels, ma_ratio, parse_channels
+from stas_core.channels import MAX_CHANNELS, ChannelSelection, detect_ma_channels, ma_ratio, parse_channels
 
 
 @pytest.mark.parametrize("text", ["auto", "AUTO", " auto ", "", None])
@@ -54,6 +54,26 @@ def planted(b=2, n=40, d=32, seed=0):
     h[1, 9, 20] = -300.0   # another, negative, in the second sample only
     h[:, :, 11] += 5.0     # elevated everywhere but not massive
     return h
+
+
+def test_explicit_list_and_top_k_are_capped():
+    parse_channels(f"0-{MAX_CHANNELS - 1}").validate(4096)  # 64 is fine
+    with pytest.raises(ValueError, match=f"65 channels listed, more than the {MAX_CHANNELS}.*'auto'"):
+        parse_channels(f"0-{MAX_CHANNELS}").validate(4096)
+    with pytest.raises(ValueError, match=f"top_k must lie in 1-{MAX_CHANNELS}"):
+        parse_channels("auto", top_k=MAX_CHANNELS + 1).validate(4096)
+
+
+def test_detect_nan_ratio_is_never_valid_and_inf_ranks_first():
+    h = torch.randn(1, 50, 16)
+    h[0, :, 3] = float("nan")       # a NaN anywhere makes the row's mean NaN: nothing is valid
+    idx, ok, _ = detect_ma_channels(h, 2.0, 4)
+    assert not ok.any() and ((idx >= 0) & (idx < 16)).all()
+    h = torch.randn(2, 50, 16)
+    h[1, :, 5] += 1e4
+    h[0, 7, 9] = float("inf")       # row 0's ratios are NaN or 0; row 1 still finds channel 5
+    idx, ok, _ = detect_ma_channels(h, 8.0, 2)   # channel 5: ratio about 16 (it dominates the mean too)
+    assert idx[0].item() == 5 and ok[0] and not ok[1:].any()
 
 
 def test_ma_ratio_is_peak_over_mean_of_whole_state():

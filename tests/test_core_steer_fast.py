@@ -7,8 +7,10 @@
   installed), equal the fallback bit for bit (float16 / float32; bfloat16 within the interpreter's
   own rounding, see ``test_triton_kernels_match_fallback_in_interpreter``);
 * dispatch takes the fallback on CPU tensors, and the custom op used under torch.compile traces
-  into one graph with no break, no recompile when sigma or the run's tables change, and the
-  eager result.
+  into one graph with no break, no recompile when sigma, the run's tables or any per-run
+  setting (alpha, window, threshold, mask) change, and the eager result;
+* the hardening: NaN/Inf activations never yield a channel past the hidden size, invalid
+  table entries are never used as indices, strided inputs are honoured.
 """
 import math
 import os
@@ -23,6 +25,7 @@ import torch
 from stas_core import steer_fast as fast
 from stas_core.channels import detect_ma_channels
 from stas_core.layout import BoundarySpec, steer_token_indices
+from stas_core import schedule as S
 from stas_core.schedule import SigmaWindow
 from stas_core.steer import steer_
 
@@ -40,17 +43,27 @@ def tables(chans, valid=None):
     return c, v, torch.zeros(1, dtype=torch.int32)
 
 
+def mkcall(c, v, need, tok, row_lam, sigma, *, alpha=1.0, lo=-S.F32_MAX, hi=S.F32_MAX, threshold=50.0,
+           detect=False, prefix=0, n_visual=80, n_tok=None, n_chans=None):
+    """A SteerCall the way the patch builds one (tables may be wider than n_chans)."""
+    tok = torch.as_tensor(tok)
+    p = fast.StepParams(alpha, lo, hi, threshold, detect, prefix, n_visual,
+                        tok.numel() if n_tok is None else n_tok, c.shape[-1] if n_chans is None else n_chans)
+    return fast.SteerCall(c, v, need, tok, torch.as_tensor(row_lam, dtype=torch.float32),
+                          torch.as_tensor(sigma, dtype=torch.float32), p.pack())
+
+
 # -- window ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("x", [0.0, 1.0, 0.1, 1 / 3, 14.614641, 1e-30, -2.5, 1e38, 3.5e38, math.inf, -math.inf])
 def test_f32_floor_is_largest_float32_below(x):
-    y = fast.f32_floor(x)
-    if x > fast.F32_MAX or x < -fast.F32_MAX:     # clamped to the finite float32 range
-        assert y == math.copysign(fast.F32_MAX, x)
+    y = S.f32_floor(x)
+    if x > S.F32_MAX or x < -S.F32_MAX:     # clamped to the finite float32 range
+        assert y == math.copysign(S.F32_MAX, x)
         return
     assert y <= x
     assert float(torch.tensor(y, dtype=torch.float32)) == y           # representable
-    if abs(x) < fast.F32_MAX:
+    if abs(x) < S.F32_MAX:
         nxt = torch.nextafter(torch.tensor(y, dtype=torch.float32), torch.tensor(math.inf))
         assert float(nxt) > x
 
@@ -59,7 +72,7 @@ def test_f32_floor_is_largest_float32_below(x):
 def test_window_bounds_agree_with_sigma_window(start, end):
     sig_of = lambda p: (1.0 - p) ** 2 * 14.6 + 1 / 3  # noqa: E731  (double-precision bounds)
     w = SigmaWindow.from_percents(start, end, sig_of)
-    lo, hi = fast.window_bounds(w)
+    lo, hi = S.window_bounds(w)
     probes = [s for s in (w.sigma_start, w.sigma_end) if math.isfinite(s)] + [0.0, 1e-3, 7.0, 20.0, 1e30]
     for p in list(probes):
         t = torch.tensor(p, dtype=torch.float32)
@@ -84,9 +97,40 @@ def test_gated_fallback_equals_steer_(dtype, lam, row_lam):
     if rows.numel():
         steer_(ref, 5, 80, tok, c[0], 1.3, lam, rows=rows, valid=v[0])
     got = h.clone()
-    fast.steer_block_(got, c, v, need, 0, tok, torch.tensor(row_lam), torch.tensor([0.5]), 5, 80, *fast.ALWAYS,
-                      1.3, 50.0, False)
+    fast.steer_block_(got, mkcall(c, v, need, tok, row_lam, [0.5], alpha=1.3, prefix=5), 0)
     assert torch.equal(got, ref)
+
+
+def test_params_round_trip_and_padding_is_ignored():
+    p = fast.StepParams(0.3, -1.5, 14.6, 20.0, True, 7, 32760, 1234, 5)
+    assert fast.StepParams.unpack(p.pack()) == p and p.pack().device.type == "cpu"
+    # tokens padded past n_tok and table columns past n_chans are never read or written
+    h = rand_h()
+    c, v, need = tables([1, 2, 0, 0], [True, True, True, True])
+    tok = torch.tensor([0, 3, 5, 0, 0, 0])
+    ref = h.clone()
+    steer_(ref, 4, 80, tok[:3], c[0, :2], 0.7, 1.0)
+    got = h.clone()
+    fast.steer_block_(got, mkcall(c, v, need, tok, [1.0, 1.0], [0.5], alpha=0.7, prefix=4, n_tok=3, n_chans=2), 0)
+    assert torch.equal(got, ref)
+
+
+def test_vis_offset_adds_to_prefix():
+    h = rand_h()
+    c, v, need = tables([1, 2])
+    tok = torch.arange(6)
+    ref = h.clone()
+    steer_(ref, 9, 80, tok, c[0], 1.0, 1.0)
+    got = h.clone()
+    fast.steer_block_(got, mkcall(c, v, need, tok, [1.0, 1.0], [0.5], prefix=4), 0, vis_offset=5)
+    assert torch.equal(got, ref)
+
+
+@pytest.mark.parametrize("kw", [dict(prefix=11), dict(n_visual=91), dict(n_tok=81), dict(n_chans=3), dict(n_chans=0)])
+def test_geometry_outside_h_is_refused(kw):
+    c, v, need = tables([1, 2])
+    with pytest.raises(RuntimeError, match="STAS"):
+        fast.steer_block_(rand_h(), mkcall(c, v, need, torch.arange(80), [1.0, 1.0], [0.5], **kw), 0)
 
 
 def test_outside_window_and_zero_rows_are_untouched():
@@ -95,14 +139,13 @@ def test_outside_window_and_zero_rows_are_untouched():
     tok = torch.arange(10)
     for sigma, lo, hi, rl in ((0.5, 0.5, 1.0, [1.0, 1.0]),   # sigma == lo: outside (lo exclusive)
                               (1.5, 0.5, 1.0, [1.0, 1.0]),
+                              (float("nan"), 0.5, 1.0, [1.0, 1.0]),
                               (0.7, 0.5, 1.0, [0.0, 0.0])):
         got = h.clone()
-        fast.steer_block_(got, c, v, need, 0, tok, torch.tensor(rl), torch.tensor([sigma, sigma]), 0, 80, lo, hi,
-                          1.0, 50.0, False)
+        fast.steer_block_(got, mkcall(c, v, need, tok, rl, [sigma, sigma], lo=lo, hi=hi), 0)
         assert torch.equal(got, h)
     got = h.clone()  # sigma == hi: inside
-    fast.steer_block_(got, c, v, need, 0, tok, torch.tensor([1.0, 1.0]), torch.tensor([1.0]), 0, 80, 0.5, 1.0,
-                      1.0, 50.0, False)
+    fast.steer_block_(got, mkcall(c, v, need, tok, [1.0, 1.0], [1.0], lo=0.5, hi=1.0), 0)
     assert not torch.equal(got, h)
 
 
@@ -115,8 +158,7 @@ def test_table_row_pos_is_used():
     ref = h.clone()
     steer_(ref, 0, 80, tok, c[1], 1.0, 1.0)
     got = h.clone()
-    fast.steer_block_(got, c, v, need, 1, tok, torch.ones(2), torch.tensor([0.5]), 0, 80, *fast.ALWAYS, 1.0, 50.0,
-                      False)
+    fast.steer_block_(got, mkcall(c, v, need, tok, [1.0, 1.0], [0.5]), 1)
     assert torch.equal(got, ref)
 
 
@@ -130,6 +172,11 @@ def planted(seed=0, dtype=torch.float16):
     return h.to(dtype)
 
 
+def detect_call(c, v, need, row_lam, sigma, lo, hi):
+    return mkcall(c, v, need, torch.zeros(1, dtype=torch.long), row_lam, sigma, lo=lo, hi=hi, detect=True,
+                  prefix=40, n_visual=360, n_tok=0)
+
+
 def test_gated_detection_runs_once_at_the_first_steered_call():
     h = planted()
     c = torch.zeros(2, 4, dtype=torch.long)
@@ -137,16 +184,15 @@ def test_gated_detection_runs_once_at_the_first_steered_call():
     need = torch.ones(2, dtype=torch.int32)
     lo, hi = 0.2, 0.8
     # not steered this call (sigma outside the window): nothing detected, flag kept
-    fast.detect_gated_(h, 40, 360, c, v, need, 1, torch.tensor([1.0, 0.0]), torch.tensor([0.9]), lo, hi, 50.0)
+    fast.detect_block_(h, detect_call(c, v, need, [1.0, 0.0], [0.9], lo, hi), 1)
     assert need.tolist() == [1, 1] and c.abs().sum() == 0
     # steered: detected into row 1 only, flag cleared
-    fast.detect_gated_(h, 40, 360, c, v, need, 1, torch.tensor([1.0, 0.0]), torch.tensor([0.5]), lo, hi, 50.0)
+    fast.detect_block_(h, detect_call(c, v, need, [1.0, 0.0], [0.5], lo, hi), 1)
     idx, ok, _ = detect_ma_channels(h[:, 40:], 50.0, 4)
     assert c[1].tolist() == idx.tolist() and v[1].tolist() == ok.tolist() and need.tolist() == [1, 0]
     assert c[0].abs().sum() == 0
     # later calls keep the run's channels even when the activations change
-    fast.detect_gated_(planted(seed=3) * 0, 40, 360, c, v, need, 1, torch.tensor([1.0, 0.0]), torch.tensor([0.5]),
-                       lo, hi, 50.0)
+    fast.detect_block_(planted(seed=3) * 0, detect_call(c, v, need, [1.0, 0.0], [0.5], lo, hi), 1)
     assert c[1].tolist() == idx.tolist()
 
 
@@ -157,12 +203,35 @@ def test_steer_block_detects_then_steers():
     need = torch.ones(1, dtype=torch.int32)
     tok = steer_token_indices((4, 6, 15), BoundarySpec())
     got = h.clone()
-    fast.steer_block_(got, c, v, need, 0, tok, torch.tensor([1.0, 0.0]), torch.tensor([0.5]), 40, 360,
-                      *fast.ALWAYS, 1.0, 50.0, True)
+    fast.steer_block_(got, mkcall(c, v, need, tok, [1.0, 0.0], [0.5], detect=True, prefix=40, n_visual=360), 0)
     idx, ok, _ = detect_ma_channels(h[:, 40:], 50.0, 3)
     ref = h.clone()
     steer_(ref, 40, 360, tok, idx, 1.0, 1.0, rows=torch.tensor([0]), valid=ok)
     assert torch.equal(got, ref)
+
+
+@pytest.mark.parametrize("poison", ["nan_all", "nan_channel", "inf_channel", "zeros"])
+def test_detection_with_nan_or_inf_stays_in_range(poison):
+    h = planted(dtype=torch.float32)
+    if poison == "nan_all":
+        h[:] = float("nan")
+    elif poison == "nan_channel":
+        h[:, 40:, 12] = float("nan")
+    elif poison == "inf_channel":
+        h[0, 100, 20] = float("inf")
+    else:
+        h.zero_()
+    c = torch.full((1, 4), -1, dtype=torch.long)
+    v = torch.zeros(1, 4, dtype=torch.bool)
+    need = torch.ones(1, dtype=torch.int32)
+    fast.detect_block_(h, detect_call(c, v, need, [1.0, 1.0], [0.5], -1.0, 1.0), 0)
+    assert ((c >= 0) & (c < h.shape[-1])).all() and need.item() == 0
+    if poison == "nan_all":
+        assert not v.any()
+    if poison == "nan_channel":
+        assert 12 not in c[0][v[0]].tolist()
+    if poison == "inf_channel":  # the row's mean is Inf then: its ratios are NaN or 0, the other row decides
+        assert set(c[0][v[0]].tolist()) <= {7, 33}
 
 
 # -- dispatch and torch.compile ---------------------------------------------------------------
@@ -181,36 +250,51 @@ def test_disable_env_turns_triton_off(monkeypatch):
         fast._triton_module.cache_clear()
 
 
+class Ctx:
+    """Stands for the patch's CallContext: an object in a dict, as transformer_options holds it."""
+
+    def __init__(self, call):
+        self.call = call
+
+
 @pytest.mark.skipif(fast._OP is None, reason="torch.library.custom_op needs torch >= 2.4")
 def test_compiled_call_one_graph_no_recompile_and_eager_result():
     import torch._dynamo
     from torch._dynamo.utils import counters
 
-    tok = torch.tensor([0, 3, 5, 40])
-    lo, hi = 0.2, 0.8
-
-    def block(h, ctx):
+    def block(h, to):
         h = h * 1.0 + 0.0  # some graph around the op
-        fast.steer_block(h, ctx["chans"], ctx["valid"], ctx["need"], 0, tok, ctx["row_lam"], ctx["sigma"], 5, 80, lo,
-                         hi, 1.0, 50.0, True)
+        fast.steer_block(h, to["stas"].call, 0, 2)
         return h * 2.0
 
     torch._dynamo.reset()
     counters.clear()
     f = torch.compile(block, backend="aot_eager", fullgraph=True)  # fullgraph: a graph break would raise
-
-    def ctx(sigma):
-        return dict(chans=torch.zeros(1, 4, dtype=torch.long), valid=torch.zeros(1, 4, dtype=torch.bool),
-                    need=torch.ones(1, dtype=torch.int32), row_lam=torch.tensor([1.0, 0.0]),
-                    sigma=torch.tensor([sigma]))
-
     h = planted()[:, :90].contiguous()
-    for sigma in (0.5, 0.9, 0.3, 0.1):  # in, out, in, out of the window; fresh tables every call
-        a, b = ctx(sigma), ctx(sigma)
+    grid_tok = {  # two masks of one 80-token grid, padded to one length as the patch pads them
+        "a": torch.tensor([0, 3, 5, 40] + [0] * 76), "b": torch.tensor([1, 2, 60, 61, 62, 79] + [0] * 74)}
+
+    def to(sigma, alpha, lo, hi, threshold, mask, auto):
+        n = 4 if mask == "a" else 6
+        if auto:
+            c, v, need = torch.zeros(1, 8, dtype=torch.long), torch.zeros(1, 8, dtype=torch.bool), torch.ones(1, dtype=torch.int32)
+        else:
+            c, v, need = torch.tensor([[7, 33, 0, 0, 0, 0, 0, 0]]), torch.ones(1, 8, dtype=torch.bool), torch.zeros(1, dtype=torch.int32)
+        return {"stas": Ctx(mkcall(c, v, need, grid_tok[mask], [1.0, 0.0], [sigma], alpha=alpha, lo=lo, hi=hi,
+                                   threshold=threshold, detect=auto, prefix=3, n_tok=n, n_chans=4 if auto else 2))}
+
+    # sigma in/out of the window, then every per-run setting changed between calls
+    cases = [(0.5, 1.0, 0.2, 0.8, 50.0, "a", True), (0.9, 1.0, 0.2, 0.8, 50.0, "a", True),
+             (0.5, 0.3, 0.2, 0.8, 50.0, "a", True), (0.9, 0.3, 0.1, 1.0, 50.0, "a", True),
+             (0.5, 1.0, 0.2, 0.8, 5000.0, "a", True), (0.5, 1.0, 0.2, 0.8, 50.0, "b", True),
+             (0.5, 0.5, 0.2, 0.8, 50.0, "b", False), (0.15, 0.5, 0.1, 0.8, 50.0, "a", False)]
+    for case in cases:
+        a, b = to(*case), to(*case)
         got = f(h.clone(), a)
         want = block(h.clone(), b)
-        assert torch.equal(got, want)
-        assert torch.equal(a["chans"], b["chans"]) and torch.equal(a["need"], b["need"])
+        assert torch.equal(got, want), case
+        assert torch.equal(a["stas"].call.chans, b["stas"].call.chans)
+        assert torch.equal(a["stas"].call.need, b["stas"].call.need)
     assert counters["stats"]["unique_graphs"] == 1
 
 
@@ -245,8 +329,15 @@ INTERPRETER_SCRIPT = textwrap.dedent("""
         sys.exit(3)
     from stas_core import steer_triton as T
     from stas_core import steer_fast as F
+    from stas_core.schedule import ALWAYS
     from stas_core.layout import BoundarySpec, steer_token_indices
     bad = []
+
+    def view(h, c, v, need, tok, rl, sig, pos, prefix, n_vis, lo, hi, alpha=1.3, detect=False, n_chans=None, th=50.0):
+        p = F.StepParams(alpha, lo, hi, th, detect, prefix, n_vis, tok.numel(), c.shape[-1] if n_chans is None else n_chans)
+        call = F.SteerCall(c, v, need, tok, torch.as_tensor(rl), torch.as_tensor(sig), p.pack())
+        return F.view_of(h, call, pos, 0)
+
     g = torch.Generator().manual_seed(0)
     grid = (3, 5, 9)
     tok = steer_token_indices(grid, BoundarySpec(head=2.0, tail=1.0))
@@ -254,14 +345,14 @@ INTERPRETER_SCRIPT = textwrap.dedent("""
     for dtype in (torch.float16, torch.float32, torch.bfloat16):
         for lam, rl, sig, lo, hi in ((1.0, [1.0, 0.0], 0.5, 0.1, 0.9), (0.5, [0.5, 0.5], 0.5, 0.1, 0.9),
                                      (0.25, [0.0, 0.25], 0.9, 0.1, 0.9), (1.0, [1.0, 1.0], 0.1, 0.1, 0.9),
-                                     (0.75, [0.75, 0.75], 0.5, *F.ALWAYS)):
+                                     (0.75, [0.75, 0.75], 0.5, *ALWAYS)):
             h = (torch.randn(2, N + 7, 40, generator=g) * 4).to(dtype)
             chans = torch.tensor([[1, 2, 3], [3, 17, 39]])
             valid = torch.tensor([[True, True, True], [True, False, True]])
             a, b = h.clone(), h.clone()
-            args = (7, N, tok, chans, valid, 1, torch.tensor(rl), torch.tensor([sig, sig]), lo, hi, 1.3)
-            T.steer_triton_(a, *args)
-            F.steer_gated_torch_(b, *args)
+            need = torch.zeros(2, dtype=torch.int32)
+            T.steer_triton_(view(a, chans, valid, need, tok, rl, [sig, sig], 1, 7, N, lo, hi))
+            F.steer_torch_(view(b, chans, valid, need, tok, rl, [sig, sig], 1, 7, N, lo, hi))
             if dtype == torch.bfloat16:
                 # the interpreter rounds float32 -> bfloat16 ties downward (CUDA rounds to nearest even):
                 # allow one bfloat16 step, nothing more
@@ -270,18 +361,51 @@ INTERPRETER_SCRIPT = textwrap.dedent("""
                 ok = torch.equal(a, b)
             if not ok:
                 bad.append(("steer", str(dtype), lam))
+    # hardening: an invalid table entry holding an index far past the hidden size is never read;
+    # strided sigma / row_lam / tokens and tables wider than n_chans are honoured
+    h = torch.randn(2, N + 7, 40, generator=g)
+    chans = torch.tensor([[5, 10**9, 2, 7, 10**9, 0, 0, 0]])
+    valid = torch.tensor([[True, False, True, False, False, False, False, False]])
+    sig = torch.tensor([[0.5, 9.0], [0.5, 9.0]]).t()[0]           # non-contiguous [0.5, 0.5]
+    rl = torch.tensor([1.0, 7.0, 1.0])[::2]                         # non-contiguous [1.0, 1.0]
+    tk = torch.stack([tok, tok]).t()[:, 0]                          # non-contiguous tokens
+    a, b = h.clone(), h.clone()
+    need = torch.zeros(1, dtype=torch.int32)
+    T.steer_triton_(view(a, chans, valid, need, tk, rl, sig, 0, 7, N, -1.0, 1.0, n_chans=5))
+    sane = torch.tensor([[5, 30, 2, 7, 31, 0, 0, 0]])  # torch bounds-checks every index: no garbage there
+    F.steer_torch_(view(b, sane, valid, need, tok.clone(), [1.0, 1.0], [0.5, 0.5], 0, 7, N, -1.0, 1.0, n_chans=5))
+    if not torch.equal(a, b) or torch.equal(a, h):
+        bad.append(("hardening-steer",))
     for K in (4, 3, 1):
         h = torch.randn(2, 700, 96, generator=g).to(torch.float16)
         h[:, 100:, 7] += 300; h[1, 100:, 33] -= 500; h[0, 500, 60] = 9000
         outs = []
-        for fn in (T.detect_triton_, F.detect_gated_torch_):
-            c = torch.zeros(2, K, dtype=torch.long); v = torch.zeros(2, K, dtype=torch.bool)
+        for fn in (T.detect_triton_, F.detect_torch_):
+            c = torch.zeros(2, 8, dtype=torch.long); v = torch.zeros(2, 8, dtype=torch.bool)
             n = torch.ones(2, dtype=torch.int32)
-            fn(h, 100, 600, c, v, n, 1, torch.tensor([1.0, 0.0]), torch.tensor([0.5]), *F.ALWAYS, 50.0)
-            fn(h * 0, 100, 600, c, v, n, 0, torch.tensor([1.0, 0.0]), torch.tensor([0.5]), 0.6, 0.9, 50.0)
+            fn(view(h, c, v, n, tok, [1.0, 0.0], [0.5], 1, 100, 600, *ALWAYS, detect=True, n_chans=K))
+            fn(view(h * 0, c, v, n, tok, [1.0, 0.0], [0.5], 0, 100, 600, 0.6, 0.9, detect=True, n_chans=K))
             outs.append((c.tolist(), v.tolist(), n.tolist()))
         if outs[0] != outs[1]:
             bad.append(("detect", K, outs))
+    # NaN / Inf activations: detection stays within the hidden size and marks NaN channels invalid
+    for poison in ("nan_all", "nan_channel", "inf"):
+        h = torch.randn(2, 700, 96, generator=g)
+        h[:, 100:, 7] += 300
+        if poison == "nan_all":
+            h[:] = float("nan")
+        elif poison == "nan_channel":
+            h[:, 100:, 95] = float("nan")
+        else:
+            h[1, 300, 40] = float("inf")
+        c = torch.full((1, 4), -1, dtype=torch.long); v = torch.zeros(1, 4, dtype=torch.bool)
+        n = torch.ones(1, dtype=torch.int32)
+        T.detect_triton_(view(h, c, v, n, tok, [1.0, 1.0], [0.5], 0, 100, 600, *ALWAYS, detect=True))
+        inside = ((c >= 0) & (c < 96)).all().item()
+        nan_ok = poison != "nan_channel" or 95 not in c[0][v[0]].tolist()
+        all_ok = poison != "nan_all" or not v.any().item()
+        if not (inside and nan_ok and all_ok and n.item() == 0):
+            bad.append(("nan", poison, c.tolist(), v.tolist()))
     print("BAD", bad)
     sys.exit(1 if bad else 0)
 """)

@@ -1,0 +1,149 @@
+"""STAS under ComfyUI's own TorchCompileModel node, on real ComfyUI (CPU, backend aot_eager).
+
+The scenario of issue 10 item 3: model -> TorchCompileModel -> STAS Model Patch -> sampler, run,
+change a STAS setting, run again.  TorchCompileModel's output is cached, so the compiled module
+is reused; on ComfyUI with a guard filter (0.33) the compiled graph keeps whatever Python
+objects and constants it was traced with, without re-checking them.  Every run must equal the
+same settings sampled uncompiled, and changing a setting must add no compiled graph.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from comfy_env import pack_module, require_comfy, sample, tiny_wan
+
+LATENT = (1, 16, 5, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def env():
+    require_comfy()
+    torch.set_num_threads(1)
+    import comfy_extras.nodes_torch_compile as ntc
+    return SimpleNamespace(wan=tiny_wan(num_layers=4), ntc=ntc)
+
+
+def stas(model, **kw):
+    args = dict(alpha=1.0, blend=1.0, blocks="1", channels="3,17", threshold=50.0, top_k=4,
+                start_percent=0.0, end_percent=1.0, apply_to="cond")
+    args.update(kw)
+    return pack_module("nodes.stas_model_patch").StasModelPatch.execute(model, **args)[0]
+
+
+def mask(**kw):
+    args = dict(first_frame=True, boundaries=True, head=1.0, tail=1.0, unit="rows")
+    args.update(kw)
+    return pack_module("nodes.boundary_mask").BoundaryMaskBuilder.execute(**args)[0]
+
+
+def compiled(env, model):
+    """TorchCompileModel's own code (with its guard filter where this ComfyUI has one)."""
+    return env.ntc.TorchCompileModel.execute(model, "aot_eager")[0]
+
+
+def graphs() -> int:
+    from torch._dynamo.utils import counters
+    return counters["stats"]["unique_graphs"]
+
+
+def run(model, shape=LATENT, steps=3):
+    return sample(model, torch.zeros(shape), steps=steps, cfg=2.0)
+
+
+def close(a, b):
+    return torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+# Each step changes one thing the compiled graph must not have baked in; every result is checked
+# against the uncompiled run of the same settings, and the settings differ enough to tell apart.
+SEQUENCE = [
+    ("first run", {}),
+    ("alpha", dict(alpha=0.3)),
+    ("blend", dict(alpha=0.3, blend=0.5)),
+    ("window", dict(end_percent=0.5)),
+    ("mask", dict(mask=dict(first_frame=False))),
+    ("apply_to", dict(apply_to="both")),
+    ("channels", dict(channels="5,9,60")),
+    ("auto channels", dict(channels="auto", threshold=1.5, top_k=2)),
+    ("threshold", dict(channels="auto", threshold=1000.0, top_k=2)),
+    ("back to the first", {}),
+]
+
+
+def settings(kw):
+    kw = dict(kw)
+    if "mask" in kw:
+        kw["mask"] = mask(**kw["mask"])
+    return kw
+
+
+def test_settings_take_effect_without_recompiling(env):
+    import torch._dynamo
+    torch._dynamo.reset()
+    base = env.wan
+    cm = compiled(env, base)  # cached: the same compiled module for every run below
+    plain = run(base)
+    results, after_first = {}, None
+    for name, kw in SEQUENCE:
+        got = run(stas(cm, **settings(kw)))
+        want = run(stas(base, **settings(kw)))
+        assert close(got, want), f"{name}: the compiled run differs from the eager one " \
+                                 f"(max {float((got - want).abs().max()):.3g})"
+        results[name] = want
+        if after_first is None:
+            after_first = graphs()
+    assert graphs() == after_first, f"a STAS setting change recompiled ({after_first} -> {graphs()} graphs)"
+    # the sequence is a real test: each setting changed the result (but 'threshold' 1000 steers nothing)
+    for name, _ in SEQUENCE[1:-1]:
+        ref = plain if name == "threshold" else results["first run"]
+        if name == "threshold":
+            assert close(results[name], plain)
+        else:
+            assert not close(results[name], ref), f"{name} changed nothing; the test cannot tell"
+
+
+def test_resolution_change_gives_the_eager_result(env):
+    import torch._dynamo
+    torch._dynamo.reset()
+    base = env.wan
+    cm = compiled(env, base)
+    for shape in (LATENT, (1, 16, 3, 12, 8), (1, 16, 7, 8, 12), LATENT):
+        for kw in (dict(), dict(alpha=0.5, mask=dict(first_frame=False))):
+            got = run(stas(cm, **settings(kw)), shape=shape, steps=2)
+            want = run(stas(base, **settings(kw)), shape=shape, steps=2)
+            assert close(got, want), f"{shape} {kw}"
+
+
+def test_two_chained_stas_nodes_under_compile(env):
+    import torch._dynamo
+    torch._dynamo.reset()
+    base = env.wan
+    cm = compiled(env, base)
+    for a1, a2 in ((1.0, 1.0), (0.3, 1.0), (0.3, 0.6)):
+        got = run(stas(stas(cm, blocks="1", alpha=a1), blocks="2", alpha=a2, channels="4,20"))
+        want = run(stas(stas(base, blocks="1", alpha=a1), blocks="2", alpha=a2, channels="4,20"))
+        assert close(got, want), (a1, a2)
+
+
+def test_keys_are_stable_across_runs_and_distinct_when_chained(env):
+    patching = pack_module("nodes.patching")
+    wrappers = lambda m: [k for k in m.wrappers[patching_wrappers()].keys() if k.startswith("comfyui-stas.")]  # noqa: E731
+    one, again = stas(env.wan), stas(env.wan, alpha=0.2)
+    assert wrappers(one) == wrappers(again) == ["comfyui-stas.0"]
+    two = stas(one, blocks="2")
+    assert sorted(wrappers(two)) == ["comfyui-stas.0", "comfyui-stas.1"]
+    assert patching.WRAPPER_KEY == "comfyui-stas"
+
+
+def patching_wrappers():
+    import comfy.patcher_extension as pe
+    return pe.WrappersMP.APPLY_MODEL
+
+
+def test_channel_lists_over_the_cap_fail_at_node_execution(env):
+    with pytest.raises(ValueError, match="STAS Model Patch: channels: 65 channels listed, more than the 64"):
+        stas(env.wan, channels="0-64")
+    stas(env.wan, channels="0-63")  # 64 is allowed
