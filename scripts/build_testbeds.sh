@@ -19,8 +19,9 @@ source scripts/testbeds.sh
 
 PY=${PYTHON:-python3}
 ROOT=$(testbeds_root)
-# torch 2.9 is the newest release with a torchaudio on PyPI beside a torchvision (ComfyUI imports all three).
-TORCH_PINS=${STAS_TORCH_PINS:-"torch==2.9.1 torchvision==0.24.1 torchaudio==2.9.1"}
+# torch 2.9 is the newest release with a torchaudio on PyPI beside a torchvision (ComfyUI imports all three);
+# numpy < 2.4 because Triton 3.5's CPU interpreter (the kernels' tests) fails on numpy 2.4.
+TORCH_PINS=${STAS_TORCH_PINS:-"torch==2.9.1 torchvision==0.24.1 torchaudio==2.9.1 numpy<2.4"}
 TORCH_CPU_INDEX=${STAS_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}
 REPO_URL=https://github.com/comfyanonymous/ComfyUI.git
 quiet() { grep -v -e 'is ignored' -e "Running pip as the 'root' user" -e '^WARNING: Retrying' || true; }
@@ -82,10 +83,10 @@ build_testbed() {  # build_testbed VERSION
   local vpy="$dir/venv/bin/python" site
   site=$("$vpy" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   echo "$LAYER" > "$site/comfyui_stas_torch.pth"
-  # ComfyUI's requirements less torch/torchvision/torchaudio (the shared folder has them: the
-  # constraints keep pip from fetching others) and its optional GL extras.
+  # ComfyUI's requirements less torch/torchvision/torchaudio (the shared folder has them and numpy:
+  # the constraints keep pip from fetching others) and its optional GL extras.
   grep -v -E '^\s*(#|$)|^torch(vision|audio)?\s*$|PyOpenGL|comfy-angle' "$dir/src/requirements.txt" > "$dir/requirements.txt"
-  "$vpy" -c 'import torch, torchvision, torchaudio as a; [print(m.__name__, m.__version__.partition("+")[0], sep="==") for m in (torch, torchvision, a)]' \
+  "$vpy" -c 'import numpy, torch, torchvision, torchaudio as a; [print(m.__name__, m.__version__.partition("+")[0], sep="==") for m in (numpy, torch, torchvision, a)]' \
     > "$dir/constraints.txt" || fail "ComfyUI $v: the shared torch in $LAYER does not import in the venv"
   # requests: ComfyUI's frontend manager imports it, but 0.3.64's requirements.txt does not list it.
   if ! "$vpy" -m pip install -q --no-compile -r "$dir/requirements.txt" -c "$dir/constraints.txt" requests pytest playwright \
