@@ -115,22 +115,24 @@ class SeamReport:
     flag_contrast: float
 
 
-def _slices(d: int, n: int) -> Tuple[slice, slice]:
-    """Overlap of b[y] with a[y - d] along one axis of length n: (slice of b, slice of a)."""
-    return (slice(d, n), slice(0, n - d)) if d >= 0 else (slice(0, n + d), slice(-d, n))
+def _mad_at(a: torch.Tensor, b: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Per pair p: mean |b[p](y, x) - a[p](y - dy, x - dx)| over the overlap, (dy, dx) = shift[p].
+
+    a, b: [P, H, W, C]; shift: long [P, 2].  One batched gather for all pairs, whatever their
+    shifts, so the cost does not depend on the content."""
+    n, h, w, c = a.shape
+    ys = torch.arange(h, device=a.device)[None] - shift[:, :1]  # [P, H]: source row in a
+    xs = torch.arange(w, device=a.device)[None] - shift[:, 1:]
+    valid = (((ys >= 0) & (ys < h))[:, :, None] & ((xs >= 0) & (xs < w))[:, None, :]).to(a.dtype)  # [P, H, W]
+    p = torch.arange(n, device=a.device)[:, None, None]
+    moved = a[p, ys.clamp(0, h - 1)[:, :, None], xs.clamp(0, w - 1)[:, None, :]]  # [P, H, W, C]
+    err = (moved - b).abs_().sum(-1) * valid
+    return err.sum((1, 2)) / (valid.sum((1, 2)) * c).clamp_min(1)
 
 
-def _shifted_mad(a: torch.Tensor, b: torch.Tensor, dy: int, dx: int) -> float:
-    """mean |b(y, x) - a(y - dy, x - dx)| over the overlap; a, b: [..., H, W]."""
-    h, w = a.shape[-2:]
-    by, ay = _slices(dy, h)
-    bx, ax = _slices(dx, w)
-    return float((b[..., by, bx] - a[..., ay, ax]).abs().mean())
-
-
-def _global_shifts(luma: torch.Tensor) -> List[Tuple[int, int]]:
+def _global_shifts(luma: torch.Tensor) -> torch.Tensor:
     """Phase-correlation translation (dy, dx) of each frame relative to the previous one,
-    at most a quarter of the frame; luma [N, H, W]."""
+    at most a quarter of the frame, long [N-1, 2]; luma [N, H, W]."""
     n, h, w = luma.shape
     win = torch.outer(torch.hann_window(h, periodic=False, dtype=luma.dtype, device=luma.device),
                       torch.hann_window(w, periodic=False, dtype=luma.dtype, device=luma.device))
@@ -146,7 +148,17 @@ def _global_shifts(luma: torch.Tensor) -> List[Tuple[int, int]]:
     far = (dy.abs()[:, None] > h // 4) | (dx.abs()[None, :] > w // 4)
     corr = corr.masked_fill(far, float("-inf"))
     best = corr.reshape(n - 1, -1).argmax(dim=1)
-    return [(int(dy[k // w]), int(dx[k % w])) for k in best.tolist()]
+    return torch.stack([dy[best // w], dx[best % w]], 1)
+
+
+def _best_shifts(luma: torch.Tensor, peaks: torch.Tensor) -> torch.Tensor:
+    """Per pair, whichever of no shift, the correlation peak and its 4 neighbours gives the
+    smallest luma difference (the peak is only a candidate: flat or noisy frames have a
+    meaningless one).  luma [N, H, W, 1]; peaks long [P, 2]."""
+    steps = torch.tensor([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]], device=peaks.device)
+    cands = torch.cat([torch.zeros_like(peaks)[:, None], peaks[:, None] + steps[None]], 1)  # [P, 6, 2]
+    cost = torch.stack([_mad_at(luma[:-1], luma[1:], cands[:, k]) for k in range(cands.shape[1])], 1)
+    return cands[torch.arange(len(peaks)), cost.argmin(1)]
 
 
 def _neighbour_median(values: np.ndarray, i: int, pool: np.ndarray, reach: int) -> float:
@@ -172,34 +184,26 @@ def measure(video: torch.Tensor, opts: SeamOptions = SeamOptions()) -> SeamRepor
     lay = seam_layout(n, opts.temporal_compression, opts.causal_first_frame)
     q = max(1, math.ceil(max(h, w) / max(1, int(opts.analysis_size))))
     small, raw = [], []
-    prev = None
+    buf = None
     for s in range(0, n, BLOCK):
-        blk = video[s:s + BLOCK, :, :, :3].float()  # a view when the video is float32
-        if prev is not None:
-            blk_p = torch.cat([prev, blk])
-        else:
-            blk_p = blk
-        raw.append((blk_p[1:] - blk_p[:-1]).abs().mean(dim=(1, 2, 3)))
-        prev = blk[-1:]
-        x = blk.permute(0, 3, 1, 2)  # channels-last view, no copy
-        small.append(F.avg_pool2d(x, q) if q > 1 else x.contiguous())
+        blk = video[s:s + BLOCK + 1, :, :, :3].float()  # one frame of overlap; a view for float32 input
+        k = len(blk) - 1
+        if k:
+            if buf is None:
+                buf = torch.empty_like(blk[1:])  # reused: no fresh pages per block
+            d = torch.sub(blk[1:], blk[:-1], out=buf[:k]).abs_()
+            raw.append(d.mean(dim=(1, 2, 3)))
+        x = blk[:BLOCK].permute(0, 3, 1, 2)  # channels-last view, no copy
+        small.append((F.avg_pool2d(x, q) if q > 1 else x).permute(0, 2, 3, 1))
     raw_mae = torch.cat(raw).double().cpu().numpy()
-    rgb = torch.cat(small).contiguous()  # [N, 3, h', w']
-    luma = torch.einsum("nchw,c->nhw", rgb, torch.tensor(LUMA, dtype=rgb.dtype, device=rgb.device))
-    sh, sw = rgb.shape[-2:]
-    pairs = n - 1
-    shifts = _global_shifts(luma) if opts.motion_compensation and min(sh, sw) >= 8 else [(0, 0)] * pairs
-    diff = np.empty(pairs)
-    used = np.zeros((pairs, 2))
-    for i in range(pairs):
-        best = (0, 0)
-        py, px = shifts[i]
-        if (py, px) != (0, 0):  # refine the correlation peak by +-1 px, keep it only if it beats no shift
-            cand = [(0, 0)] + [(py + a, px + b) for a in (-1, 0, 1) for b in (-1, 0, 1)]
-            cost = [_shifted_mad(luma[i], luma[i + 1], *c) for c in cand]
-            best = cand[int(np.argmin(cost))]
-        diff[i] = _shifted_mad(rgb[i], rgb[i + 1], *best)
-        used[i] = (best[0] * q, best[1] * q)
+    rgb = torch.cat(small)  # [N, h', w', 3]: the one whole-video buffer, 1/q^2 of the video
+    luma = (rgb * torch.tensor(LUMA, dtype=rgb.dtype, device=rgb.device)).sum(-1, keepdim=True)
+    sh, sw = rgb.shape[1:3]
+    shifts = torch.zeros(n - 1, 2, dtype=torch.long, device=rgb.device)
+    if opts.motion_compensation and min(sh, sw) >= 8:
+        shifts = _best_shifts(luma, _global_shifts(luma[..., 0]))
+    diff = _mad_at(rgb[:-1], rgb[1:], shifts).double().cpu().numpy()
+    used = shifts.double().cpu().numpy() * q
     return _report(lay, (h, w), (sh, sw), diff, raw_mae, used, opts.flag_contrast)
 
 
