@@ -115,12 +115,28 @@ class SeamReport:
     flag_contrast: float
 
 
+def _slices(d: int, n: int):
+    """Overlap of b[y] with a[y - d] along an axis of length n: (slice of b, slice of a)."""
+    return (slice(d, n), slice(0, n - d)) if d >= 0 else (slice(0, n + d), slice(-d, n))
+
+
 def _mad_at(a: torch.Tensor, b: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """Per pair p: mean |b[p](y, x) - a[p](y - dy, x - dx)| over the overlap, (dy, dx) = shift[p].
 
     a, b: [P, C, H, W]; shift [P, 2]: long (exact pixels) or float (bilinear).  One batched
     grid_sample for all pairs whatever their shifts, so the cost does not depend on the content."""
     n, c, h, w = a.shape
+    if not shift.is_floating_point():
+        groups = torch.unique(shift, dim=0)
+        if len(groups) <= 8:  # the usual case (still camera, steady pan): plain slices, no resampling
+            out = torch.empty(n, dtype=a.dtype, device=a.device)
+            for dy, dx in groups.tolist():
+                by, ay = _slices(dy, h)
+                bx, ax = _slices(dx, w)
+                idx = (shift == torch.tensor([dy, dx], device=shift.device)).all(1).nonzero()[:, 0]
+                pa, pb = (a, b) if len(idx) == n else (a[idx], b[idx])
+                out[idx] = (pb[..., by, bx] - pa[..., ay, ax]).abs().flatten(1).mean(1)
+            return out
     sh = shift.to(a.dtype)
     ys = torch.arange(h, device=a.device, dtype=a.dtype)[None] - sh[:, :1]  # [P, H]: source row in a
     xs = torch.arange(w, device=a.device, dtype=a.dtype)[None] - sh[:, 1:]
@@ -167,11 +183,12 @@ def _best_shifts(luma: torch.Tensor, peaks: torch.Tensor) -> torch.Tensor:
     luma [N, 1, H, W]; peaks long [P, 2]."""
     a, b = luma[:-1], luma[1:]
     steps = torch.tensor(_STEPS, device=peaks.device)
+    rows = torch.arange(len(peaks), device=peaks.device)
     cands = torch.cat([torch.zeros_like(peaks)[:, None], peaks[:, None], peaks[:, None] + steps[None]], 1)  # [P, 6, 2]
     cost = torch.stack([_mad_at(a, b, cands[:, k]) for k in range(cands.shape[1])], 1)
     pick = cost.argmin(1)
-    best = cands[torch.arange(len(peaks)), pick]
-    c0 = cost[torch.arange(len(peaks)), pick]
+    best = cands[rows, pick]
+    c0 = cost[rows, pick]
     out = best.to(luma.dtype)
     around = torch.stack([_mad_at(a, b, best + steps[k]) for k in range(4)], 1)  # [P, 4]: -y, +y, -x, +x
     for axis in (0, 1):

@@ -193,3 +193,20 @@ def test_summary_and_plot():
         assert (np.abs(img - c).sum(-1) < 0.05).sum() > 100
     one = plot.seam_curve_image(vals[1:], a.layout.is_seam, flags[1:], ["B"], "t")
     assert not (np.abs(one - plot.FLAG_C).sum(-1) < 0.05).any()        # nothing flagged, no ring
+
+
+def test_shifted_difference_batched_paths_agree():
+    """The resampling path (many distinct shifts, or sub-pixel ones) equals plain slicing."""
+    from stas_core.seams import _mad_at
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.rand(12, 3, 20, 30, generator=g), torch.rand(12, 3, 20, 30, generator=g)
+    shift = torch.randint(-4, 5, (12, 2), generator=g)
+    assert len(torch.unique(shift, dim=0)) > 8
+    want = []
+    for p, (dy, dx) in enumerate(shift.tolist()):
+        bb = b[p, :, max(dy, 0):20 + min(dy, 0), max(dx, 0):30 + min(dx, 0)]
+        aa = a[p, :, max(-dy, 0):20 - max(dy, 0), max(-dx, 0):30 - max(dx, 0)]
+        want.append(float((bb - aa).abs().mean()))
+    assert np.allclose(_mad_at(a, b, shift).numpy(), want, atol=1e-6)                # grid_sample, nearest
+    assert np.allclose(_mad_at(a, b, shift.float()).numpy(), want, atol=1e-5)        # bilinear at whole pixels
+    assert np.allclose(_mad_at(a[:3], b[:3], shift[:3]).numpy(), want[:3], atol=1e-6)  # slices
