@@ -190,7 +190,9 @@ def test_nodes_and_widget_values_match_object_info(loaded, standins, name):
             if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str):
                 continue  # a link
             base = k.split(".")[0]  # dynamic combos send 'format.codec'
-            if base not in allowed and (node["class_type"], base) not in DISPLAY_WIDGETS:
+            if (node["class_type"], base) in DISPLAY_WIDGETS:
+                continue
+            if base not in allowed:
                 errors.append(f"{node['class_type']} #{nid}: unknown input {k}")
             elif base == k:
                 err = _check_value(node["class_type"], k, v, allowed[k])
