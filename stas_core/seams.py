@@ -13,14 +13,16 @@ Why the metric looks like this:
   alike, so ratios stay near 1.
 * A global pan still makes every difference large and hides a small seam, so before
   differencing each pair is aligned by its global translation (phase correlation on the
-  zero-mean luma, kept only when it lowers the difference).  Global brightness and colour
+  zero-mean luma, refined to sub-pixel, kept only when it lowers the difference).  Global brightness and colour
   change is deliberately *not* removed per pair: a brightness or colour pulse at every seam is
   the typical VAE seam artefact; a steady ramp is discounted by the neighbour comparison.
 * The comparison runs at an analysis resolution (area-averaged, long side ``analysis_size``):
   seam artefacts are mostly low-frequency, grain averages out, and the numbers do not depend
   on the render size.  The VBench-style flicker score uses the full-resolution frames.
-* Differences below half an 8-bit step (``FLOOR``) are added to numerator and denominator of
-  every ratio, so identical frames give 1, not 0/0.
+* Half an 8-bit step (``FLOOR``) is added to numerator and denominator of every ratio, so
+  identical frames give 1, not 0/0, and a decoder that repeats frames gives a finite number.
+* Temporal flickering follows VBench (1 - mean |consecutive frame difference|, 0..1): it counts
+  motion too, so it only compares renders of the same prompt and seed.
 """
 from __future__ import annotations
 
