@@ -7,10 +7,11 @@ from .load_ma_profile import LoadMAProfile
 from .ma_recorder import MARecorder
 from .ma_visualizer import MAVisualizer
 from .save_ma_profile import SaveMAProfile
+from .seam_meter import TemporalSeamMeter
 from .stas_model_patch import StasModelPatch
 
 NODES: list[type[io.ComfyNode]] = [StasModelPatch, BoundaryMaskBuilder, MARecorder, MAVisualizer, SaveMAProfile,
-                                   LoadMAProfile]
+                                   LoadMAProfile, TemporalSeamMeter]
 
 
 class StasExtension(ComfyExtension):

@@ -377,3 +377,66 @@ def steering_image(token_idx: Optional[np.ndarray], before: Optional[np.ndarray]
     labels.add(left + pw / 2, height - 6, "token index of steered tokens (|h|, latent frame numbers below)",
                ha="m", va="b", size=11)
     return labels.render(img)
+
+
+# ---------------------------------------------------------------------------------------------
+# Temporal Seam Meter chart.
+# ---------------------------------------------------------------------------------------------
+
+SERIES_COLOURS = (np.array([0.35, 0.75, 1.00], dtype=np.float32), np.array([1.00, 0.62, 0.10], dtype=np.float32))
+SEAM_C = np.array([0.30, 0.30, 0.34], dtype=np.float32)
+FLAG_C = np.array([1.00, 0.25, 0.35], dtype=np.float32)
+
+
+def _line(img: np.ndarray, xs: np.ndarray, ys: np.ndarray, colour, width: int = 2) -> None:
+    """Polyline through (xs, ys), drawn as dots one pixel apart."""
+    for k in range(len(xs) - 1):
+        n = int(max(abs(xs[k + 1] - xs[k]), abs(ys[k + 1] - ys[k]), 1)) + 1
+        t = np.linspace(0.0, 1.0, n)
+        _dots(img, xs[k] + t * (xs[k + 1] - xs[k]), ys[k] + t * (ys[k + 1] - ys[k]), colour, width)
+
+
+def seam_curve_image(values: np.ndarray, is_seam: np.ndarray, flagged: np.ndarray, names: Sequence[str],
+                     title: str = "", size: Tuple[int, int] = (1024, 360)) -> np.ndarray:
+    """Per frame pair difference of one or two videos on one shared scale: x = pair i (frames
+    i and i+1), a grey column at every VAE chunk seam, seam pairs as larger dots, seams that
+    stand out from their chunks ringed in red.  values, flagged: [R, P]; is_seam: [P]."""
+    vals = np.atleast_2d(np.asarray(values, dtype=np.float64))
+    flags = np.atleast_2d(np.asarray(flagged, dtype=bool))
+    seam = np.asarray(is_seam, dtype=bool)
+    nser, p = vals.shape
+    width, height = size
+    left, right, top, bottom = 70, 16, 34, 44
+    pw, ph = width - left - right, height - top - bottom
+    img = np.empty((height, width, 3), dtype=np.float32)
+    img[:] = BG
+    _fill(img, top, top + ph, left, left + pw, PANEL)
+    labels = Labels()
+    scale = Scale(vals)
+    _y_axis(img, labels, scale, left, top, pw, ph)
+    xs = left + (np.arange(p) + 0.5) / p * pw
+    col_w = max(1, int(pw / p * 0.6))
+    for i in np.nonzero(seam)[0]:
+        _fill(img, top, top + ph, int(xs[i] - col_w / 2), int(xs[i] - col_w / 2) + col_w, SEAM_C)
+    every = max(1, math.ceil(p / max(1, pw // 36)))
+    for i in range(0, p + 1, every):
+        labels.add(left + i / p * pw, top + ph + 4, str(i), ha="m", size=11)
+    for k in range(nser):
+        ys = top + ph - 1 - scale(vals[k]) * (ph - 1)
+        c = SERIES_COLOURS[k % len(SERIES_COLOURS)]
+        _line(img, xs, ys, c, 2)
+        _dots(img, xs[seam], ys[seam], c, 6)
+        for i in np.nonzero(flags[k])[0]:  # red ring around seams that stand out
+            ang = np.linspace(0, 2 * np.pi, 40)
+            _dots(img, xs[i] + 7 * np.cos(ang), ys[i] + 7 * np.sin(ang), FLAG_C, 2)
+    labels.add(8, 8, title)
+    x = width - right
+    for k in reversed(range(nser)):
+        name = names[k] if k < len(names) else f"series {k}"
+        x -= 8 + int(6.3 * len(name))
+        _fill(img, 12, 20, x - 12, x - 4, SERIES_COLOURS[k % len(SERIES_COLOURS)])
+        labels.add(x, 16, name, ha="l", va="m", size=11)
+        x -= 14
+    labels.add(left + pw / 2, height - 6, "frame (pair i = frames i, i+1); grey columns = VAE chunk seams, "
+               "red rings = seams standing out", ha="m", va="b", size=11)
+    return labels.render(img)

@@ -332,12 +332,23 @@ def analysis() -> Graph:
                                ("b", "heatmaps", 1020, "Per-frame heatmaps (with STAS)")):
         prev = g.add("PreviewImage", (2960, y), title=title, size=[420, 300])
         g.link(vis[key], out, prev, "images")
+    # the decoded videos themselves: change across the VAE's chunk seams, with STAS (A) vs without (B)
+    seam = g.add("STASTemporalSeamMeter", (1200, 1060), color=STAS_COLOR, temporal_compression=4,
+                 causal_first_frame=True, flag_contrast=1.5, motion_compensation=True, analysis_size=320)
+    g.link(dec_b, "IMAGE", seam, "images")
+    g.link(dec_a, "IMAGE", seam, "images_b")
+    seam_plot = g.add("PreviewImage", (1560, 1060), title="Seams: with STAS (A, blue) vs without (B, orange)",
+                      size=[800, 300])
+    g.link(seam, "plot", seam_plot, "images")
+    seam_text = g.add("PreviewAny", (1560, 1400), title="Seam summary", size=[800, 300])
+    g.link(seam, "summary", seam_text, "source")
     g.note((0, 1140), """
 Analysis: the same prompt and seed rendered without (top) and with (bottom) STAS, the two videos side by side in one file, and the massive activations of the middle block recorded in both runs.
 
 - MA Recorder: records the chosen blocks and steps while the sampler runs. Placed after STAS, it also records each steered value before and after steering.
 - MA Visualizer: token-index profile (first frame > boundary rows > interior is the hierarchy STAS exploits), per-frame heatmaps, block x step hierarchy, steering before/after, and a text summary with the detected MA channels. Its chart inside the node is interactive.
 - The Boundary Mask Builder feeds the same mask to STAS and to both visualizers, so "boundary" means the same tokens everywhere.
+- Temporal Seam Meter: on the decoded videos, how much frames change across the VAE's chunk seams (frames 4k | 4k+1) compared with inside the chunks, with STAS (A) and without (B). Seam ratio 1 = seams invisible; the summary says A - B in words.
 
 See docs/visualizer.md for how to read the figures.
 """, size=(780, 330))

@@ -1,0 +1,80 @@
+"""Temporal Seam Meter: decoded frames in; how much they change across the video VAE's chunk
+seams (where STAS acts) compared with inside the chunks, as a chart, a summary and a number.
+The maths is stas_core.seams; this node only reads its inputs and words the errors."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from comfy_api.latest import io
+
+from ..stas_core import plot, seams
+
+NAME = "Temporal Seam Meter"
+
+
+def _image(arr: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None]
+
+
+class TemporalSeamMeter(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="STASTemporalSeamMeter",
+            display_name="Temporal Seam Meter (STAS)",
+            category="model_patches/stas",
+            description="Measure on the decoded video what STAS is for: how much consecutive frames change across the "
+                        "video VAE's chunk seams (pixel frames 4k | 4k+1) compared with the frame pairs inside the chunks "
+                        "around them, after discounting global motion. Optionally compares a second render (e.g. the same "
+                        "seed without STAS).",
+            inputs=[
+                io.Image.Input("images", tooltip="The decoded frames of one video, straight from VAE Decode (not trimmed or interpolated)."),
+                io.Image.Input("images_b", optional=True,
+                               tooltip="Optional second render of the same length and size to compare, e.g. the same seed without STAS. Drawn in orange; the summary says A - B in words."),
+                io.Int.Input("temporal_compression", default=4, min=2, max=16,
+                             tooltip="Pixel frames per latent frame of the video VAE: 4 for Wan 2.1/2.2, HunyuanVideo and CogVideoX. Chunk seams sit between pixel frames 4k and 4k+1."),
+                io.Boolean.Input("causal_first_frame", default=True,
+                                 tooltip="On: the first latent frame decodes to one pixel frame (causal VAEs: Wan, HunyuanVideo, CogVideoX), so a video has 1 + 4k frames. Off: every latent frame is 4 pixel frames."),
+                io.Float.Input("flag_contrast", default=1.5, min=1.0, max=100.0, step=0.05,
+                               tooltip="A seam counts as standing out (ringed red in the plot) when its frame difference is at least this many times the median of the within-chunk pairs of its two neighbouring chunks."),
+                io.Boolean.Input("motion_compensation", default=True,
+                                 tooltip="Align each frame pair by its global translation (camera pan) before differencing, so a pan does not hide the seams. Brightness changes are kept: a pulse at every seam is the artefact to see."),
+                io.Int.Input("analysis_size", default=320, min=32, max=4096, step=16,
+                             tooltip="Long side in pixels the frames are area-averaged to for the seam difference (speed, grain, and numbers that do not depend on render size). The flicker score always uses full resolution."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="plot", tooltip="Difference per frame pair (x = frame), grey columns at the chunk seams, seams that stand out ringed red; with images_b both curves on one scale."),
+                io.String.Output(display_name="summary", tooltip="Seam ratio, per-seam contrast, the largest change inside a chunk, a VBench-style temporal flickering score, and with images_b the differences A - B in words."),
+                io.Float.Output(display_name="seam_ratio", tooltip="Of images: mean difference of the seam pairs / mean of the within-chunk pairs (1 = seams invisible; higher = seams stand out)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, images, temporal_compression, causal_first_frame, flag_contrast, motion_compensation,
+                analysis_size, images_b=None) -> io.NodeOutput:
+        if images_b is not None and tuple(images_b.shape[:3]) != tuple(images.shape[:3]):
+            raise ValueError(f"{NAME}: images_b has {_describe(images_b)} but images has {_describe(images)}; "
+                             "connect two renders of the same length and size (same seed and settings), or disconnect images_b.")
+        opts = seams.SeamOptions(temporal_compression=int(temporal_compression),
+                                 causal_first_frame=bool(causal_first_frame), flag_contrast=float(flag_contrast),
+                                 motion_compensation=bool(motion_compensation), analysis_size=int(analysis_size))
+        try:
+            a = seams.measure(images, opts)
+            b = seams.measure(images_b, opts) if images_b is not None else None
+        except ValueError as e:
+            raise ValueError(f"{NAME}: {e}") from None
+        reports = [a] if b is None else [a, b]
+        names = [f"A images (seam ratio {a.seam_ratio:.2f})"]
+        if b is not None:
+            names.append(f"B images_b ({b.seam_ratio:.2f})")
+        vals, flags = seams.series_for_plot(reports)
+        h, w = a.size
+        title = (f"Temporal seam meter: frame-pair difference, {a.layout.frames} frames {w}x{h}, "
+                 f"chunks of {a.layout.temporal_compression}")
+        img = plot.seam_curve_image(vals, a.layout.is_seam, flags, names, title)
+        return io.NodeOutput(_image(img), seams.summary_text(a, b), float(a.seam_ratio))
+
+
+def _describe(t: torch.Tensor) -> str:
+    s = list(t.shape)
+    return f"{s[0]} frames of {s[2]}x{s[1]}" if len(s) == 4 else f"shape {s}"
