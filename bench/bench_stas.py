@@ -15,9 +15,10 @@ interleaved round by round:
            blocks at every step vs the MA Recorder at its defaults; peak memory of each.
   mem14b   peak memory of the same variants at Wan 14B dims, 720x1280x81 (one step each).
   compile  ComfyUI's own TorchCompileModel node (inductor): unpatched vs STAS default,
-           recompiles after the first step, graph breaks, compiled seconds per step; then one
-           compiled model under STAS settings changed from run to run (alpha, window, mask,
-           apply_to, channels, threshold): each run against eager, graphs compiled after run 1.
+           recompiles after the first step, graph breaks, compiled seconds per step.
+  compile_settings  one compiled model under STAS settings changed from run to run (alpha,
+           window, mask, apply_to, channels, auto detection, blocks): graphs compiled after run 1,
+           and whether each change moves the compiled result as it moves the eager one.
   harden   the Triton path with NaN/Inf activations, an invalid far out-of-range table entry,
            strided inputs, and h on another GPU than the current one (2 GPUs).
   hunyuan  HunyuanVideo dims (hidden 3072) end to end at a size that fits, fewer blocks.
@@ -25,7 +26,7 @@ interleaved round by round:
 Usage (GPU; ComfyUI source at $COMFYUI_PATH or --comfyui):
   python3 bench/bench_stas.py --sections op,e2e,mem14b
   python3 bench/bench_stas.py --sections compile
-  python3 bench/bench_stas.py --sections op,compile,harden
+  python3 bench/bench_stas.py --sections op,compile,compile_settings,harden
 CPU smoke test at a tiny size (what CI-like machines can run):
   python3 bench/bench_stas.py --device cpu --tiny
 
@@ -618,11 +619,9 @@ def section_hunyuan(rep, pack, device, tiny, dtype, steps, rounds):
     cleanup(device)
 
 
-def section_compile(rep, pack, device, tiny, dtype, steps, backend):
-    """TorchCompileModel (ComfyUI's node) on the unpatched and the STAS-patched model."""
+def compile_setup(device, tiny, dtype, backend):
+    """Wan 2.1 1.3B dims (tiny on CPU), its conds, and ``compiled(m)``: TorchCompileModel's output."""
     import torch
-    import torch._dynamo
-    from torch._dynamo.utils import counters
     import comfy_extras.nodes_torch_compile as ntc
     if tiny:
         model = build_wan(128, 256, 2, 4, dtype, device)
@@ -631,7 +630,6 @@ def section_compile(rep, pack, device, tiny, dtype, steps, backend):
         model = build_wan(1536, 8960, 12, 30, dtype, device)
         latent, ctx = torch.zeros(1, 16, 21, 60, 104), 512
     pos, neg = text_cond(ctx, seed=1), text_cond(ctx, seed=2)
-    smp = pack_module(pack, "nodes.stas_model_patch").StasModelPatch
 
     def compiled(m):
         if backend == "inductor":
@@ -640,6 +638,17 @@ def section_compile(rep, pack, device, tiny, dtype, steps, backend):
         c = m.clone()
         set_torch_compile_wrapper(model=c, backend=backend, options={"guard_filter_fn": ntc.skip_torch_compile_dict})
         return c
+
+    return model, latent, pos, neg, compiled
+
+
+def section_compile(rep, pack, device, tiny, dtype, steps, backend):
+    """TorchCompileModel (ComfyUI's node) on the unpatched and the STAS-patched model."""
+    import torch
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+    model, latent, pos, neg, compiled = compile_setup(device, tiny, dtype, backend)
+    smp = pack_module(pack, "nodes.stas_model_patch").StasModelPatch
 
     variants = [("unpatched", model), ("STAS default", run_node(smp, model)[0]),
                 ("STAS all blocks, every step", run_node(smp, model, blocks="all", end_percent=1.0, threshold=1.0)[0])]
@@ -705,51 +714,59 @@ def section_compile(rep, pack, device, tiny, dtype, steps, backend):
                "graphs after step 1", "new graphs after step 1 (recompiles)", "graph breaks",
                "max |compiled - eager| of the latent", "peak MiB"], rows)
     rep.data["sections"]["compile"] = {"rows": rows, "raw": raw}
-    compile_settings(rep, pack, device, model, latent, pos, neg, steps, compiled)
     del model
     cleanup(device)
 
 
-def compile_settings(rep, pack, device, model, latent, pos, neg, steps, compiled):
-    """Issue 10 item 3 on the GPU: one compiled model (TorchCompileModel's output, cached as in a
-    re-queued workflow) under STAS Model Patch whose settings change from run to run; each run
-    against the same settings uncompiled, and the graphs compiled after the first run."""
+def section_compile_settings(rep, pack, device, tiny, dtype, steps, backend):
+    """One compiled model (TorchCompileModel's output, cached as in a re-queued workflow) under
+    STAS Model Patch whose settings change from run to run. Random weights carry no massive
+    activation, so the base setting lists channels (auto detection would steer nothing and every
+    setting would look as if it took effect). A setting took effect when the compiled run moves
+    away from the compiled base run as much as the eager run moves from the eager base run."""
     import torch
     import torch._dynamo
     from torch._dynamo.utils import counters
+    model, latent, pos, neg, compiled = compile_setup(device, tiny, dtype, backend)
     smp = pack_module(pack, "nodes.stas_model_patch").StasModelPatch
     bmb = pack_module(pack, "nodes.boundary_mask").BoundaryMaskBuilder
     first_only = bmb.execute(True, False, 1.0, 1.0, "rows")[0]
-    seq = [("defaults", {}), ("alpha 0.3", dict(alpha=0.3)), ("end_percent 0.6", dict(end_percent=0.6)),
-           ("mask: first frame only", dict(mask=first_only)), ("apply_to both", dict(apply_to="both")),
-           ("channels 7,100", dict(channels="7,100")), ("threshold 5", dict(threshold=5.0)),
-           ("defaults again", {}),
-           # not a setting the op takes: which block carries a patch. Shows whether this compiled
-           # graph notices (a recompile and a zero diff) or keeps the old patch (a large diff)
+    base = dict(channels="7,100", alpha=2.0)
+    seq = [("base: channels 7,100, alpha 2", {}), ("alpha 0.3", dict(alpha=0.3)),
+           ("end_percent 0.6", dict(end_percent=0.6)), ("mask: first frame only", dict(mask=first_only)),
+           ("apply_to both", dict(apply_to="both")), ("channels 7,100,90", dict(channels="7,100,90")),
+           ("channels auto, threshold 1", dict(channels="auto", threshold=1.0)), ("base again", {}),
+           # not a setting the op takes: which block carries a patch (a recompile, or the old patch kept)
            ("blocks 1 (which block is patched)", dict(blocks="1"))]
     torch._dynamo.reset()
     counters.clear()
     cm = compiled(model)
-    rows, g0 = [], None
+    rows, g0, ref = [], None, None
     for name, kw in seq:
+        kw = {**base, **kw}
         sync(device)
         t0 = time.perf_counter()
-        got = sample(run_node(smp, cm, **kw)[0], latent, steps, 5.0, pos, neg)
+        got = sample(run_node(smp, cm, **kw)[0], latent, steps, 5.0, pos, neg).float()
         sync(device)
         t = time.perf_counter() - t0
-        want = sample(run_node(smp, model, **kw)[0], latent, steps, 5.0, pos, neg)
+        want = sample(run_node(smp, model, **kw)[0], latent, steps, 5.0, pos, neg).float()
+        ref = ref or (got, want)
         g = counters["stats"].get("unique_graphs", 0)
         g0 = g if g0 is None else g0
-        d = (got.float() - want.float()).abs().max().item()
-        scale = want.float().abs().max().item()
-        rows.append([name, f"{t:.2f}", str(g), str(g - g0), f"{d:.3g}", f"{d / max(scale, 1e-30):.2e}"])
+        d_c, d_e = (got - ref[0]).abs().max().item(), (want - ref[1]).abs().max().item()
+        took = "base" if not rows else ("yes" if abs(d_c - d_e) <= 0.1 * max(d_e, 1e-30) or d_c == d_e
+                                        else "NO")
+        rows.append([name, f"{t:.2f}", str(g), str(g - g0), f"{(got - want).abs().max().item():.3g}",
+                     f"{d_c:.3g}", f"{d_e:.3g}", took])
         rep.log(f"[compile-settings] {rows[-1]}")
         del got, want
         cleanup(device)
     rep.table(f"One compiled model, STAS settings changed between runs ({steps}-step runs; {card_name(device)})",
-              ["run", "s (incl. any compile)", "graphs so far", "new graphs since run 1",
-               "max |compiled - eager|", "relative to max |latent|"], rows)
+              ["run", "s (incl. any compile)", "graphs so far", "new graphs since run 1", "max |compiled - eager|",
+               "change vs base, compiled", "change vs base, eager", "took effect"], rows)
     rep.data["sections"]["compile_settings"] = {"rows": rows}
+    del model, cm, ref
+    cleanup(device)
 
 
 def section_harden(rep, pack, device, tiny):
@@ -871,7 +888,7 @@ def main():
     ap.add_argument("--tiny", action="store_true", help="tiny sizes (CPU smoke test)")
     ap.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH", str(REPO / ".comfyui")))
     ap.add_argument("--sections", default="op,e2e,mem14b",
-                    help="comma list of op,launch,e2e,mem14b,hunyuan,compile,harden")
+                    help="comma list of op,launch,e2e,mem14b,hunyuan,compile,compile_settings,harden")
     ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     ap.add_argument("--op-dtypes", default="float16,bfloat16")
     ap.add_argument("--steps", type=int, default=5)
@@ -916,6 +933,9 @@ def main():
             elif s == "compile":
                 section_compile(rep, pack, a.device, a.tiny, dtype, a.compile_steps,
                                 a.compile_backend if a.device == "cuda" else "aot_eager")
+            elif s == "compile_settings":
+                section_compile_settings(rep, pack, a.device, a.tiny, dtype, a.compile_steps,
+                                         a.compile_backend if a.device == "cuda" else "aot_eager")
             elif s == "harden":
                 section_harden(rep, pack, a.device, a.tiny)
             else:
