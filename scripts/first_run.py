@@ -36,7 +36,7 @@ def graph() -> dict:
     """API prompt: one tiny Wan, sampled without (A) and with (B) STAS; both recorded and visualized."""
     rec = dict(blocks="all", steps="all", record="cond", channels="auto", top_k=4, token_stride=0, max_memory_mb=256)
     ks = dict(seed=SEED, steps=10, cfg=5.0, sampler_name="euler", scheduler="simple", denoise=1.0)
-    vis = dict(block=2, step=-1, sample=0,  # block 2 = "middle" of the 4-block stand-in: the steered one
+    vis = dict(block=2, step=0, sample=0,  # block 2 = "middle" of the 4-block stand-in: the steered one
                chunk="cond", channel="max", threshold=50.0, log_scale=False,
                export=False, filename_prefix="stas/ma_recording")
     p = {

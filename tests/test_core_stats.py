@@ -108,7 +108,7 @@ def test_step_of_maps_sigmas_and_intermediate_evaluations():
 # -- statistics of a planted run ------------------------------------------------------------
 
 def test_summary_recovers_planted_channels_ratios_and_groups(run):
-    d = stats.summarize(run, threshold=50.0)
+    d = stats.summarize(run, step=0, threshold=50.0)
     found = d["detected"]["2"]["channels"]
     assert [c for c, _ in found] and sorted(c for c, _ in found) == sorted(CHANS)
     expect = float(ma_ratio(planted(seed=0)).max())  # step 0 has the strongest MAs
@@ -131,7 +131,7 @@ def test_one_channel_and_mask_widths(run):
     with pytest.raises(ValueError, match="not tracked"):
         stats.token_magnitude(e, 0, 3)
     # two-row boundaries: the second rows are interior (100) so the boundary mean drops
-    d = stats.summarize(run, spec=BoundarySpec(True, True, 2, 2, "rows"))
+    d = stats.summarize(run, step=0, spec=BoundarySpec(True, True, 2, 2, "rows"))
     assert d["group_means"]["boundary"] == pytest.approx(250.0)
 
 
@@ -153,6 +153,15 @@ def test_pick_errors_list_what_was_recorded(run):
         stats.pick(run, sample=1)
     with pytest.raises(ValueError, match="recorded nothing"):
         stats.pick(RunRecording(layout(), 1 << 20))
+
+
+def test_pick_negative_counts_from_the_end_like_python(run):
+    """-1 means the last recorded block / step, as on the MA Recorder's steps."""
+    assert stats.pick(run, block=-1, step=-1)[:2] == (2, 2)
+    assert stats.pick(run, block=-1, step=-3)[:2] == (2, 0)
+    assert stats.pick(run, block=2, step=0)[:2] == (2, 0)
+    with pytest.raises(ValueError, match=r"step -4 was not recorded .*recorded steps: \[0, 1, 2\]"):
+        stats.pick(run, step=-4)
 
 
 def test_profile_from_run(run):
