@@ -134,7 +134,8 @@ class MAVisualizer(io.ComfyNode):
         else:
             msg = ("no STAS steering at this block and step (see the summary for the steered ones)"
                    if summary["any_steering"] else
-                   "no STAS steering recorded: place the MA Recorder after STAS Model Patch to see it")
+                   "no STAS steering in this run (expected without STAS; with STAS, put the MA Recorder "
+                   "after STAS Model Patch)")
             steer = plot.steering_image(None, None, None, [], lay.grid, "STAS steering", message=msg)
         text = stats.summary_text(summary)
         if export:

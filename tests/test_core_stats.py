@@ -387,3 +387,17 @@ def test_profile_save_load_info(tmp_path):
     q = MAProfile.load(str(tmp_path / "p.safetensors"))
     assert q == p and q.info == {"model": "WAN21_T2V"}
     assert "block 2: channels [17, 99]" in q.describe()
+
+
+def test_hierarchy_comparison_shares_one_colour_scale():
+    """Alone, a uniform run of 10 and one of 1000 both fill their scale's top; compared, the
+    weaker run is drawn darker than the stronger one (one scale for both)."""
+    strong, weak = np.full((3, 1, 2), 1000.0), np.full((3, 1, 2), 10.0)
+    cell = (48 + 14, 64 + 14)  # centre of the first cell of the first-frame panel (plot's layout)
+    alone = [plot.hierarchy_image(m, [2], [0, 1])[cell] for m in (strong, weak)]
+    assert np.allclose(alone[0], alone[1])
+    both = plot.hierarchy_comparison_image([("with", strong, [2], [0, 1]), ("without", weak, [2], [0, 1])])
+    h = plot.hierarchy_image(strong, [2], [0, 1]).shape[0]
+    top, bottom = both[cell], both[h + cell[0], cell[1]]
+    assert both.shape[0] == 2 * h and not np.allclose(top, bottom)
+    assert top.sum() > bottom.sum() + 0.3, (top, bottom)
