@@ -158,7 +158,17 @@ def exercise_chart(srv, fp: FrontendPage, entry: dict, shots: Path, renderer: st
     seen = {}
     shots.mkdir(parents=True, exist_ok=True)
     tag = "" if renderer == "litegraph" else "_vue"
-    node_rect = frame_node(fp)
+    frame_node(fp)
+    top = fp.evaluate(NODE_RECT_JS)["y"]
+    if top < 80:  # tall nodes (1.49 draws taller widgets): bring the title into view
+        fp.evaluate("""(dy) => {
+            const ds = window.app.canvas.ds;
+            ds.offset = [ds.offset[0], ds.offset[1] + dy / ds.scale];
+            window.app.graph.setDirtyCanvas(true, true);
+            window.app.canvas.draw?.(true, true);
+        }""", 90 - top)
+        time.sleep(1.0)
+    node_rect = seen["node_rect"] = screen_clip(fp, fp.evaluate(NODE_RECT_JS), 6)
     canvas = fp.locator(".stas-chart-canvas").first
     canvas.wait_for(state="visible", timeout=30_000)
     box = seen["canvas_box"] = canvas.bounding_box()
@@ -196,7 +206,8 @@ def exercise_chart(srv, fp: FrontendPage, entry: dict, shots: Path, renderer: st
 
 NODE_RECT_JS = f"""() => {{
     const app = window.app, node = app.graph.getNodeById({VIS_ID});
-    const vue = document.querySelector('[data-node-id="{VIS_ID}"]');
+    const vueOn = window.app.extensionManager?.setting?.get?.('Comfy.VueNodes.Enabled') === true;
+    const vue = vueOn && document.querySelector('[data-node-id="{VIS_ID}"]');
     if (vue && vue.getBoundingClientRect().width > 0) {{
         const r = vue.getBoundingClientRect();
         return {{x: r.x, y: r.y, width: r.width, height: r.height, vue: true}};
@@ -209,6 +220,14 @@ NODE_RECT_JS = f"""() => {{
 }}"""
 
 
+def screen_clip(fp: FrontendPage, r: dict, pad: int) -> dict:
+    """``r`` grown by ``pad`` and cut to the viewport: a clip Playwright accepts."""
+    vw, vh = fp.evaluate("() => [window.innerWidth, window.innerHeight]")
+    x0, y0 = max(0, r["x"] - pad), max(0, r["y"] - pad)
+    x1, y1 = min(vw, r["x"] + r["width"] + pad), min(vh, r["y"] + r["height"] + pad)
+    return {"x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0}
+
+
 def open_summary(fp: FrontendPage, path: Path) -> dict:
     """Open the chart's summary and measure it against the node's edges (screen pixels)."""
     fp.locator(".stas-chart-details > summary").first.click()
@@ -218,9 +237,7 @@ def open_summary(fp: FrontendPage, path: Path) -> dict:
     node = fp.evaluate(NODE_RECT_JS)
     pre = fp.locator(".stas-chart-summary").first.bounding_box()
     root = fp.locator(".stas-chart").first.bounding_box()
-    pad = 40
-    fp.screenshot(path=str(path), clip={"x": max(0, node["x"] - pad), "y": max(0, node["y"] - pad),
-                                        "width": node["width"] + 2 * pad, "height": node["height"] + 2 * pad})
+    fp.screenshot(path=str(path), clip=screen_clip(fp, node, 24))
     return {"node": node, "pre": pre, "root": root,
             "open": fp.evaluate("() => document.querySelector('.stas-chart-details').open")}
 
