@@ -37,8 +37,9 @@ import full_standins as fs  # noqa: E402  (stdlib at import; ComfyUI only in the
 from server_env import ComfyServer, PromptError, shrink_prompt  # noqa: E402
 
 # Order: the Wan 2.1 text encoder and VAE serve four workflows; the large files go once used.
-ORDER = ["wan2.1_t2v_1.3B_stas", "stas_analysis_side_by_side", "wan2.1_i2v_480p_stas",
-         "wan2.2_a14b_t2v_stas", "wan2.2_ti2v_5B_stas", "hunyuan_video_t2v_stas"]
+ORDER = ["1. Wan 2.1 T2V with STAS", "2. Without vs with STAS",
+         "3. Wan 2.1 I2V with STAS", "5. Wan 2.2 A14B with STAS",
+         "4. Wan 2.2 TI2V 5B with STAS", "6. HunyuanVideo with STAS"]
 LOADER_FILES = {"UNETLoader": ("unet_name",), "CLIPLoader": ("clip_name",), "VAELoader": ("vae_name",),
                 "DualCLIPLoader": ("clip_name1", "clip_name2"), "CLIPVisionLoader": ("clip_name",)}
 
@@ -82,7 +83,7 @@ def main(argv=None) -> int:
     ap.add_argument("--prompts", required=True, type=Path, help="API prompts from tools/export_api_prompts.py")
     ap.add_argument("--work", required=True, type=Path, help="ComfyUI base directory (models are written here)")
     ap.add_argument("--out", required=True, type=Path, help="report.md, results.json and the server log")
-    ap.add_argument("--only", nargs="*", help="workflow names (default: all, in ORDER)")
+    ap.add_argument("--only", nargs="*", help="workflow names or their leading numbers (default: all, in ORDER)")
     ap.add_argument("--device", default="cuda", help="where the stand-ins' random tensors are drawn")
     ap.add_argument("--ma-gain", type=float, default=100.0, help="planted MA channel gain (0: none)")
     ap.add_argument("--tiny-diffusion", action="store_true", help="tiny diffusion models (CPU smoke test)")
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
     ap.add_argument("--copy-videos", action="store_true", help="copy each workflow's first video into --out")
     a = ap.parse_args(argv)
 
-    names = [n for n in ORDER if not a.only or n in a.only]
+    names = [n for n in ORDER if not a.only or any(n.startswith(o) for o in a.only)]
     prompts = {n: json.loads((a.prompts / f"{n}.json").read_text()) for n in names}
     a.out.mkdir(parents=True, exist_ok=True)
     models = a.work / "models"

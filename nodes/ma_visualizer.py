@@ -71,10 +71,10 @@ class MAVisualizer(io.ComfyNode):
             inputs=[
                 StasRecording.Input("recording", tooltip="The recording output of MA Recorder."),
                 io.Latent.Input("latent", tooltip="The LATENT output of the sampler that ran the MA Recorder's MODEL: picks that run's recording and runs this node after sampling."),
-                io.Int.Input("block", default=-1, min=-1, max=4096,
-                             tooltip="Recorded block to show (flat index, as typed on the recorder); -1 = the first recorded block."),
-                io.Int.Input("step", default=-1, min=-1, max=100000,
-                             tooltip="Recorded denoising step to show; -1 = the first recorded step (massive activations are strongest early)."),
+                io.Int.Input("block", default=-1, min=-4096, max=4096,
+                             tooltip="Recorded block to show (flat index, as typed on the recorder); negative counts from the end of the recorded blocks: -1 = the last recorded block."),
+                io.Int.Input("step", default=0, min=-100000, max=100000,
+                             tooltip="Recorded denoising step to show (0 = the first step: massive activations and STAS steering are strongest early); negative counts from the end of the recorded steps: -1 = the last recorded step."),
                 io.Int.Input("sample", default=0, min=0, max=4096, tooltip="Batch item to show (0 = first)."),
                 io.Combo.Input("chunk", options=list(CHUNK_IDS), default="cond",
                                tooltip="CFG pass to show (it must have been recorded: see 'record' on the MA Recorder)."),
@@ -134,7 +134,8 @@ class MAVisualizer(io.ComfyNode):
         else:
             msg = ("no STAS steering at this block and step (see the summary for the steered ones)"
                    if summary["any_steering"] else
-                   "no STAS steering recorded: place the MA Recorder after STAS Model Patch to see it")
+                   "no STAS steering in this run (expected without STAS; with STAS, put the MA Recorder "
+                   "after STAS Model Patch)")
             steer = plot.steering_image(None, None, None, [], lay.grid, "STAS steering", message=msg)
         text = stats.summary_text(summary)
         if export:

@@ -8,7 +8,8 @@ folder: your ComfyUI install is not modified) with this pack loaded, writes a ti
 Wan 2.1 stand-in (tools/make_standins.py, with planted massive-activation channels), and runs one
 graph that renders the same seed twice, without and with STAS Model Patch, recording the massive
 activations of every block with the MA Recorder and drawing them with the MA Visualizer. The
-visualizer images, the mask preview and report.md land in --out (default ./stas_first_run).
+visualizer images, the mask preview, one hierarchy figure of both runs on a shared colour scale and
+report.md land in --out (default ./stas_first_run).
 
 Only the standard library is needed to run this script; ComfyUI's own python (a venv beside or
 inside the ComfyUI folder, or --python) runs ComfyUI and the stand-in generator. The text encoder
@@ -31,15 +32,31 @@ from server_env import ComfyServer, comfy_python_for, newest_testbed, testbeds_r
 
 MODEL = "wan2.1_t2v_1.3B_fp16.safetensors"
 SEED = 42
+EXPORTS = "stas_first_run_recordings"  # the visualizers' exports, in the server's output folder
+
+COMPARE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+from PIL import Image
+from stas_core import plot, stats
+from stas_core.record import RunRecording
+runs = []
+for label, path in (("without STAS", sys.argv[2]), ("with STAS", sys.argv[3])):
+    run = RunRecording.load(path)
+    mat, blocks, steps = stats.hierarchy_matrix(run, 0)
+    runs.append((f"mean MA magnitude by token group, {label}", mat, blocks, steps))
+img = plot.hierarchy_comparison_image(runs)
+Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(sys.argv[4])
+"""
 
 
 def graph() -> dict:
     """API prompt: one tiny Wan, sampled without (A) and with (B) STAS; both recorded and visualized."""
     rec = dict(blocks="all", steps="all", record="cond", channels="auto", top_k=4, token_stride=0, max_memory_mb=256)
     ks = dict(seed=SEED, steps=10, cfg=5.0, sampler_name="euler", scheduler="simple", denoise=1.0)
-    vis = dict(block=2, step=-1, sample=0,  # block 2 = "middle" of the 4-block stand-in: the steered one
-               chunk="cond", channel="max", threshold=50.0, log_scale=False,
-               export=False, filename_prefix="stas/ma_recording")
+    vis = dict(block=2, step=0, sample=0,  # block 2 = "middle" of the 4-block stand-in: the steered one
+               chunk="cond", channel="max", threshold=50.0, log_scale=False, export=True)
     p = {
         "unet": ("UNETLoader", dict(unet_name=MODEL, weight_dtype="default")),
         "shift": ("ModelSamplingSD3", dict(model=["unet", 0], shift=8.0)),
@@ -60,58 +77,96 @@ def graph() -> dict:
         p[f"ks_{run}"] = ("KSampler", dict(model=[f"rec_{run}", 0], positive=["pos", 0], negative=["neg", 0],
                                            latent_image=["latent", 0], **ks))
         p[f"vis_{run}"] = ("STASMAVisualizer", dict(recording=[f"rec_{run}", 1], latent=[f"ks_{run}", 0],
-                                                    mask=["mask", 0], **vis))
+                                                    mask=["mask", 0], filename_prefix=f"{EXPORTS}/{label}", **vis))
         for i, fig in enumerate(("profile", "heatmaps", "hierarchy", "steering")):
             p[f"save_{fig}_{run}"] = ("SaveImage", dict(images=[f"vis_{run}", i],
                                                         filename_prefix=f"stas_first_run/{label}_{fig}"))
     return {k: {"class_type": ct, "inputs": inp} for k, (ct, inp) in p.items()}
 
 
+def _summary(entry: dict, run: str) -> str:
+    text = entry["outputs"].get(f"vis_{run}", {}).get("stas_profile", [{}])[0].get("summary", "")
+    return "\n".join(line for line in text.splitlines() if not line.startswith("Exported:")).strip()
+
+
 def report(srv: ComfyServer, entry: dict, out: Path, seconds: dict) -> str:
-    summaries = {run: entry["outputs"].get(f"vis_{run}", {}).get("stas_profile", [{}])[0].get("summary", "")
-                 for run in ("a", "b")}
+    """report.md, written for a ComfyUI user: what ran, what each image shows, the words used."""
     images = sorted(p.name for p in out.glob("*.png"))
     lines = [
         "# comfyui-stas first run",
         "",
-        f"ComfyUI {srv.version()} at {srv.src}, on the CPU. Model: a tiny random-weight Wan 2.1 T2V stand-in saved as "
-        f"`{MODEL}` (4 blocks, hidden size 128, a massive-activation channel planted in every block) and a "
-        "stand-in text encoder. The same seed was sampled twice (10 steps): without STAS (A) and with "
-        "STAS Model Patch on the middle block (B); MA Recorders recorded every block and step of both runs.",
+        f"ComfyUI {srv.version()} at {srv.src} ran one graph on the CPU. The model is a tiny random-weight "
+        f"stand-in for Wan 2.1 T2V saved as `{MODEL}` (4 blocks, hidden size 128, one channel made "
+        "massive on purpose in every block), with a stand-in text encoder. The same seed was sampled twice "
+        "(10 steps): once **without STAS** and once **with STAS Model Patch** on the middle block (block 2). "
+        "An MA Recorder recorded every block and step of both runs and an MA Visualizer drew each.",
         "",
-        "Random weights have no learned structure, so the first-frame > boundary > interior hierarchy of the "
-        "paper is not expected here; this run shows the tools working end to end in your ComfyUI.",
+        "Random weights have no learned structure: this run shows the nodes working end to end in your "
+        "ComfyUI, not what STAS does to a real video.",
+        "",
+        "## Words used here",
+        "",
+        "- **Massive activation (MA)**: a few channels of a transformer block's output are hundreds or "
+        "thousands of times larger than the rest. The MA Visualizer calls a channel massive when its largest "
+        "value is at least `threshold` (50) times the average size of all values (its *peak-to-mean ratio*).",
+        "- **Latent frame**: the video model works on a compressed video; Wan packs 4 video frames into one "
+        "latent frame (the first latent frame holds only the first video frame).",
+        "- **First-frame tokens**: every token of the first latent frame. In real video models they carry the "
+        "largest MAs.",
+        "- **Boundary tokens**: the first (*head*) and last (*tail*) token rows of every later latent frame, "
+        "where one chunk of time meets the next. The paper finds their MAs smaller than the first frame's but "
+        "larger than the rest.",
+        "- **Interior tokens**: all other tokens.",
+        "- **Ratios** in the summaries: the mean MA size of one group divided by another's, e.g. "
+        "`boundary/interior 4.00x` means boundary tokens are on average 4 times larger there. With real "
+        "weights you would expect first frame > boundary > interior; here the numbers only show the tools work.",
+        "- **Steering**: STAS sets the MA channels of first-frame and boundary tokens, in one block and in the "
+        "early steps only, to `alpha` times that channel's largest value (sign kept).",
+        "",
+        "## Images",
+        "",
+        "- `mask_preview_*`: which tokens STAS steers, one tile per latent frame (red: first frame, orange: head "
+        "row, blue: tail row, dark: not steered).",
+        "- `*_profile_*`: the MA size of every token, in token order; vertical lines separate latent frames.",
+        "- `*_heatmaps_*`: the MA size of every token, one small map per latent frame.",
+        "- `*_hierarchy_*`: mean MA size of first-frame, boundary and interior tokens for every block and "
+        "step of one run; each run's figure has its own colour scale.",
+        "- `hierarchy_without_vs_with.png`: the hierarchy of both runs, one above the other, on **one shared "
+        "colour scale**: compare these two by eye, not the separate `*_hierarchy_*` figures.",
+        "- `with_stas_steering_*`: the steered values before (grey) and after (red) STAS, at block 2, step 0.",
+        "- `without_stas_steering_*`: empty, as it should be: nothing is steered in the run without STAS.",
+        "",
+        *[f"- {name}" for name in images],
+        "",
+        "## MA Visualizer summary, without STAS",
+        "",
+        "```",
+        _summary(entry, "a"),
+        "```",
+        "",
+        "## MA Visualizer summary, with STAS",
+        "",
+        "```",
+        _summary(entry, "b"),
+        "```",
         "",
         "## Timing",
         "",
         *[f"- {k}: {v:.1f} s" for k, v in seconds.items()],
         "",
-        "## Images",
-        "",
-        "- `mask_preview_*`: the tokens STAS steers, one tile per latent frame (red: first frame, orange: head row, "
-        "blue: tail row, dark: not steered).",
-        "- `*_profile_*`: MA magnitude of every token in token order; lines mark latent-frame boundaries.",
-        "- `*_heatmaps_*`: MA magnitude per latent frame.",
-        "- `*_hierarchy_*`: mean MA magnitude of first-frame, boundary and interior tokens per block and step.",
-        "- `with_stas_steering_*`: the steered values before (grey) and after (red) STAS.",
-        "- `*_frame_*`: decoded frames (stand-in VAE: colours only).",
-        "",
-        *[f"- {name}" for name in images],
-        "",
-        "## MA Visualizer summary, without STAS (A)",
-        "",
-        "```",
-        summaries["a"].strip(),
-        "```",
-        "",
-        "## MA Visualizer summary, with STAS (B)",
-        "",
-        "```",
-        summaries["b"].strip(),
-        "```",
-        "",
     ]
     return "\n".join(lines)
+
+
+def compare_hierarchies(srv: ComfyServer, python: str, out: Path) -> None:
+    """Both runs' hierarchy figures on one colour scale, drawn from the visualizers' exports."""
+    found = {label: sorted((srv.output_dir / EXPORTS).glob(f"{label}_*.safetensors"))
+             for label in ("without_stas", "with_stas")}
+    if not all(found.values()):
+        raise RuntimeError(f"the MA Visualizers exported no recording: {found}")
+    subprocess.run([python, "-B", "-c", COMPARE, str(ROOT), str(found["without_stas"][-1]),
+                    str(found["with_stas"][-1]), str(out / "hierarchy_without_vs_with.png")],
+                   check=True, capture_output=True, text=True, timeout=300)
 
 
 def main(argv=None) -> int:
@@ -150,6 +205,7 @@ def main(argv=None) -> int:
         for nid in entry["outputs"]:
             for f in srv.output_files(entry, nid):
                 shutil.copy2(f, a.out / f.name)
+        compare_hierarchies(srv, python, a.out)
         seconds = {"ComfyUI start": t_server - t0, "stand-in model ready": t_ready - t0,
                    "graph (2 runs, recorded and visualized)": t_done - t_ready, "total": t_done - t0}
         (a.out / "report.md").write_text(report(srv, entry, a.out, seconds))

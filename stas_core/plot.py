@@ -292,10 +292,12 @@ def frame_heatmaps_image(values: np.ndarray, title: str = "", log: bool = False,
 
 
 def hierarchy_image(matrix: np.ndarray, blocks: Sequence[int], steps: Sequence[int], title: str = "",
-                    log: bool = True) -> np.ndarray:
+                    log: bool = True, scale_values: Optional[np.ndarray] = None) -> np.ndarray:
     """Block x step summary: three panels (first frame, boundary, interior), each a grid of
     cells (rows = recorded blocks, columns = recorded steps) coloured by the group's mean MA
-    magnitude on one shared (log) colour scale; colour bar on the right.  matrix: [3, nb, ns]."""
+    magnitude on one shared (log) colour scale; colour bar on the right.  matrix: [3, nb, ns].
+    ``scale_values``: values the colour scale spans instead of the matrix's own (so that figures
+    of two runs, drawn on the same values, can be compared by eye)."""
     m = np.asarray(matrix, dtype=np.float64)
     _, nb, ns = m.shape
     cw = max(4, min(28, 300 // max(1, ns)))
@@ -307,8 +309,8 @@ def hierarchy_image(matrix: np.ndarray, blocks: Sequence[int], steps: Sequence[i
     img = np.empty((height, width, 3), dtype=np.float32)
     img[:] = BG
     labels = Labels()
-    scale = Scale(m, log=log)
-    rgb = colormap(scale(m))
+    scale = Scale(m if scale_values is None else scale_values, log=log)
+    rgb = colormap(np.clip(scale(m), 0.0, 1.0))
     names = ("first frame", "boundary", "interior")
     for g in range(3):
         x0 = left + g * (pw + gap)
@@ -330,6 +332,23 @@ def hierarchy_image(matrix: np.ndarray, blocks: Sequence[int], steps: Sequence[i
     labels.add(bx + 15, top + ph, _fmt(scale.lo), va="m", size=10)
     labels.add(8, 8, title)
     return labels.render(img)
+
+
+def hierarchy_comparison_image(runs: Sequence[Tuple[str, np.ndarray, Sequence[int], Sequence[int]]],
+                               log: bool = True) -> np.ndarray:
+    """Hierarchy figures of several runs (label, matrix, blocks, steps) stacked, on ONE colour
+    scale spanning all of them: the same colour means the same magnitude in every panel."""
+    shared = np.concatenate([np.asarray(m, dtype=np.float64).reshape(-1) for _, m, _, _ in runs])
+    imgs = [hierarchy_image(m, b, s, f"{label} (colour scale shared by all panels)", log=log, scale_values=shared)
+            for label, m, b, s in runs]
+    width = max(i.shape[1] for i in imgs)
+    out = np.empty((sum(i.shape[0] for i in imgs), width, 3), dtype=np.float32)
+    out[:] = BG
+    y = 0
+    for i in imgs:
+        out[y:y + i.shape[0], :i.shape[1]] = i
+        y += i.shape[0]
+    return out
 
 
 def steering_image(token_idx: Optional[np.ndarray], before: Optional[np.ndarray], after: Optional[np.ndarray],

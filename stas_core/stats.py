@@ -137,8 +137,9 @@ def steering_arrays(run: RunRecording, entry: Entry, sample: int = 0):
 
 
 def pick(run: RunRecording, block: int = -1, step: int = -1, chunk: int = 0, sample: int = 0) -> Tuple[int, int, Entry]:
-    """Resolve the visualizer's (block, step) choice (-1 = first recorded) to an entry, or a
-    ValueError that lists what was recorded."""
+    """Resolve the visualizer's (block, step) choice to an entry, or a ValueError that lists what
+    was recorded.  Negative values count from the end of what was recorded, as Python indices do
+    (-1 = the last recorded block / step), the same meaning ``-1`` has on the MA Recorder."""
     blocks, chunks = run.recorded_blocks(), run.recorded_chunks()
     if not run.entries:
         notes = "; ".join(f"{k} ({v}x)" for k, v in run.notes.items()) or "no model call fell in the recorded steps"
@@ -146,16 +147,25 @@ def pick(run: RunRecording, block: int = -1, step: int = -1, chunk: int = 0, sam
     if chunk not in chunks:
         raise ValueError(f"chunk {CHUNK_NAMES.get(chunk, chunk)!r} was not recorded (recorded: "
                          f"{[CHUNK_NAMES.get(c, c) for c in chunks]}); set 'record' on the MA Recorder.")
-    b = blocks[0] if block < 0 else block
+    b = _from_end(blocks, block)
     if b not in blocks:
-        raise ValueError(f"block {block} was not recorded (recorded blocks: {blocks}); pick one of them or -1.")
+        raise ValueError(f"block {block} was not recorded (recorded blocks: {blocks}); pick one of them "
+                         "(-1 = the last recorded block).")
     s_avail = sorted(s for (bb, s, c) in run.entries if bb == b and c == chunk)
-    s = s_avail[0] if step < 0 else step
+    s = _from_end(s_avail, step)
     if s not in s_avail:
-        raise ValueError(f"step {step} was not recorded for block {b} (recorded steps: {s_avail}); pick one or -1.")
+        raise ValueError(f"step {step} was not recorded for block {b} (recorded steps: {s_avail}); pick one "
+                         "(-1 = the last recorded step).")
     if not 0 <= sample < run.layout.batch:
         raise ValueError(f"sample {sample} does not exist: the batch has {run.layout.batch} (valid 0-{run.layout.batch - 1}).")
     return b, s, run.entries[(b, s, chunk)]
+
+
+def _from_end(recorded: List[int], index: int) -> Optional[int]:
+    """A non-negative index as it is; a negative one counted from the end of ``recorded``."""
+    if index >= 0:
+        return index
+    return recorded[index] if -len(recorded) <= index else None
 
 
 def summarize(run: RunRecording, block: int = -1, step: int = -1, chunk: int = 0, sample: int = 0,

@@ -108,7 +108,7 @@ def test_step_of_maps_sigmas_and_intermediate_evaluations():
 # -- statistics of a planted run ------------------------------------------------------------
 
 def test_summary_recovers_planted_channels_ratios_and_groups(run):
-    d = stats.summarize(run, threshold=50.0)
+    d = stats.summarize(run, step=0, threshold=50.0)
     found = d["detected"]["2"]["channels"]
     assert [c for c, _ in found] and sorted(c for c, _ in found) == sorted(CHANS)
     expect = float(ma_ratio(planted(seed=0)).max())  # step 0 has the strongest MAs
@@ -131,7 +131,7 @@ def test_one_channel_and_mask_widths(run):
     with pytest.raises(ValueError, match="not tracked"):
         stats.token_magnitude(e, 0, 3)
     # two-row boundaries: the second rows are interior (100) so the boundary mean drops
-    d = stats.summarize(run, spec=BoundarySpec(True, True, 2, 2, "rows"))
+    d = stats.summarize(run, step=0, spec=BoundarySpec(True, True, 2, 2, "rows"))
     assert d["group_means"]["boundary"] == pytest.approx(250.0)
 
 
@@ -153,6 +153,15 @@ def test_pick_errors_list_what_was_recorded(run):
         stats.pick(run, sample=1)
     with pytest.raises(ValueError, match="recorded nothing"):
         stats.pick(RunRecording(layout(), 1 << 20))
+
+
+def test_pick_negative_counts_from_the_end_like_python(run):
+    """-1 means the last recorded block / step, as on the MA Recorder's steps."""
+    assert stats.pick(run, block=-1, step=-1)[:2] == (2, 2)
+    assert stats.pick(run, block=-1, step=-3)[:2] == (2, 0)
+    assert stats.pick(run, block=2, step=0)[:2] == (2, 0)
+    with pytest.raises(ValueError, match=r"step -4 was not recorded .*recorded steps: \[0, 1, 2\]"):
+        stats.pick(run, step=-4)
 
 
 def test_profile_from_run(run):
@@ -378,3 +387,17 @@ def test_profile_save_load_info(tmp_path):
     q = MAProfile.load(str(tmp_path / "p.safetensors"))
     assert q == p and q.info == {"model": "WAN21_T2V"}
     assert "block 2: channels [17, 99]" in q.describe()
+
+
+def test_hierarchy_comparison_shares_one_colour_scale():
+    """Alone, a uniform run of 10 and one of 1000 both fill their scale's top; compared, the
+    weaker run is drawn darker than the stronger one (one scale for both)."""
+    strong, weak = np.full((3, 1, 2), 1000.0), np.full((3, 1, 2), 10.0)
+    cell = (48 + 14, 64 + 14)  # centre of the first cell of the first-frame panel (plot's layout)
+    alone = [plot.hierarchy_image(m, [2], [0, 1])[cell] for m in (strong, weak)]
+    assert np.allclose(alone[0], alone[1])
+    both = plot.hierarchy_comparison_image([("with", strong, [2], [0, 1]), ("without", weak, [2], [0, 1])])
+    h = plot.hierarchy_image(strong, [2], [0, 1]).shape[0]
+    top, bottom = both[cell], both[h + cell[0], cell[1]]
+    assert both.shape[0] == 2 * h and not np.allclose(top, bottom)
+    assert top.sum() > bottom.sum() + 0.3, (top, bottom)

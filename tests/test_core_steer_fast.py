@@ -411,7 +411,7 @@ INTERPRETER_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(not _has_triton(), reason="Triton not installed (its CPU interpreter runs the kernels here)")
+@pytest.mark.skipif(not _has_triton(), reason="Triton is not installed in this python: this test runs the Triton kernels in Triton's CPU interpreter and compares them with the torch fallback; install triton to run it")
 def test_triton_kernels_match_fallback_in_interpreter(tmp_path):
     script = tmp_path / "interp.py"
     script.write_text(INTERPRETER_SCRIPT)

@@ -120,7 +120,7 @@ def recorder(pk, model, blocks="2", steps="all", record="cond", channels="auto",
     return out.result[0], out.result[1]
 
 
-def visualize(pk, rec, samples, block=-1, step=-1, sample=0, chunk="cond", channel="max", threshold=50.0,
+def visualize(pk, rec, samples, block=-1, step=0, sample=0, chunk="cond", channel="max", threshold=50.0,
               log_scale=False, export=False, prefix="stas/test", mask=None):
     return pk.vis.execute(recording=rec, latent={"samples": samples}, block=block, step=step, sample=sample,
                           chunk=chunk, channel=channel, threshold=threshold, log_scale=log_scale, export=export,

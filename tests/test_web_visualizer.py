@@ -1,64 +1,38 @@
-"""The MA Visualizer's in-node chart (web/stas_visualizer.js) in the real ComfyUI frontend.
+"""The MA Visualizer's in-node chart (web/stas_visualizer.js) and the template cards in the real
+ComfyUI frontend.
 
 A real ComfyUI server on 127.0.0.1 (tests/server_env.py: temp base directory, testbed
 untouched) with this pack and a test-only node that plants known massive activations
-(tests/visualizer_test_nodes), driven by headless Chromium (Debian's, through Playwright):
+(tests/visualizer_test_nodes), driven by headless Chromium (Debian's, through Playwright);
+the page itself is tests/visualizer_page.py, shared with tools/make_screenshots.py:
 
 1. the frontend loads the pack's extension with no console error;
 2. the graph (tiny random-weight Wan loaded by UNETLoader -> plant -> STAS Model Patch ->
    MA Recorder -> KSampler -> MA Visualizer) is loaded into the frontend and queued with
    POST /prompt for the page's client id;
 3. the chart appears inside the node with the recorded data (points, frames, planted
-   values), hover names token / latent frame / position / value, a click zooms to a frame;
+   values), hover names token / latent frame / position / value, a click zooms to a frame,
+   the opened summary stays inside the node;
 4. in the LiteGraph canvas and in the Vue node renderer (Comfy.VueNodes.Enabled);
-5. screenshots go to docs/screenshots/ (small PNGs, looked at by a person).
+5. Browse Templates shows the six example workflows under comfyui-stas with their titles and
+   thumbnails.
+
+Screenshots go to the test's tmp_path only; docs/screenshots/ are written by
+`tools/make_screenshots.py` (README, "Screenshots").
 """
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import time
+import json
 from pathlib import Path
 
 import pytest
 
-from server_env import ComfyServer, FrontendPage, find_comfyui, skip_missing
+from server_env import find_comfyui, skip_missing
+from visualizer_page import (H_TOK, T_LAT, VIS_ID, W_TOK, NoVueRenderer, VisualizerServer, cards_screenshot,
+                             exercise_chart, frontend_version, load_and_run, open_page, open_template_cards,
+                             pack_errors, sort_templates_a_to_z)
 
 ROOT = Path(__file__).resolve().parents[1]
-VIS_NODES = Path(__file__).resolve().parent / "visualizer_test_nodes"
-SHOTS = ROOT / "docs" / "screenshots"
-VIS_ID = "10"
-T_LAT, H_TOK, W_TOK = 6, 6, 8  # latent frames and token grid of the graph below (96x128 px, 21 frames)
-SCREENSHOT_FRONTEND = (1, 49)   # docs/screenshots/ come from this frontend (ComfyUI 0.33.0) or newer
-
-
-WRITE_TINY_WAN = """
-import sys
-sys.path.insert(0, sys.argv[1])
-from comfy.cli_args import args
-args.cpu = True
-import comfy_env as ce
-from safetensors.torch import save_file
-save_file(ce.tiny_state_dict(ce.tiny_wan_module()), sys.argv[2])
-"""
-
-
-class VisualizerServer(ComfyServer):
-    """The harness's server plus the plant node and a tiny Wan file for UNETLoader."""
-
-    def _prepare_base(self) -> None:
-        super()._prepare_base()
-        link = self.base_dir / "custom_nodes" / "stas_visualizer_test_nodes"
-        if not link.exists():
-            link.symlink_to(VIS_NODES, target_is_directory=True)
-        d = self.models_dir / "diffusion_models"
-        d.mkdir(parents=True, exist_ok=True)
-        path = d / "stas_tiny_wan.safetensors"
-        if not path.exists():  # ComfyUI's own WanModel class gives the real key layout; in the server's python
-            subprocess.run([self.python, "-c", WRITE_TINY_WAN, str(self.src), str(path)], check=True,
-                           cwd=str(Path(__file__).resolve().parent), env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"),
-                           capture_output=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -72,104 +46,12 @@ def vis_server():
     srv.cleanup()
 
 
-def graph() -> dict:
-    """API-format prompt: the visualizer is node 10."""
-    return {
-        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "stas_tiny_wan.safetensors", "weight_dtype": "default"}},
-        "2": {"class_type": "STASTestTextEncoder", "inputs": {"kind": "wan"}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red fox running through snow", "clip": ["2", 0]}},
-        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["2", 0]}},
-        "5": {"class_type": "EmptyHunyuanLatentVideo",
-              "inputs": {"width": W_TOK * 16, "height": H_TOK * 16, "length": 4 * T_LAT - 3, "batch_size": 1}},
-        "6": {"class_type": "STASTestPlantMA", "inputs": {"model": ["1", 0], "latent": ["5", 0], "block": 2}},
-        # the recorder sits before STAS: it records the unsteered stream, and STAS reports before/after
-        "8": {"class_type": "STASMARecorder",
-              "inputs": {"model": ["6", 0], "blocks": "1-3", "steps": "all", "record": "cond", "channels": "auto",
-                         "top_k": 4, "token_stride": 0, "max_memory_mb": 256}},
-        "7": {"class_type": "STASModelPatch",
-              "inputs": {"model": ["8", 0], "alpha": 1.0, "blend": 1.0, "blocks": "2", "channels": "auto",
-                         "threshold": 50.0, "top_k": 4, "start_percent": 0.0, "end_percent": 0.4, "apply_to": "cond"}},
-        "9": {"class_type": "KSampler",
-              "inputs": {"model": ["7", 0], "positive": ["3", 0], "negative": ["4", 0], "latent_image": ["5", 0],
-                         "seed": 1, "steps": 4, "cfg": 3.0, "sampler_name": "euler", "scheduler": "simple",
-                         "denoise": 1.0}},
-        VIS_ID: {"class_type": "STASMAVisualizer",
-                 "inputs": {"recording": ["8", 1], "latent": ["9", 0], "block": 2, "step": 0, "sample": 0,
-                            "chunk": "cond", "channel": "max", "threshold": 50.0, "log_scale": False,
-                            "export": False, "filename_prefix": "stas/ma_recording"}},
-        "11": {"class_type": "PreviewImage", "inputs": {"images": [VIS_ID, 0]}},
-        "12": {"class_type": "PreviewImage", "inputs": {"images": [VIS_ID, 1]}},
-        "13": {"class_type": "PreviewImage", "inputs": {"images": [VIS_ID, 2]}},
-        "14": {"class_type": "PreviewImage", "inputs": {"images": [VIS_ID, 3]}},
-    }
-
-
-def pack_errors(fp: FrontendPage) -> list[str]:
-    """Console errors that come from this pack, and every uncaught exception of the page
-    (an exception thrown in the chart's event handlers need not name the pack)."""
-    keys = ("stas", "comfyui-stas", "stas_visualizer")
-    return [e for e in fp.console_errors if any(k in e.lower() for k in keys)] + list(fp.page_errors)
-
-
-def open_page(srv, browser, vue: bool) -> FrontendPage:
-    ctx = browser.new_context(viewport={"width": 1500, "height": 1150}, device_scale_factor=1)
-    fp = FrontendPage(ctx.new_page(), srv).open()
-    fp.ctx = ctx
-    if vue:
-        has = fp.evaluate("""async () => {
-            const s = window.app.extensionManager?.setting;
-            if (!s) return false;
-            await s.set('Comfy.VueNodes.Enabled', true);
-            return s.get('Comfy.VueNodes.Enabled') === true;
-        }""")
-        if not has:
-            ctx.close()
-            pytest.skip("this frontend has no Vue node renderer setting")
-    return fp
-
-
-def load_and_run(srv, fp: FrontendPage) -> dict:
-    fp.evaluate("async (g) => { await window.app.loadApiJson(g, 'stas-visualizer-test'); }", graph())
-    fp.wait_for_function(f"() => window.app.graph.getNodeById({VIS_ID})?.stasChart !== undefined", timeout=30_000)
-    client_id = fp.evaluate("() => window.app.api.clientId")
-    status, body = srv.post_json("/prompt", {"prompt": graph(), "client_id": client_id})
-    assert status == 200, body
-    entry = srv.wait(body["prompt_id"], timeout=300)
-    fp.wait_for_function(f"() => window.app.graph.getNodeById({VIS_ID}).stasChart.data !== null", timeout=60_000)
-    return entry
-
-
-def frame_node(fp: FrontendPage) -> dict:
-    """Move the visualizer node away from the others and into view (right of the sidebar);
-    returns its screen rectangle (title bar included) for screenshots."""
-    rect = fp.evaluate(f"""() => {{
-        const app = window.app, node = app.graph.getNodeById({VIS_ID});
-        node.pos = [3000, 3000];
-        node.setSize([900, Math.max(node.size[1], 430)]);
-        const ds = app.canvas.ds;
-        ds.scale = 1; ds.offset = [-3000 + 120, -3000 + 110];
-        app.graph.setDirtyCanvas(true, true);
-        app.canvas.draw?.(true, true);
-        return {{x: 120 - 6, y: 110 - 36, width: node.size[0] + 12, height: node.size[1] + 44}};
-    }}""")
-    time.sleep(1.0)
-    # Frontend 1.35's Vue renderer keeps a node where its layout store has it, whatever node.pos
-    # says: if the chart is not where the node was moved, pan the canvas to wherever it is.
-    fp.evaluate(f"""() => {{
-        const app = window.app, r = app.graph.getNodeById({VIS_ID}).stasChart.root.getBoundingClientRect();
-        if (Math.abs(r.x - 120) < 60 && r.y > 0 && r.y < 400) return;
-        const ds = app.canvas.ds;
-        ds.offset = [ds.offset[0] + (120 - r.x) / ds.scale, ds.offset[1] + (150 - r.y) / ds.scale];
-        app.graph.setDirtyCanvas(true, true);
-        app.canvas.draw?.(true, true);
-    }}""")
-    time.sleep(1.0)
-    return rect
-
-
 @pytest.mark.parametrize("renderer", ["litegraph", "vue"])
 def test_in_node_chart(vis_server, browser, renderer, tmp_path):  # noqa: F811
-    fp = open_page(vis_server, browser, vue=renderer == "vue")
+    try:
+        fp = open_page(vis_server, browser, vue=renderer == "vue")
+    except NoVueRenderer as e:
+        pytest.skip(str(e))
     try:
         names = fp.evaluate("() => (window.app.extensions || []).map(e => e.name)")
         assert "comfyui-stas.MAVisualizer" in names
@@ -188,53 +70,112 @@ def test_in_node_chart(vis_server, browser, renderer, tmp_path):  # noqa: F811
         assert info["first"] == pytest.approx(1000.0) and info["classes"] == [3, 3, 3]
         assert "block 2, step 0" in info["title"] and "ch 17" in info["summary"]
         assert info["options"] == T_LAT + 1
-        version = fp.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ || '0.0.0'")
-        if renderer == "vue" and tuple(int(x) for x in version.split(".")[:2]) <= (1, 27):
+        version = frontend_version(fp)
+        if renderer == "vue" and version[:2] <= (1, 27):
             assert not pack_errors(fp), pack_errors(fp)
             pytest.skip(f"frontend {version}: its experimental Vue node renderer draws no extension DOM widget "
                         "(only its own widget types); the chart shows in the default LiteGraph renderer there")
 
-        node_rect = frame_node(fp)
-        canvas = fp.locator(".stas-chart-canvas").first
-        canvas.wait_for(state="visible", timeout=30_000)
-        box = canvas.bounding_box()
+        seen = exercise_chart(vis_server, fp, entry, tmp_path, renderer)
+        box = seen["canvas_box"]
         assert box and box["width"] > 200 and box["height"] > 100
         # hover over the middle of latent frame 2: token, frame, position and value are named
-        lay = fp.evaluate(f"() => window.app.graph.getNodeById({VIS_ID}).stasChart.layout()")
-        sx = box["width"] / lay["w"]  # CSS px of the chart per screen px (the graph may be zoomed)
-        x = box["x"] + (lay["left"] + (2.5 / T_LAT) * (lay["w"] - lay["left"] - lay["right"])) * sx
-        y = box["y"] + box["height"] / 2
-        fp.mouse.move(x, y)
-        fp.mouse.move(x + 1, y)
-        tip = fp.locator(".stas-chart-tip").first.text_content()
+        tip = seen["tip"]
         assert "latent frame 2" in tip and "token " in tip and "row " in tip and "value " in tip, tip
-        tag = "" if renderer == "litegraph" else "_vue"
-        # the README shows the newest frontend; other frontends' screenshots stay in the test's temp dir
-        shots = SHOTS if tuple(int(x) for x in version.split(".")[:2]) >= SCREENSHOT_FRONTEND else tmp_path
-        shots.mkdir(parents=True, exist_ok=True)
-        shot_box = fp.locator(".stas-chart").first.bounding_box()
-        clip = {"x": max(0, shot_box["x"] - 4), "y": max(0, shot_box["y"] - 4),
-                "width": shot_box["width"] + 8, "height": shot_box["height"] + 8}
-        fp.screenshot(path=str(shots / f"ma_visualizer_chart{tag}.png"), clip=clip)
-        if renderer == "litegraph":
-            fp.screenshot(path=str(shots / "ma_visualizer_node.png"), clip=node_rect)
         # click zooms to the frame under the cursor; the selector zooms back out
-        fp.mouse.click(x, y)
-        assert fp.evaluate(f"() => window.app.graph.getNodeById({VIS_ID}).stasChart.frame") == 2
-        fp.mouse.move(x + 3, y)
-        tip = fp.locator(".stas-chart-tip").first.text_content()
-        assert "latent frame 2" in tip, tip
+        assert seen["zoomed_frame"] == 2 and "latent frame 2" in seen["zoomed_tip"], seen["zoomed_tip"]
+        assert seen["frame_after_select"] is None
+        # the opened summary stays inside the node (it used to run over the node below)
+        s = seen["summary"]
+        node, pre, root = s["node"], s["pre"], s["root"]
+        assert s["open"] and pre["height"] > 20
+        bottom = node["y"] + node["height"] + 2
+        assert root["y"] + root["height"] <= bottom and pre["y"] + pre["height"] <= bottom, s
+        assert pre["x"] >= node["x"] - 2 and pre["x"] + pre["width"] <= node["x"] + node["width"] + 2, s
+        assert (tmp_path / f"ma_visualizer_summary{'' if renderer == 'litegraph' else '_vue'}.png").stat().st_size
         if renderer == "litegraph":
-            fp.screenshot(path=str(shots / "ma_visualizer_chart_zoomed.png"), clip=clip)
-        fp.locator(".stas-frame-select").first.select_option("all")
-        assert fp.evaluate(f"() => window.app.graph.getNodeById({VIS_ID}).stasChart.frame") is None
-        if renderer == "litegraph":
-            # the IMAGE output (profile) as ComfyUI shows it, for the README
-            for node, name in (("11", "profile"), ("12", "heatmaps"), ("13", "hierarchy"), ("14", "steering")):
-                files = vis_server.output_files(entry, node)
-                assert files, f"PreviewImage {node} showed nothing"
-                shutil.copyfile(files[0], shots / f"ma_visualizer_{name}_output.png")
+            for name in ("profile", "heatmaps", "hierarchy", "steering"):
+                assert seen[f"{name}_files"], f"PreviewImage of {name} showed nothing"
         assert not pack_errors(fp), pack_errors(fp)
         print(f"frontend {version} ({renderer}): console errors not from the pack: {fp.console_errors}")
+    finally:
+        fp.ctx.close()
+
+
+def test_template_cards(vis_server, browser, tmp_path):  # noqa: F811
+    """Browse Templates lists the six example workflows under comfyui-stas, each card titled with
+    its file name (all these frontends show of an extension's template) and its thumbnail loaded."""
+    fp = open_page(vis_server, browser, vue=False)
+    try:
+        sorted_a_z = sort_templates_a_to_z(fp)
+        cards = open_template_cards(fp)
+        names = sorted(p.stem for p in (ROOT / "example_workflows").glob("*.json"))
+        assert sorted(c["name"] for c in cards) == names
+        if sorted_a_z:  # 1.49: the numbers in the file names give the order, basic first
+            assert [c["name"] for c in cards] == names and names[0].startswith("1. Wan 2.1 T2V")
+        for c in cards:
+            assert c["name"] in c["text"], c
+            assert c["loaded"] >= 256, f"thumbnail of {c['name']} did not load: {c['img']}"
+        cards_screenshot(fp, cards, tmp_path / "template_cards.png")
+        # a card loads its workflow: the dialog closes and the graph is the file's
+        fp.locator(f'[data-testid="template-workflow-{names[0]}"]').first.click()
+        fp.wait_for_function("() => window.app.graph._nodes.length > 5", timeout=30_000)
+        want = len(json.loads((ROOT / "example_workflows" / f"{names[0]}.json").read_text())["nodes"])
+        assert fp.evaluate("() => window.app.graph._nodes.length") == want
+        assert not pack_errors(fp), pack_errors(fp)
+    finally:
+        fp.ctx.close()
+
+
+WIDTHS_JS = """() => {
+    const n = LiteGraph.createNode('STASBoundaryMaskBuilder');
+    window.app.graph.add(n);
+    const w = name => n.widgets.find(x => x.name === name);
+    const out = {};
+    const setUnit = u => { const x = w('unit'); x.value = u; x.callback?.(u); };
+    // the frontend's own number widget callback rounds with the options the pack set for the unit
+    setUnit('fraction');
+    w('head').callback(0.25);
+    out.fraction = {value: w('head').value, precision: w('head').options.precision, step: w('head').options.step2};
+    setUnit('rows');
+    w('tail').callback(2.4);
+    out.rows = {value: w('tail').value, precision: w('tail').options.precision, step: w('tail').options.step2,
+                head: w('head').value};
+    window.app.graph.remove(n);
+    return out;
+}"""
+
+
+def test_mask_builder_widths_follow_the_unit(vis_server, browser):  # noqa: F811
+    """head/tail in 'fraction' keep 0.25 (the widget used to round it to 0); in rows they are whole."""
+    fp = open_page(vis_server, browser, vue=False)
+    try:
+        r = fp.evaluate(WIDTHS_JS)
+        assert r["fraction"] == {"value": 0.25, "precision": 2, "step": 0.05}, r
+        assert r["rows"]["value"] == 2 and r["rows"]["precision"] == 0 and r["rows"]["step"] == 1, r
+        assert r["rows"]["head"] == 0.25, "changing the unit must not change the values"
+        assert not pack_errors(fp), pack_errors(fp)
+    finally:
+        fp.ctx.close()
+
+
+def test_missing_models_are_offered_for_download(vis_server, browser):  # noqa: F811
+    """Opening an example workflow on a ComfyUI without its model files: the frontend reads the
+    loaders' download entries and lists every missing file (this server has none of them)."""
+    name = "1. Wan 2.1 T2V with STAS"
+    wf = json.loads((ROOT / "example_workflows" / f"{name}.json").read_text())
+    files = {m["name"] for n in wf["nodes"] for m in n.get("properties", {}).get("models", [])}
+    assert len(files) == 3
+    fp = open_page(vis_server, browser, vue=False)
+    try:
+        fp.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", wf)
+        names_shown = "(names) => names.every(n => document.body.innerText.includes(n))"
+        if frontend_version(fp)[:2] >= (1, 49):
+            # 1.49 reports "3 errors found" and lists the missing models in its side panel
+            fp.get_by_text("View details").first.click(timeout=30_000)
+        fp.wait_for_function(names_shown, arg=sorted(files), timeout=30_000)
+        # 1.49's error panel looks the nodes up on api.comfy.org, which this offline page blocks
+        errors = [e for e in pack_errors(fp) if "api.comfy.org" not in e]
+        assert not errors, errors
     finally:
         fp.ctx.close()

@@ -39,6 +39,15 @@ MODEL_WIDGETS = {"UNETLoader": 0, "CLIPLoader": 0, "VAELoader": 0, "CLIPVisionLo
 DISPLAY_WIDGETS = {("PreviewAny", "preview")}
 
 
+def standin_dirs() -> dict:
+    """File name -> models folder, as tools/make_standins.py writes them (an independent oracle)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("make_standins", ROOT / "tools" / "make_standins.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return {**{n: "diffusion_models" for n in mod.DIFFUSION}, **mod.PLACEHOLDERS}
+
+
 def load(name: str) -> dict:
     return json.loads((WF_DIR / f"{name}.json").read_text())
 
@@ -46,8 +55,12 @@ def load(name: str) -> dict:
 # -- the files themselves (no ComfyUI needed) -------------------------------------------------
 
 def test_expected_workflows_exist():
-    assert set(WORKFLOWS) >= {"wan2.1_t2v_1.3B_stas", "wan2.2_ti2v_5B_stas", "wan2.2_a14b_t2v_stas",
-                              "wan2.1_i2v_480p_stas", "hunyuan_video_t2v_stas", "stas_analysis_side_by_side"}
+    """The file name is the template card's title (the frontend reads nothing else for an extension's
+    templates): readable, numbered in the order a new user should open them, basic first."""
+    assert WORKFLOWS[:6] == ["1. Wan 2.1 T2V with STAS",
+                             "2. Without vs with STAS",
+                             "3. Wan 2.1 I2V with STAS", "4. Wan 2.2 TI2V 5B with STAS",
+                             "5. Wan 2.2 A14B with STAS", "6. HunyuanVideo with STAS"]
 
 
 @pytest.mark.parametrize("name", WORKFLOWS)
@@ -71,6 +84,25 @@ def test_workflow_file(name):
             assert set(names) <= OFFICIAL_FILES, f"{n['type']} uses {names}, not an official file name"
         if n["type"] in ("KSampler", "KSamplerAdvanced", "RandomNoise"):
             assert "randomize" not in n["widgets_values"], "seeds stay fixed so runs are comparable"
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_every_loader_carries_its_downloads(name):
+    """Each file a loader names has a download entry on that node (the frontend's missing-models
+    dialog reads node.properties.models), pointing at the official Comfy-Org repackaged release."""
+    dirs = standin_dirs()
+    loaders = [n for n in load(name)["nodes"] if n["type"] in MODEL_WIDGETS]
+    assert loaders
+    for n in loaders:
+        files = n["widgets_values"][: MODEL_WIDGETS[n["type"]] + 1]
+        entries = {m["name"]: m for m in n.get("properties", {}).get("models", [])}
+        assert set(entries) == set(files), f"{n['type']} #{n['id']} loads {files}, has entries for {sorted(entries)}"
+        for f in files:
+            m = entries[f]
+            assert m["directory"] == dirs[f], f"{f}: directory {m['directory']}, ComfyUI loads it from {dirs[f]}"
+            url = m["url"].split("?")[0]
+            assert url.startswith(("https://huggingface.co/Comfy-Org/", "https://huggingface.co/comfyanonymous/"))
+            assert url.endswith("/" + f), f"{f}: {m['url']} downloads another file"
 
 
 # -- in the real frontend and server -------------------------------------------------------------
@@ -276,3 +308,9 @@ def test_first_run_command(tmp_path):
                      "with_stas_steering", "without_stas_profile"}, names
     assert "ch 77" in report, "the planted massive-activation channel was not detected"
     assert "STAS steering here: channels [77]" in report, "STAS did not steer the planted channel"
+    # one shared colour scale for the two runs' hierarchies; the report names only images it wrote
+    assert (out / "hierarchy_without_vs_with.png").stat().st_size > 0
+    assert "_frame_" not in report and "**Boundary tokens**" in report and "Exported:" not in report
+    for line in report.splitlines():
+        if line.startswith("- `") and line.split("`")[1].endswith(".png"):
+            assert (out / line.split("`")[1]).exists(), line

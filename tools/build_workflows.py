@@ -7,10 +7,13 @@ the way the frontend does (``app.graphToPrompt().workflow``); the thumbnail is a
 that graph. Build with the OLDEST supported ComfyUI so every newer frontend can load the files:
 
     COMFYUI_PATH=~/.cache/comfyui-stas/testbeds/comfyui-0.3.64/src \\
-        ~/.cache/comfyui-stas/testbeds/comfyui-0.3.64/venv/bin/python tools/build_workflows.py [NAME ...]
+        ~/.cache/comfyui-stas/testbeds/comfyui-0.3.64/venv/bin/python tools/build_workflows.py [NAME or number ...]
 
 Model file names are those of the official ComfyUI repackaged releases (as in ComfyUI's own
-templates), so a user with those files runs the workflows unchanged.
+templates), so a user with those files runs the workflows unchanged. Every loader node carries its
+files' download entries (``properties.models``: name, url, directory; MODEL_DOWNLOADS below, the
+URLs ComfyUI's official templates use for the same files), so the frontend offers to download the
+missing ones when a workflow is opened.
 """
 from __future__ import annotations
 
@@ -27,13 +30,20 @@ SEED = 42
 
 
 class Graph:
-    """Nodes and links of one workflow, by name; positions in canvas pixels."""
+    """Nodes and links of one workflow, by name; positions in canvas pixels.
 
-    def __init__(self, name: str, title: str):
-        self.name, self.title = name, title
+    ``name`` is the file name, which is all the template browser shows of an extension's template
+    (frontends 1.27 to 1.49 read no metadata for them: title and description are the file name, in
+    the order ComfyUI's server lists the files), so it is a readable title whose leading number
+    gives the order under "A -> Z"; ``blurb`` is the one-line description drawn on the thumbnail.
+    """
+
+    def __init__(self, name: str, blurb: str):
+        self.name, self.blurb = name, blurb
         self.nodes: list[dict] = []
         self.links: list[tuple] = []
         self.groups: list[dict] = []
+        self.focus: list[int] | None = None  # nodes the thumbnail shows (default: STAS Model Patch)
 
     def add(self, type_: str, pos, title: str | None = None, size=None, color: str | None = None, **widgets) -> int:
         self.nodes.append(dict(type=type_, pos=list(pos), title=title, size=size, color=color, widgets=widgets))
@@ -53,6 +63,55 @@ class Graph:
 
 
 STAS_COLOR = "#2a4858"
+
+# file name -> (models folder, URL): exactly as ComfyUI's official templates give them
+# (comfyui-workflow-templates on PyPI: text_to_video_wan, image_to_video_wan, video_wan2_2_5B_ti2v,
+# video_wan2_2_14B_t2v, hunyuan_video_text_to_video).
+_WAN21 = "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/"
+_WAN22 = "https://huggingface.co/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files/"
+_HUNYUAN = "https://huggingface.co/Comfy-Org/HunyuanVideo_repackaged/resolve/main/split_files/"
+MODEL_DOWNLOADS = {
+    "wan2.1_t2v_1.3B_fp16.safetensors":
+        ("diffusion_models", _WAN21 + "diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors?download=true"),
+    "wan2.1_i2v_480p_14B_fp16.safetensors":
+        ("diffusion_models", _WAN21 + "diffusion_models/wan2.1_i2v_480p_14B_fp16.safetensors"),
+    "wan2.2_ti2v_5B_fp16.safetensors":
+        ("diffusion_models", _WAN22 + "diffusion_models/wan2.2_ti2v_5B_fp16.safetensors"),
+    "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors":
+        ("diffusion_models", _WAN22 + "diffusion_models/wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"),
+    "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors":
+        ("diffusion_models", _WAN22 + "diffusion_models/wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"),
+    "hunyuan_video_t2v_720p_bf16.safetensors":
+        ("diffusion_models", _HUNYUAN + "diffusion_models/hunyuan_video_t2v_720p_bf16.safetensors?download=true"),
+    "umt5_xxl_fp8_e4m3fn_scaled.safetensors":
+        ("text_encoders", _WAN21 + "text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors"),
+    "clip_l.safetensors":
+        ("text_encoders", "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors?download=true"),
+    "llava_llama3_fp8_scaled.safetensors":
+        ("text_encoders", _HUNYUAN + "text_encoders/llava_llama3_fp8_scaled.safetensors?download=true"),
+    "clip_vision_h.safetensors":
+        ("clip_vision", _WAN21 + "clip_vision/clip_vision_h.safetensors"),
+    "wan_2.1_vae.safetensors": ("vae", _WAN21 + "vae/wan_2.1_vae.safetensors"),
+    "wan2.2_vae.safetensors": ("vae", _WAN22 + "vae/wan2.2_vae.safetensors"),
+    "hunyuan_video_vae_bf16.safetensors": ("vae", _HUNYUAN + "vae/hunyuan_video_vae_bf16.safetensors?download=true"),
+}
+MODEL_WIDGETS = {"UNETLoader": ("unet_name",), "CLIPLoader": ("clip_name",), "VAELoader": ("vae_name",),
+                 "CLIPVisionLoader": ("clip_name",), "DualCLIPLoader": ("clip_name1", "clip_name2")}
+
+
+def add_model_downloads(wf: dict) -> dict:
+    """Give every loader node of a saved workflow the download entries of the files it loads, in the
+    format of ComfyUI's templates (the frontend offers to download the missing ones on load)."""
+    for node in wf["nodes"]:
+        if node["type"] not in MODEL_WIDGETS:
+            continue
+        names = node["widgets_values"][: len(MODEL_WIDGETS[node["type"]])]
+        unknown = [n for n in names if n not in MODEL_DOWNLOADS]
+        if unknown:
+            raise SystemExit(f"{node['type']} loads {unknown}: add its official URL to MODEL_DOWNLOADS")
+        node.setdefault("properties", {})["models"] = [
+            {"name": n, "url": MODEL_DOWNLOADS[n][1], "directory": MODEL_DOWNLOADS[n][0]} for n in names]
+    return wf
 
 
 # -- reusable pieces -----------------------------------------------------------------------
@@ -130,7 +189,8 @@ def mask_builder_with_preview(g: Graph, pos, latent_src, patch_hw: int = 2) -> i
 # -- the workflows ---------------------------------------------------------------------------
 
 def wan21_t2v() -> Graph:
-    g = Graph("wan2.1_t2v_1.3B_stas", "Wan 2.1 T2V 1.3B + STAS")
+    g = Graph("1. Wan 2.1 T2V with STAS",
+              "The basic setup: one STAS Model Patch between the model and the sampler.")
     ms = diffusion_model(g, (0, 0), "wan2.1_t2v_1.3B_fp16.safetensors", 8.0)
     _, pos, neg = wan_text(g, (0, 260), "a red fox trotting through fresh snow in a pine forest at sunrise, "
                                         "tracking shot, soft golden light, breath visible in the cold air")
@@ -157,7 +217,7 @@ Bypass STAS (Ctrl+B) to render the same seed without it.
 
 
 def wan22_ti2v_5b() -> Graph:
-    g = Graph("wan2.2_ti2v_5B_stas", "Wan 2.2 TI2V 5B + STAS")
+    g = Graph("4. Wan 2.2 TI2V 5B with STAS", "Wan 2.2 5B: per-frame timesteps, 48-channel latent; same defaults.")
     ms = diffusion_model(g, (0, 0), "wan2.2_ti2v_5B_fp16.safetensors", 8.0)
     _, pos, neg = wan_text(g, (0, 260), "a street musician playing guitar in a retro subway station, commuters "
                                         "hurrying past, warm dim light, handheld camera")
@@ -178,7 +238,8 @@ Bypass STAS (Ctrl+B) to compare with the same seed.
 
 
 def wan22_a14b() -> Graph:
-    g = Graph("wan2.2_a14b_t2v_stas", "Wan 2.2 A14B T2V (both experts) + STAS")
+    g = Graph("5. Wan 2.2 A14B with STAS",
+              "Both experts patched, each steering only the steps it runs.")
     hi = diffusion_model(g, (0, 0), "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", 8.0, title="High-noise expert",
                          shift_pos=(360, 0))
     lo = diffusion_model(g, (0, 150), "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", 8.0, title="Low-noise expert",
@@ -188,6 +249,7 @@ def wan22_a14b() -> Graph:
     lat = g.add("EmptyHunyuanLatentVideo", (0, 680), width=640, height=640, length=81, batch_size=1)
     sth = stas(g, (820, 0), hi, title="STAS (high-noise expert)")
     stl = stas(g, (820, 420), lo, title="STAS (low-noise expert)")
+    g.focus = [sth, stl]
     common = dict(steps=20, cfg=3.5, sampler_name="euler", scheduler="simple")
     k1 = g.add("KSamplerAdvanced", (1200, 0), title="Steps 0-10: high-noise expert", add_noise="enable",
                noise_seed=SEED, control_after_generate="fixed", **common, start_at_step=0, end_at_step=10,
@@ -206,7 +268,7 @@ def wan22_a14b() -> Graph:
     g.note((0, 840), """
 Wan 2.2 A14B is two models: the high-noise expert runs the first steps, the low-noise expert the rest. Each expert gets its own STAS Model Patch with the same settings. start/end_percent are fractions of the whole denoising schedule, mapped to sigma by each model, so each STAS steers only the steps its expert actually runs that fall inside the window.
 
-With the split at step 10 of 20 and end_percent = 0.4, the high-noise expert does all the steering and the low-noise STAS stays idle (it costs nothing). Move the split earlier or raise end_percent and the low-noise expert steers its share too.
+With the split at step 10 of 20 and end_percent = 0.4, the high-noise expert does all the steering and the low-noise STAS steers nothing (it costs nothing, and says so in the console before its first step). Move the split earlier or raise end_percent and the low-noise expert steers its share too.
 
 blocks = middle = block 20 of 40. Bypass both STAS nodes (Ctrl+B) to compare with the same seed.
 """, size=(520, 330))
@@ -214,7 +276,7 @@ blocks = middle = block 20 of 40. Bypass both STAS nodes (Ctrl+B) to compare wit
 
 
 def wan21_i2v() -> Graph:
-    g = Graph("wan2.1_i2v_480p_stas", "Wan 2.1 I2V 480p + STAS")
+    g = Graph("3. Wan 2.1 I2V with STAS", "Image to video: the first latent frame is your image.")
     ms = diffusion_model(g, (0, 0), "wan2.1_i2v_480p_14B_fp16.safetensors", 8.0)
     _, pos, neg = wan_text(g, (0, 260), "the scene comes alive: gentle wind moves the grass, the camera slowly "
                                         "pushes in, natural motion")
@@ -244,7 +306,8 @@ Put your own image in ComfyUI/input (example.png ships with ComfyUI). Bypass STA
 
 
 def hunyuan_t2v() -> Graph:
-    g = Graph("hunyuan_video_t2v_stas", "HunyuanVideo T2V + STAS")
+    g = Graph("6. HunyuanVideo with STAS",
+              "HunyuanVideo: middle block = single-stream block 10; cond only.")
     ms = diffusion_model(g, (0, 0), "hunyuan_video_t2v_720p_bf16.safetensors", 7.0)
     clip = g.add("DualCLIPLoader", (0, 260), clip_name1="clip_l.safetensors",
                  clip_name2="llava_llama3_fp8_scaled.safetensors", type="hunyuan_video", device="default")
@@ -280,7 +343,8 @@ Bypass STAS (Ctrl+B) to compare with the same noise seed.
 
 
 def analysis() -> Graph:
-    g = Graph("stas_analysis_side_by_side", "STAS analysis: record, visualize, compare")
+    g = Graph("2. Without vs with STAS",
+              "Same seed without | with STAS in one video; MAs of both runs recorded.")
     ms = diffusion_model(g, (0, 0), "wan2.1_t2v_1.3B_fp16.safetensors", 8.0)
     _, pos, neg = wan_text(g, (0, 260), "a red fox trotting through fresh snow in a pine forest at sunrise, "
                                         "tracking shot, soft golden light")
@@ -311,12 +375,13 @@ def analysis() -> Graph:
     g.link(dec_a, "IMAGE", stitch, "image1")
     g.link(dec_b, "IMAGE", stitch, "image2")
     vid = g.add("CreateVideo", (1560, 420), fps=16.0)
+    g.focus = [st, rec_b]
     g.link(stitch, "IMAGE", vid, "images")
     save = g.add("SaveVideo", (1840, 0), size=[520, 420], filename_prefix="video/stas_side_by_side", format="auto",
                  codec="auto")
     g.link(vid, "VIDEO", save, "video")
     # visualizers: one per run
-    vis_kw = dict(block=-1, step=-1, sample=0, chunk="cond", channel="max", threshold=50.0, log_scale=False,
+    vis_kw = dict(block=-1, step=0, sample=0, chunk="cond", channel="max", threshold=50.0, log_scale=False,
                   export=False, filename_prefix="stas/ma_recording")
     vis = {}
     for key, y, label in (("a", 0, "without STAS"), ("b", 680, "with STAS")):
@@ -343,7 +408,7 @@ def analysis() -> Graph:
     seam_text = g.add("PreviewAny", (1560, 1400), title="Seam summary", size=[800, 300])
     g.link(seam, "summary", seam_text, "source")
     g.note((0, 1140), """
-Analysis: the same prompt and seed rendered without (top) and with (bottom) STAS, the two videos side by side in one file, and the massive activations of the middle block recorded in both runs.
+Analysis: the same prompt and seed rendered without (left) and with (right) STAS, the two videos side by side in one file, and the massive activations of the middle block recorded in both runs.
 
 - MA Recorder: records the chosen blocks and steps while the sampler runs. Placed after STAS, it also records each steered value before and after steering.
 - MA Visualizer: token-index profile (first frame > boundary rows > interior is the hierarchy STAS exploits), per-frame heatmaps, block x step hierarchy, steering before/after, and a text summary with the detected MA channels. Its chart inside the node is interactive.
@@ -409,15 +474,59 @@ async ({nodes, links, groups}) => {
 """
 
 
-def save_thumbnail(png: bytes, path: Path, width: int = 1280) -> None:
-    """The template browser's card image: the graph screenshot, at most ``width`` pixels wide."""
-    import io
+FOCUS_JS = """
+(focus) => {
+  // frame the nodes that matter (by creation order) in a square at the top left of the canvas area
+  const g = app.graph, c = app.canvas, r = c.canvas.getBoundingClientRect();
+  let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+  for (const i of focus) {
+    const n = g._nodes[i];
+    x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - 30);
+    x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]);
+  }
+  const side = 1000, pad = 40, left = r.left + 80, top = r.top + 100;
+  const w = x1 - x0 + 2 * pad, h = y1 - y0 + 2 * pad, s = Math.min(side / w, side / h, 2.5);
+  c.ds.scale = s;
+  c.ds.offset = [(left - r.left) / s - x0 + pad + (side / s - w) / 2, (top - r.top) / s - y0 + pad + (side / s - h) / 2];
+  c.setDirty(true, true);
+  c.draw(true, true);
+  return {x: left, y: top, width: side, height: side};
+}
+"""
 
-    from PIL import Image  # ships with ComfyUI
-    im = Image.open(io.BytesIO(png)).convert("RGB")
-    if im.width > width:
-        im = im.resize((width, round(im.height * width / im.width)), Image.LANCZOS)
-    im.save(path, "JPEG", quality=85, optimize=True)
+THUMB = 512
+
+
+def save_thumbnail(png: bytes, path: Path, blurb: str) -> None:
+    """The template browser's card image (shown at 256 x 256): the pack's nodes of this workflow,
+    large enough to read, over a caption with the workflow's one-line description."""
+    import io
+    import textwrap
+
+    from PIL import Image, ImageDraw, ImageFont  # ships with ComfyUI
+    shot = Image.open(io.BytesIO(png)).convert("RGB")
+    caption_h, top = 128, 56  # 1.49 lays a "Node graph" badge over the card's top left corner
+    card = Image.new("RGB", (THUMB, THUMB), (24, 24, 27))
+    graph_h = THUMB - caption_h - top
+    shot = shot.resize((graph_h, graph_h), Image.LANCZOS)
+    card.paste(shot, ((THUMB - graph_h) // 2, top))
+    draw = ImageDraw.Draw(card)
+    draw.rectangle((0, top + graph_h, THUMB, THUMB), fill=(42, 72, 88))
+    try:
+        font = ImageFont.truetype("DejaVuSans-Bold.ttf", 27)
+    except OSError:
+        font = ImageFont.load_default(size=27)
+    width = 40
+    while width > 10 and max(font.getlength(t) for t in textwrap.wrap(blurb, width)) > THUMB - 32:
+        width -= 1
+    lines = textwrap.wrap(blurb, width)
+    if len(lines) > 3:
+        raise SystemExit(f"thumbnail caption too long for three lines: {blurb!r}")
+    y = top + graph_h + (caption_h - 36 * len(lines)) // 2
+    for line in lines:
+        draw.text((16, y), line, fill=(240, 240, 240), font=font)
+        y += 36
+    card.save(path, "JPEG", quality=88, optimize=True)
 
 
 def main(argv: list[str]) -> int:
@@ -427,7 +536,7 @@ def main(argv: list[str]) -> int:
     found = find_comfyui()
     if found is None:
         raise SystemExit("set COMFYUI_PATH to a ComfyUI checkout (the oldest supported one)")
-    chosen = [w for w in WORKFLOWS if not argv or w().name in argv]
+    chosen = [w for w in WORKFLOWS if not argv or any(w().name.startswith(a) for a in argv)]
     sync_api = ensure_playwright()
     OUT.mkdir(exist_ok=True)
     with ComfyServer(*found, test_nodes=False) as srv, sync_api.sync_playwright() as pw:
@@ -436,12 +545,13 @@ def main(argv: list[str]) -> int:
             g = make()
             ctx = browser.new_context(viewport={"width": 2600, "height": 1500})  # zoom >= 0.6: full-quality nodes
             page = FrontendPage(ctx.new_page(), srv).open()
-            text, clip = page.evaluate(BUILD_JS, g.spec())
-            wf = json.loads(text)
-            page.wait_for_timeout(500)
+            text, _ = page.evaluate(BUILD_JS, g.spec())
+            wf = add_model_downloads(json.loads(text))
             (OUT / f"{g.name}.json").write_text(json.dumps(wf, indent=2, ensure_ascii=False) + "\n")
-            shot = page.screenshot(type="png", clip=clip)
-            save_thumbnail(shot, OUT / f"{g.name}.jpg")
+            focus = g.focus or [next(i for i, n in enumerate(g.nodes) if n["type"] == "STASModelPatch")]
+            clip = page.evaluate(FOCUS_JS, focus)
+            page.wait_for_timeout(500)
+            save_thumbnail(page.screenshot(type="png", clip=clip), OUT / f"{g.name}.jpg", g.blurb)
             if page.errors():
                 raise SystemExit(f"{g.name}: the frontend reported errors: {page.errors()}")
             print(f"wrote {g.name}.json ({len(wf['nodes'])} nodes, {len(wf['links'])} links) and {g.name}.jpg")

@@ -14,6 +14,7 @@ const CLASS_COLOURS = ["#595961", "#ff9e1a", "#338cff", "#e6263a"];
 const DRAW_ORDER = [0, 2, 1, 3];
 const MIN_W = 480;
 const CHART_H = 240;
+const SUMMARY_H = 160; // the open summary's scroll box; the node grows by this much to hold it
 
 // About n "nice" tick values (1, 2, 2.5, 5 x 10^k steps) from lo to hi, as stas_core/plot.py draws them.
 function niceTicks(lo, hi, n = 5) {
@@ -56,7 +57,8 @@ class StasChart {
     root.className = "stas-chart";
     root.style.cssText =
       "display:flex;flex-direction:column;gap:4px;width:100%;height:100%;min-height:" + (CHART_H + 70) +
-      "px;box-sizing:border-box;padding:4px;font:11px sans-serif;color:#ddd;background:#18181b;border-radius:4px;";
+      "px;box-sizing:border-box;padding:4px;font:11px sans-serif;color:#ddd;background:#18181b;border-radius:4px;" +
+      "overflow:hidden;";
 
     const bar = document.createElement("div");
     bar.style.cssText = "display:flex;gap:6px;align-items:center;flex-wrap:wrap;";
@@ -77,7 +79,7 @@ class StasChart {
 
     this.canvas = document.createElement("canvas");
     this.canvas.className = "stas-chart-canvas";
-    this.canvas.style.cssText = "width:100%;flex:1 1 auto;min-height:" + CHART_H + "px;cursor:crosshair;display:block;";
+    this.canvas.style.cssText = "width:100%;flex:1 1 auto;min-height:" + (CHART_H / 2) + "px;cursor:crosshair;display:block;";
     this.canvas.addEventListener("pointermove", (e) => this.onMove(e));
     this.canvas.addEventListener("pointerleave", () => { this.hover = null; this.tip.textContent = "\u00a0"; this.draw(); });
     this.canvas.addEventListener("click", (e) => this.onClick(e));
@@ -89,12 +91,17 @@ class StasChart {
     this.tip.textContent = "\u00a0";
 
     this.details = document.createElement("details");
+    this.details.className = "stas-chart-details";
+    this.details.style.cssText = "flex:0 0 auto;min-height:0;";
+    // the summary stays inside the node: the node grows to hold it (and shrinks back when closed)
+    this.details.addEventListener("toggle", () => this.fitNode());
     const sum = document.createElement("summary");
     sum.textContent = "summary";
     sum.style.cursor = "pointer";
     this.pre = document.createElement("pre");
     this.pre.className = "stas-chart-summary";
-    this.pre.style.cssText = "margin:2px 0 0;max-height:140px;overflow:auto;white-space:pre-wrap;font:10px monospace;";
+    this.pre.style.cssText = "margin:2px 0 0;max-height:" + (SUMMARY_H - 20) +
+      "px;overflow:auto;white-space:pre-wrap;overflow-wrap:anywhere;font:10px monospace;";
     this.details.append(sum, this.pre);
 
     root.append(bar, this.canvas, this.tip, this.details);
@@ -108,6 +115,26 @@ class StasChart {
 
   dispose() {
     this.resizer?.disconnect();
+  }
+
+  minHeight() {
+    return CHART_H + 70 + (this.details.open ? SUMMARY_H : 0);
+  }
+
+  // Size the node so the widget's minimum height fits (LiteGraph does not grow a node on its own
+  // when a DOM widget's content grows); the Vue renderer sizes nodes to their content itself.
+  fitNode() {
+    const node = this.node;
+    const want = node.computeSize?.()[1] ?? 0;
+    if (this.details.open) {
+      this.grownBy = Math.max(0, want - node.size[1]);
+      if (this.grownBy) node.setSize?.([node.size[0], want]);
+    } else if (this.grownBy) {
+      node.setSize?.([node.size[0], Math.max(want, node.size[1] - this.grownBy)]);
+      this.grownBy = 0;
+    }
+    node.graph?.setDirtyCanvas?.(true, true);
+    this.draw();
   }
 
   // -- data ----------------------------------------------------------------------------
@@ -329,7 +356,7 @@ function attach(node) {
   const widget = node.addDOMWidget("stas_chart", "stas_chart", chart.root, {
     serialize: false,
     hideOnZoom: false,
-    getMinHeight: () => CHART_H + 70,
+    getMinHeight: () => chart.minHeight(),
   });
   if (widget) {
     widget.serialize = false;
