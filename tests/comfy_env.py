@@ -7,6 +7,8 @@ Found via COMFYUI_PATH; tests that need it skip (saying why) when it is missing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -235,3 +237,54 @@ def tiny_ltxv(seed: int = 0):
     m = lm.LTXVModel(in_channels=128, cross_attention_dim=128, attention_head_dim=4, num_attention_heads=32,
                      caption_channels=4096, num_layers=1, operations=comfy.ops.manual_cast)
     return load_tiny(m, seed=seed)
+
+
+# -- ComfyUI's own execution path, in process -------------------------------------------
+
+class _Server:
+    """What PromptExecutor needs of ComfyUI's PromptServer (messages land in status_messages)."""
+    client_id = last_node_id = last_prompt_id = None
+
+    def send_sync(self, event, data, sid=None):
+        pass
+
+    def queue_updated(self):
+        pass
+
+
+def run_prompt(prompt):
+    """Validate and execute an API-format prompt in-process with ComfyUI's PromptExecutor."""
+    import execution
+    valid = asyncio.run(execution.validate_prompt("t", prompt, None))
+    assert valid[0], valid
+    if "cache_args" in inspect.signature(execution.PromptExecutor).parameters:   # newer ComfyUI
+        ex = execution.PromptExecutor(_Server(), cache_args={"lru": 0, "ram": 2.0, "ram_inactive": 4.0})
+    else:
+        ex = execution.PromptExecutor(_Server())
+    if hasattr(ex, "execute_async"):
+        asyncio.run(ex.execute_async(prompt, "t", {}, valid[2]))
+    else:
+        ex.execute(prompt, "t", {}, valid[2])
+    return ex
+
+
+@contextlib.contextmanager
+def temp_comfy_dirs(tmp_path: Path, diffusion_model, filename: str):
+    """ComfyUI's output/temp folders and a diffusion_models folder holding ``diffusion_model`` saved
+    as ``filename``, all under tmp_path (the testbed itself is never written); restored after."""
+    import folder_paths
+    from safetensors.torch import save_file
+    old = folder_paths.get_output_directory(), folder_paths.get_temp_directory()
+    folder_paths.set_output_directory(str(tmp_path / "output"))
+    folder_paths.set_temp_directory(str(tmp_path / "temp"))
+    models = tmp_path / "diffusion_models"
+    models.mkdir()
+    save_file({k: v.contiguous() for k, v in diffusion_model.state_dict().items()}, str(models / filename))
+    folder_paths.add_model_folder_path("diffusion_models", str(models))
+    try:
+        yield tmp_path
+    finally:
+        folder_paths.set_output_directory(old[0])
+        folder_paths.set_temp_directory(old[1])
+        folder_paths.folder_names_and_paths["diffusion_models"][0].remove(str(models))
+        folder_paths.filename_list_cache.pop("diffusion_models", None)

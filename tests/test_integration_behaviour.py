@@ -25,7 +25,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from comfy_env import load_tiny, pack_module, require_comfy, sample, text_cond, tiny_wan
+from comfy_env import (load_tiny, pack_module, require_comfy, run_prompt, sample, temp_comfy_dirs, text_cond,
+                       tiny_wan)
 
 LATENT = (1, 16, 5, 8, 8)      # Wan patch (1, 2, 2): grid 5 x 4 x 4, 16 tokens per latent frame
 H, W = 4, 4
@@ -618,35 +619,6 @@ def test_boundaries_only_on_one_latent_frame_fails_before_first_step(env):
 
 # -- through ComfyUI's own execution path -------------------------------------------------
 
-class _Server:
-    """What PromptExecutor needs of ComfyUI's PromptServer (messages land in status_messages)."""
-    client_id = None
-    last_node_id = None
-    last_prompt_id = None
-
-    def send_sync(self, event, data, sid=None):
-        pass
-
-    def queue_updated(self):
-        pass
-
-
-def run_prompt(prompt):
-    """Validate and execute an API-format prompt in-process with ComfyUI's PromptExecutor."""
-    import execution
-    valid = asyncio.run(execution.validate_prompt("t", prompt, None))
-    assert valid[0], valid
-    if "cache_args" in inspect.signature(execution.PromptExecutor).parameters:   # newer ComfyUI
-        ex = execution.PromptExecutor(_Server(), cache_args={"lru": 0, "ram": 2.0, "ram_inactive": 4.0})
-    else:
-        ex = execution.PromptExecutor(_Server())
-    if hasattr(ex, "execute_async"):
-        asyncio.run(ex.execute_async(prompt, "t", {}, valid[2]))
-    else:
-        ex.execute(prompt, "t", {}, valid[2])
-    return ex
-
-
 def execution_error(ex):
     assert not ex.success
     errors = [d for e, d in ex.status_messages if e == "execution_error"]
@@ -656,25 +628,8 @@ def execution_error(ex):
 
 @pytest.fixture
 def comfy_dirs(env, tmp_path):
-    """ComfyUI's output/temp folders and a diffusion_models folder holding the tiny Wan, all
-    under tmp_path (the testbed itself is never written)."""
-    import folder_paths
-    from safetensors.torch import save_file
-    old = folder_paths.get_output_directory(), folder_paths.get_temp_directory()
-    folder_paths.set_output_directory(str(tmp_path / "output"))
-    folder_paths.set_temp_directory(str(tmp_path / "temp"))
-    models = tmp_path / "diffusion_models"
-    models.mkdir()
-    sd = {k: v.contiguous() for k, v in env.wan.model.diffusion_model.state_dict().items()}
-    save_file(sd, str(models / "stas_tiny_wan.safetensors"))
-    folder_paths.add_model_folder_path("diffusion_models", str(models))
-    try:
-        yield tmp_path
-    finally:
-        folder_paths.set_output_directory(old[0])
-        folder_paths.set_temp_directory(old[1])
-        folder_paths.folder_names_and_paths["diffusion_models"][0].remove(str(models))
-        folder_paths.filename_list_cache.pop("diffusion_models", None)
+    with temp_comfy_dirs(tmp_path, env.wan.model.diffusion_model, "stas_tiny_wan.safetensors") as d:
+        yield d
 
 
 def test_execution_path_empty_mask(comfy_dirs):

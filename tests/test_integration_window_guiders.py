@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from comfy_env import comfy_version, pack_module, require_comfy, text_cond, tiny_wan_variant
+from comfy_env import comfy_version, pack_module, require_comfy, run_prompt, temp_comfy_dirs, text_cond, tiny_wan_variant
 
 LATENT = (1, 16, 2, 4, 4)   # Wan patch (1, 2, 2): grid 2 x 2 x 2
 BLOCK = 1
@@ -393,26 +393,12 @@ def test_unknown_guider_is_named_and_both_steers_every_pass(env, caplog):
 
 # -- through ComfyUI's own execution path: the line names the node ---------------------------
 
-class _Server:
-    client_id = last_node_id = last_prompt_id = None
-
-    def send_sync(self, event, data, sid=None):
-        pass
-
-    def queue_updated(self):
-        pass
-
-
 def test_execution_path_names_the_node(env, tmp_path, caplog):
     """A graph run by ComfyUI's PromptExecutor: the pre-run line names the node by its id."""
     import asyncio
-    import inspect
     from pathlib import Path
 
-    import execution
-    import folder_paths
     import nodes as comfy_nodes
-    from safetensors.torch import save_file
 
     from comfy_env import comfyui_path
     test_nodes = Path(__file__).resolve().parent / "comfy_test_nodes"
@@ -421,14 +407,6 @@ def test_execution_path_names_the_node(env, tmp_path, caplog):
     if "EmptyHunyuanLatentVideo" not in comfy_nodes.NODE_CLASS_MAPPINGS:
         path = str(comfyui_path() / "comfy_extras" / "nodes_hunyuan.py")
         assert asyncio.run(comfy_nodes.load_custom_node(path, module_parent="comfy_extras")) is not False
-    old = folder_paths.get_output_directory(), folder_paths.get_temp_directory()
-    folder_paths.set_output_directory(str(tmp_path / "output"))
-    folder_paths.set_temp_directory(str(tmp_path / "temp"))
-    models = tmp_path / "diffusion_models"
-    models.mkdir()
-    sd = {k: v.contiguous() for k, v in env.high.model.diffusion_model.state_dict().items()}
-    save_file(sd, str(models / "stas_window_wan.safetensors"))
-    folder_paths.add_model_folder_path("diffusion_models", str(models))
     stas_inputs = dict(alpha=1.0, blend=1.0, blocks="1", channels="3", threshold=50.0, top_k=4,
                        start_percent=0.0, end_percent=0.4, apply_to="cond")
     prompt = {
@@ -443,23 +421,9 @@ def test_execution_path_names_the_node(env, tmp_path, caplog):
             "steps": 4, "cfg": 2.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 0.5}},
         "9": {"class_type": "SaveLatent", "inputs": {"samples": ["8", 0], "filename_prefix": "stas_window"}},
     }
-    try:
-        valid = asyncio.run(execution.validate_prompt("t", prompt, None))
-        assert valid[0], valid
-        if "cache_args" in inspect.signature(execution.PromptExecutor).parameters:   # newer ComfyUI
-            ex = execution.PromptExecutor(_Server(), cache_args={"lru": 0, "ram": 2.0, "ram_inactive": 4.0})
-        else:
-            ex = execution.PromptExecutor(_Server())
-        with caplog.at_level(logging.INFO, logger="comfyui-stas"):
-            if hasattr(ex, "execute_async"):
-                asyncio.run(ex.execute_async(prompt, "t", {}, valid[2]))
-            else:
-                ex.execute(prompt, "t", {}, valid[2])
-    finally:
-        folder_paths.set_output_directory(old[0])
-        folder_paths.set_temp_directory(old[1])
-        folder_paths.folder_names_and_paths["diffusion_models"][0].remove(str(models))
-        folder_paths.filename_list_cache.pop("diffusion_models", None)
+    with temp_comfy_dirs(tmp_path, env.high.model.diffusion_model, "stas_window_wan.safetensors"), \
+            caplog.at_level(logging.INFO, logger="comfyui-stas"):
+        ex = run_prompt(prompt)
     assert ex.success, ex.status_messages
     said = [r.getMessage() for r in caplog.records if r.name == "comfyui-stas"]
     assert len(said) == 1 and said[0].startswith("STAS Model Patch #7 will steer nothing in this run: none of this "
