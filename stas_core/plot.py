@@ -209,6 +209,27 @@ def _frame_axis(img, labels: Labels, grid, left: int, top: int, pw: int, ph: int
             labels.add(left + (f + 0.5) * pw / t, top + ph + 4, str(f), ha="m", size=11)
 
 
+def _chart(size: Tuple[int, int], top: int):
+    """A blank chart: background, plot panel from x=70 to width-16 and from ``top`` to 44 px above
+    the bottom (axis labels go there). Returns (img, labels, left, top, pw, ph)."""
+    width, height = size
+    left, right, bottom = 70, 16, 44
+    pw, ph = width - left - right, height - top - bottom
+    img = np.empty((height, width, 3), dtype=np.float32)
+    img[:] = BG
+    _fill(img, top, top + ph, left, left + pw, PANEL)
+    return img, Labels(), left, top, pw, ph
+
+
+def _legend(img, labels: Labels, x: int, entries) -> None:
+    """Colour swatches and names at the top right, right-aligned at ``x``; entries: (name, colour)."""
+    for name, colour in entries:
+        x -= 8 + int(6.3 * len(name))
+        _fill(img, 12, 20, x - 12, x - 4, colour)
+        labels.add(x, 16, name, ha="l", va="m", size=11)
+        x -= 14
+
+
 def token_profile_image(values: np.ndarray, classes: np.ndarray, positions: np.ndarray, grid, title: str = "",
                         log: bool = False, size: Tuple[int, int] = (1024, 400)) -> np.ndarray:
     """Token-index profile of MA magnitude: one dot per kept token at x = its token index
@@ -220,12 +241,7 @@ def token_profile_image(values: np.ndarray, classes: np.ndarray, positions: np.n
     in the 44 px under it; legend at the top right.
     """
     width, height = size
-    left, right, top, bottom = 70, 16, 30, 44
-    pw, ph = width - left - right, height - top - bottom
-    img = np.empty((height, width, 3), dtype=np.float32)
-    img[:] = BG
-    _fill(img, top, top + ph, left, left + pw, PANEL)
-    labels = Labels()
+    img, labels, left, top, pw, ph = _chart(size, 30)
     t, hh, ww = (int(g) for g in grid)
     n = t * hh * ww
     idx = (np.arange(t)[:, None] * hh * ww + np.asarray(positions)[None, :]).reshape(-1)
@@ -242,13 +258,8 @@ def token_profile_image(values: np.ndarray, classes: np.ndarray, positions: np.n
         m = ok & (cls == c)
         _dots(img, xs[m], ys[m], CLASS_COLOURS[c], dot)
     labels.add(8, 8, title)
-    x = width - right
-    for c in (TokenClass.INTERIOR, TokenClass.TAIL, TokenClass.HEAD, TokenClass.FIRST_FRAME):
-        name = CLASS_NAMES[c]
-        x -= 8 + int(6.3 * len(name))
-        _fill(img, 12, 20, x - 12, x - 4, CLASS_COLOURS[c])
-        labels.add(x, 16, name, ha="l", va="m", size=11)
-        x -= 14
+    _legend(img, labels, width - 16, [(CLASS_NAMES[c], CLASS_COLOURS[c]) for c in
+                                      (TokenClass.INTERIOR, TokenClass.TAIL, TokenClass.HEAD, TokenClass.FIRST_FRAME)])
     labels.add(left + pw / 2, height - 6, "token index (latent frame numbers; lines = frame boundaries)"
                + (", log scale" if log else ""), ha="m", va="b", size=11)
     return labels.render(img)
@@ -425,12 +436,7 @@ def seam_curve_image(values: np.ndarray, is_seam: np.ndarray, flagged: np.ndarra
     seam = np.asarray(is_seam, dtype=bool)
     nser, p = vals.shape
     width, height = size
-    left, right, top, bottom = 70, 16, 34, 44
-    pw, ph = width - left - right, height - top - bottom
-    img = np.empty((height, width, 3), dtype=np.float32)
-    img[:] = BG
-    _fill(img, top, top + ph, left, left + pw, PANEL)
-    labels = Labels()
+    img, labels, left, top, pw, ph = _chart(size, 34)
     scale = Scale(vals)
     _y_axis(img, labels, scale, left, top, pw, ph)
     xs = left + (np.arange(p) + 0.5) / p * pw
@@ -449,13 +455,8 @@ def seam_curve_image(values: np.ndarray, is_seam: np.ndarray, flagged: np.ndarra
             ang = np.linspace(0, 2 * np.pi, 40)
             _dots(img, xs[i] + 7 * np.cos(ang), ys[i] + 7 * np.sin(ang), FLAG_C, 2)
     labels.add(8, 8, title)
-    x = width - right
-    for k in reversed(range(nser)):
-        name = names[k] if k < len(names) else f"series {k}"
-        x -= 8 + int(6.3 * len(name))
-        _fill(img, 12, 20, x - 12, x - 4, SERIES_COLOURS[k % len(SERIES_COLOURS)])
-        labels.add(x, 16, name, ha="l", va="m", size=11)
-        x -= 14
+    _legend(img, labels, width - 16, [(names[k] if k < len(names) else f"series {k}",
+                                       SERIES_COLOURS[k % len(SERIES_COLOURS)]) for k in reversed(range(nser))])
     labels.add(left + pw / 2, height - 6, "frame (pair i = frames i, i+1); grey columns = VAE chunk seams, "
                "red rings = seams standing out", ha="m", va="b", size=11)
     return labels.render(img)
