@@ -395,7 +395,6 @@ class OuterSampleWrapper(_Shared):
                 "there. Lower 'threshold', list channels explicitly, or look at the MA Visualizer's summary.",
                 sorted(silent), self.plan.channels.threshold)
 
-
     def report_compiled_blocks(self, run: RunState) -> None:
         """After a run, warn about plan blocks a compiled graph never steered.  A graph traced
         with another block set (TorchCompileModel's guard filter keeps it) calls the op only at

@@ -193,6 +193,16 @@ def test_changing_blocks_never_steers_the_old_block(env, caplog, monkeypatch):
     else:  # recompiled with block 1's patch
         assert close(got, eager_new)
         assert not warned, warned
+    # a superset: the kept graph steers block 2 from its new table row, and says block 1 is missing
+    caplog.clear()
+    got = run(stas(cm, blocks="1,2"))
+    warned = block_warnings(caplog)
+    if keeps_graphs(env):
+        assert close(got, old)
+        assert len(warned) == 1 and "block(s) [1] were never steered" in warned[0], warned
+    else:
+        assert close(got, run(stas(base, blocks="1,2")))
+        assert not warned, warned
     # back to the block the graph was traced with: the eager result again, and nothing to say
     caplog.clear()
     assert close(run(stas(cm, blocks="2")), old)
