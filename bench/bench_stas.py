@@ -393,7 +393,8 @@ def section_op(rep, pack, device, tiny, dtype_names):
                 if fast._OP is not None:
                     variants.append(("custom op (compiled path), fixed channels",
                                      lambda: fast._OP(h, fixed.chans, fixed.valid, fixed.need, fixed.token_idx,
-                                                      fixed.row_lam, fixed.sigma, fixed.params, 0, 0)))
+                                                      fixed.row_lam, fixed.sigma, fixed.params, None, None,
+                                                      0, -1, 0)))
             for name, fn in variants:
                 for _ in range(3):
                     fn()
@@ -723,7 +724,10 @@ def section_compile_settings(rep, pack, device, tiny, dtype, steps, backend):
     STAS Model Patch whose settings change from run to run. Random weights carry no massive
     activation, so the base setting lists channels (auto detection would steer nothing and every
     setting would look as if it took effect). A setting took effect when the compiled run moves
-    away from the compiled base run as much as the eager run moves from the eager base run."""
+    away from the compiled base run as much as the eager run moves from the eager base run.  Where
+    it did not (a kept graph traced with another block set), the row says whether the compiled run
+    steered nothing (equals the unpatched eager run) and whether STAS warned after the run."""
+    import logging
     import torch
     import torch._dynamo
     from torch._dynamo.utils import counters
@@ -741,14 +745,27 @@ def section_compile_settings(rep, pack, device, tiny, dtype, steps, backend):
     torch._dynamo.reset()
     counters.clear()
     cm = compiled(model)
-    rows, g0, ref = [], None, None
+    rows, g0, ref, plain = [], None, None, None
+
+    class Warned(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.msgs = []
+
+        def emit(self, record):
+            self.msgs.append(record.getMessage())
+
+    warned = Warned()
+    logging.getLogger("comfyui-stas").addHandler(warned)
     for name, kw in seq:
         kw = {**base, **kw}
         sync(device)
+        warned.msgs.clear()
         t0 = time.perf_counter()
         got = sample(run_node(smp, cm, **kw)[0], latent, steps, 5.0, pos, neg).float()
         sync(device)
         t = time.perf_counter() - t0
+        never = any("were never steered" in m for m in warned.msgs)
         want = sample(run_node(smp, model, **kw)[0], latent, steps, 5.0, pos, neg).float()
         ref = ref or (got, want)
         g = counters["stats"].get("unique_graphs", 0)
@@ -756,6 +773,14 @@ def section_compile_settings(rep, pack, device, tiny, dtype, steps, backend):
         d_c, d_e = (got - ref[0]).abs().max().item(), (want - ref[1]).abs().max().item()
         took = "base" if not rows else ("yes" if abs(d_c - d_e) <= 0.1 * max(d_e, 1e-30) or d_c == d_e
                                         else "NO")
+        if took == "NO":  # a kept graph: did it leave the old block alone, and did STAS say so?
+            if plain is None:
+                plain = sample(model, latent, steps, 5.0, pos, neg).float()
+            d_p = (got - plain).abs().max().item()
+            took = ("not steered at the old block" if d_p <= 1e-3 * max(d_e, 1e-30) else
+                    f"NO (differs from unsteered by {d_p:.3g})") + (", warned" if never else ", NOT warned")
+        elif never:
+            took += " (but warned)"
         rows.append([name, f"{t:.2f}", str(g), str(g - g0), f"{(got - want).abs().max().item():.3g}",
                      f"{d_c:.3g}", f"{d_e:.3g}", took])
         rep.log(f"[compile-settings] {rows[-1]}")
@@ -765,7 +790,8 @@ def section_compile_settings(rep, pack, device, tiny, dtype, steps, backend):
               ["run", "s (incl. any compile)", "graphs so far", "new graphs since run 1", "max |compiled - eager|",
                "change vs base, compiled", "change vs base, eager", "took effect"], rows)
     rep.data["sections"]["compile_settings"] = {"rows": rows}
-    del model, cm, ref
+    logging.getLogger("comfyui-stas").removeHandler(warned)
+    del model, cm, ref, plain
     cleanup(device)
 
 

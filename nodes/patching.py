@@ -18,6 +18,9 @@ Layout of the patch (the way ComfyUI's own EasyCache and SkipLayerGuidance do it
   so the compiled graph keeps the Python objects and constants of the run it was traced in):
   the context sits under a key that stays the same across clones and runs (``stable_key``),
   and every setting that may change between runs reaches the op as a tensor (``SteerCall``).
+  The graph also keeps the block patches it was traced with: the op maps each patched block to
+  the current plan's row (-1: left untouched) and records which blocks it ran for, and the
+  OUTER_SAMPLE wrapper warns after the run about plan blocks the compiled graph never reached.
 * ``BlockReplacePatch`` (``patches_replace["dit"]``) or ``BlockForwardPatch`` (object patch
   on ``blocks.i.forward``, for CogVideoX): run the block - or the patch another node had
   already put there - and steer its output in place.
@@ -70,6 +73,7 @@ class StasPlan(_Shared):
     hidden_size: int
     profile: Optional[MAProfile] = None
     label: str = "STAS Model Patch"  # names the node in the console
+    model_blocks: int = 0            # blocks in the model (the shape of the op's block map); 0: up to the last steered
     key: str = WRAPPER_KEY + ".0"  # set by ``install`` (see ``stable_key``)
     _dev: Dict[Any, Any] = field(default_factory=dict, repr=False)
 
@@ -86,6 +90,20 @@ class StasPlan(_Shared):
             t = make(device)
             self._dev[k] = t  # dict assignment is atomic: concurrent callers at worst build it twice
         return t
+
+    @property
+    def n_flat(self) -> int:
+        return max(self.model_blocks, 1 + max((ref.flat for ref in self.blocks), default=-1))
+
+    def block_rows(self) -> torch.Tensor:
+        """int64 CPU [n_flat]: each block's row in the tables, -1 where this plan does not steer it
+        (read by the op of a compiled graph, which may hold patches of another block set)."""
+        def make(_):
+            rows = torch.full((self.n_flat,), -1, dtype=torch.long)
+            for flat, i in self._pos.items():
+                rows[flat] = i
+            return rows
+        return self.on_device(("block_rows",), make, torch.device("cpu"))
 
     def fixed_channels(self, ref: BlockRef) -> Optional[Tuple[int, ...]]:
         if self.profile is not None:
@@ -155,7 +173,7 @@ class StasPlan(_Shared):
         if observers and not compiling():
             self._steer_observed(observers, h, ref, ctx, pos, offset)
             return
-        steer_block(h, ctx.call, pos, offset)
+        steer_block(h, ctx.call, pos, offset, ref.flat)
 
     def _steer_observed(self, observers, h, ref, ctx, pos, offset) -> None:
         """Eager path of a recorded call: observers see the values before and after steering.
@@ -196,8 +214,10 @@ class RunState:
     tables that auto detection fills at the first steered call of each block (on the device, see
     ``ChannelTables``)."""
 
-    def __init__(self, window: SigmaWindow, passes: GuiderPasses = DEFAULT) -> None:
+    def __init__(self, window: SigmaWindow, passes: GuiderPasses = DEFAULT, n_flat: int = 0) -> None:
         self._lock = threading.Lock()
+        # int32 CPU [model blocks]: 1 where the op of a compiled graph ran for the block (eager runs leave it 0)
+        self.op_ran = torch.zeros(n_flat, dtype=torch.int32)
         self.tables: Dict[torch.device, ChannelTables] = {}
         # The window in the sigmas of the model_sampling this run's sampler uses (a shift node placed
         # after STAS Model Patch replaces the one the node saw; each Wan 2.2 expert has its own).
@@ -256,7 +276,7 @@ class ApplyModelWrapper(_Shared):
         dev = x.device
         run = transformer_options.get(plan.key + ".run")
         if run is None:  # called outside a sampler run: detection covers this call alone
-            run = RunState(plan.window)
+            run = RunState(plan.window, n_flat=plan.n_flat)
         steered = run.passes.indices(plan.apply_to, executor.class_obj)
         picked = cond_rows(transformer_options.get("cond_or_uncond"), x.shape[0], steered)
         grid = plan.family.grid(dm, tuple(x.shape))
@@ -264,7 +284,8 @@ class ApplyModelWrapper(_Shared):
         tables = run.tables_for(plan, dev) if plan.auto else plan.fixed_tables(dev)
         token_idx, n_tok = plan.token_idx(grid, dev)
         call = SteerCall(tables.chans, tables.valid, tables.need, token_idx, plan.row_lam(x.shape[0], picked, dev),
-                         t if t.device == dev else t.to(dev), plan.params(run, tables, prefix, grid, n_tok))
+                         t if t.device == dev else t.to(dev), plan.params(run, tables, prefix, grid, n_tok),
+                         plan.block_rows(), run.op_ran)
         ctx = CallContext(grid=grid, prefix=prefix, rows=None if len(picked) == x.shape[0] else picked,
                           active=len(picked) > 0, run=run, diffusion_model=dm, call=call)
         transformer_options = {**transformer_options, plan.key: ctx}
@@ -286,7 +307,7 @@ class OuterSampleWrapper(_Shared):
         sigmas = args[3] if len(args) > 3 else kwargs.get("sigmas")
         self.validate_latent(self.plan, guider.model_patcher.model.diffusion_model, tuple(noise.shape))
         run = RunState(self.plan.window.for_model(guider.model_patcher.get_model_object("model_sampling")),
-                       passes_of(guider))
+                       passes_of(guider), self.plan.n_flat)
         self.preflight(run, sigmas)
         orig = guider.model_options
         try:
@@ -294,6 +315,7 @@ class OuterSampleWrapper(_Shared):
             guider.model_options["transformer_options"][self.plan.key + ".run"] = run
             out = executor(*args, **kwargs)
             self.report_detection(run)
+            self.report_compiled_blocks(run)
             return out
         finally:
             guider.model_options = orig
@@ -372,6 +394,27 @@ class OuterSampleWrapper(_Shared):
                 "STAS Model Patch: at block(s) %s no channel reached the threshold %g, so nothing was steered "
                 "there. Lower 'threshold', list channels explicitly, or look at the MA Visualizer's summary.",
                 sorted(silent), self.plan.channels.threshold)
+
+    def report_compiled_blocks(self, run: RunState) -> None:
+        """After a run, warn about plan blocks a compiled graph never steered.  A graph traced
+        with another block set (TorchCompileModel's guard filter keeps it) calls the op only at
+        the blocks patched then; the op leaves those the plan dropped untouched and marks each
+        one it ran for.  Eager runs never call the op, so nothing is marked and nothing said."""
+        ran = run.op_ran
+        if not bool(ran.any()):
+            return
+        seen = set(ran.nonzero().flatten().tolist())
+        steered = {ref.flat for ref in self.plan.blocks}
+        missed = sorted(steered - seen)
+        if not missed:
+            return
+        stale = sorted(seen - steered)
+        log.warning(
+            "%s: block(s) %s were never steered in this run. The model is compiled by TorchCompileModel and its "
+            "graph was traced with another block set%s, which ComfyUI keeps. Re-run with the old blocks, or make "
+            "TorchCompileModel compile anew (change one of its inputs and back).",
+            self.plan.label, missed,
+            f" (block(s) {stale}, left untouched now)" if stale else "")
 
 
 def _apply_to_name(plan: StasPlan) -> str:

@@ -119,6 +119,7 @@ class StasModelPatch(io.ComfyNode):
             family=fam, blocks=tuple(refs), spec=mask if mask is not None else BoundarySpec(),
             channels=sel, alpha=float(alpha), lam=float(blend), window=window,
             apply_to=APPLY_TO[apply_to], hidden_size=hidden, profile=profile, label=_label(cls),
+            model_blocks=len(fam.blocks(dm)),
         )
         return io.NodeOutput(install(model, plan, validate_latent))
 

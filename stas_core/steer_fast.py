@@ -21,6 +21,10 @@ thousands of times per video without costing anything measurable:
   that may change between runs of one compiled model (alpha, window, threshold, mask,
   resolution, channels) reaches the op as a tensor input (per-run scalars packed into one
   small CPU tensor, read by the op's body), never as a constant baked into the graph.
+  The one thing a graph does bake in is which blocks carry a patch (their flat index): so the
+  op resolves its table row from the current plan's map (``SteerCall.block_rows``), leaves a
+  block the plan no longer steers untouched, and marks in ``SteerCall.ran`` which blocks it
+  ran for, so that a run whose graph lacks a newly chosen block is reported, not silent.
 
 Set ``STAS_DISABLE_TRITON=1`` to force the torch fallback (used by the benchmark and as an
 escape hatch should a Triton build misbehave on some GPU).
@@ -32,6 +36,7 @@ import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Optional
 
 import torch
 
@@ -86,6 +91,8 @@ class SteerCall:
     row_lam: torch.Tensor
     sigma: torch.Tensor
     params: torch.Tensor
+    block_rows: Optional[torch.Tensor] = None
+    ran: Optional[torch.Tensor] = None
 
     def __deepcopy__(self, memo):
         return self
@@ -219,6 +226,21 @@ def steer_block_(h: torch.Tensor, call: SteerCall, pos: int, vis_offset: int = 0
 
 # -- torch.compile: the same call as one opaque custom op ------------------------------------
 
+def resolve_row(block_rows: Optional[torch.Tensor], ran: Optional[torch.Tensor], pos: int, flat: int) -> int:
+    """The table row of block ``flat`` in the current plan (-1: not steered), marking it in ``ran``.
+
+    A compiled graph keeps the block patches it was traced with (and their ``pos``), so the op
+    asks the map of the plan that runs now; both tensors live on the CPU (no device sync).
+    Without a map (direct calls, old callers) ``pos`` is used as given."""
+    if block_rows is None or flat < 0:
+        return pos
+    if flat >= block_rows.numel():
+        return -1
+    if ran is not None and flat < ran.numel():
+        ran[flat] = 1
+    return int(block_rows[flat])
+
+
 OP_NAME = "comfyui_stas::steer_block_"
 
 
@@ -235,14 +257,17 @@ def _register_op():
     if custom_op is None:  # torch < 2.4: dynamo traces the eager function instead
         return None
 
-    @custom_op(OP_NAME, mutates_args=("h", "chans", "valid", "need"))
+    @custom_op(OP_NAME, mutates_args=("h", "chans", "valid", "need", "ran"))
     def _op(h: torch.Tensor, chans: torch.Tensor, valid: torch.Tensor, need: torch.Tensor,
             token_idx: torch.Tensor, row_lam: torch.Tensor, sigma: torch.Tensor, params: torch.Tensor,
-            pos: int, vis_offset: int) -> None:
-        steer_block_(h, SteerCall(chans, valid, need, token_idx, row_lam, sigma, params), pos, vis_offset)
+            block_rows: Optional[torch.Tensor], ran: Optional[torch.Tensor], pos: int, flat: int,
+            vis_offset: int) -> None:
+        row = resolve_row(block_rows, ran, pos, flat)
+        if row >= 0:
+            steer_block_(h, SteerCall(chans, valid, need, token_idx, row_lam, sigma, params), row, vis_offset)
 
     @_op.register_fake
-    def _(h, chans, valid, need, token_idx, row_lam, sigma, params, pos, vis_offset):
+    def _(h, chans, valid, need, token_idx, row_lam, sigma, params, block_rows, ran, pos, flat, vis_offset):
         return None
 
     return _op
@@ -267,10 +292,12 @@ def compiling() -> bool:
     return bool(_is_compiling())
 
 
-def steer_block(h: torch.Tensor, call: SteerCall, pos: int, vis_offset: int = 0) -> None:
-    """``steer_block_``, routed through the custom op while torch.compile traces."""
+def steer_block(h: torch.Tensor, call: SteerCall, pos: int, vis_offset: int = 0, flat: int = -1) -> None:
+    """``steer_block_``, routed through the custom op while torch.compile traces.  ``flat``: the
+    block's index in the model, which the op maps to its current row (see ``resolve_row``);
+    eager calls always come from the current plan, so they use ``pos`` at no extra cost."""
     if _OP is not None and compiling():
-        _OP(h, call.chans, call.valid, call.need, call.token_idx, call.row_lam, call.sigma, call.params, pos,
-            vis_offset)
+        _OP(h, call.chans, call.valid, call.need, call.token_idx, call.row_lam, call.sigma, call.params,
+            call.block_rows, call.ran, pos, flat, vis_offset)
     else:
         steer_block_(h, call, pos, vis_offset)

@@ -421,3 +421,36 @@ def test_triton_kernels_match_fallback_in_interpreter(tmp_path):
     if r.returncode == 3:
         pytest.skip("Triton's CPU interpreter cannot run here: " + r.stdout.strip()[-200:])
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+@pytest.mark.skipif(fast._OP is None, reason="torch.library.custom_op needs torch >= 2.4")
+def test_compiled_block_follows_the_current_block_map():
+    """A compiled graph bakes the patched block's flat index (here 2) and its old row: the op must
+    take the row from the current map, leave the block alone where the map says -1, and mark it."""
+    import dataclasses
+    import torch._dynamo
+
+    def block(h, call):
+        h = h * 1.0
+        fast.steer_block(h, call, 0, 2, 2)  # traced as flat block 2, row 0
+        return h
+
+    torch._dynamo.reset()
+    f = torch.compile(block, backend="aot_eager", fullgraph=True)
+    h = planted()[:, :90].contiguous()
+    c = torch.tensor([[7, 33, 0, 0], [50, 0, 0, 0]])
+    v = torch.tensor([[True, True, False, False], [True, False, False, False]])
+    base = mkcall(c, v, torch.zeros(2, dtype=torch.int32), torch.arange(80), [1.0, 1.0], [0.5], prefix=3)
+
+    def with_map(rows):
+        return dataclasses.replace(base, block_rows=torch.tensor(rows), ran=torch.zeros(4, dtype=torch.int32))
+
+    for rows, want_row in (([-1, -1, 0, -1], 0), ([-1, -1, 1, 0], 1), ([-1, 0, -1, -1], None)):
+        call = with_map(rows)
+        got = f(h.clone(), call)
+        want = h.clone()
+        if want_row is not None:
+            fast.steer_block_(want, base, want_row, 2)
+        assert torch.equal(got, want), rows
+        assert call.ran.tolist() == [0, 0, 1, 0], rows  # the op ran for block 2, whatever its row
+    assert not torch.equal(f(h.clone(), with_map([-1, -1, 0, -1])), h)  # the graph does steer

@@ -147,3 +147,71 @@ def test_channel_lists_over_the_cap_fail_at_node_execution(env):
     with pytest.raises(ValueError, match="STAS Model Patch: channels: 65 channels listed, more than the 64"):
         stas(env.wan, channels="0-64")
     stas(env.wan, channels="0-63")  # 64 is allowed
+
+
+def keeps_graphs(env) -> bool:
+    """True where TorchCompileModel filters its guards on transformer_options (ComfyUI >= 0.8), so a
+    graph traced with one block set is reused for another; older ComfyUI recompiles instead."""
+    return hasattr(env.ntc, "skip_torch_compile_dict")
+
+
+def block_warnings(caplog):
+    return [r.getMessage() for r in caplog.records if "were never steered" in r.getMessage()]
+
+
+def test_changing_blocks_never_steers_the_old_block(env, caplog, monkeypatch):
+    """One cached compiled model, blocks changed from 2 to 1.  Where ComfyUI keeps the graph traced
+    with block 2's patch, block 2 must be left alone (the op maps it to no row of the new plan) and
+    the run must warn that block 1 was never steered; where it recompiles, the eager result."""
+    import logging
+
+    import comfy.ldm.modules.attention as attention
+    import comfy.ldm.wan.model as wan
+    import torch._dynamo
+    # PyTorch attention as on a GPU: CPU sub-quadratic attention reads psutil, a graph break that
+    # splits the model into frames whose guards on the block patches the filter does not drop.
+    monkeypatch.setattr(wan, "optimized_attention", attention.attention_pytorch)
+    torch._dynamo.reset()
+    base = env.wan
+    cm = compiled(env, base)  # cached: the graph traced with block 2's patch is reused below
+    plain = run(base)
+    caplog.set_level(logging.WARNING, logger="comfyui-stas")
+    old = run(stas(cm, blocks="2"))
+    assert close(old, run(stas(base, blocks="2"))) and not close(old, plain)
+    assert not block_warnings(caplog)
+    n_graphs = graphs()
+    eager_new = run(stas(base, blocks="1"))
+    assert not close(eager_new, plain) and not close(eager_new, old)
+    got = run(stas(cm, blocks="1"))
+    warned = block_warnings(caplog)
+    if keeps_graphs(env):
+        # the graph only holds block 2's patch: block 2 is left alone, block 1 cannot be reached
+        assert graphs() == n_graphs, "recompiled: the test no longer reaches the kept graph"
+        assert close(got, plain), f"the kept graph steered something (max {float((got - plain).abs().max()):.3g})"
+        assert len(warned) == 1 and "block(s) [1] were never steered" in warned[0], warned
+        assert "STAS Model Patch" in warned[0] and "TorchCompileModel" in warned[0] and "[2]" in warned[0]
+    else:  # recompiled with block 1's patch
+        assert close(got, eager_new)
+        assert not warned, warned
+    # a superset: the kept graph steers block 2 from its new table row, and says block 1 is missing
+    caplog.clear()
+    got = run(stas(cm, blocks="1,2"))
+    warned = block_warnings(caplog)
+    if keeps_graphs(env):
+        assert close(got, old)
+        assert len(warned) == 1 and "block(s) [1] were never steered" in warned[0], warned
+    else:
+        assert close(got, run(stas(base, blocks="1,2")))
+        assert not warned, warned
+    # back to the block the graph was traced with: the eager result again, and nothing to say
+    caplog.clear()
+    assert close(run(stas(cm, blocks="2")), old)
+    assert not block_warnings(caplog)
+
+
+def test_eager_runs_never_warn_about_blocks(env, caplog):
+    import logging
+    caplog.set_level(logging.WARNING, logger="comfyui-stas")
+    for blocks in ("2", "1", "0,3"):
+        run(stas(env.wan, blocks=blocks), steps=2)
+    assert not block_warnings(caplog)
