@@ -35,8 +35,9 @@ OFFICIAL_FILES = {
 }
 MODEL_WIDGETS = {"UNETLoader": 0, "CLIPLoader": 0, "VAELoader": 0, "CLIPVisionLoader": 0, "DualCLIPLoader": 1}
 # Display widgets some frontends send with the API prompt although they are no node input
-# (frontend 1.27 sends Preview Any's text box as "preview"; the server ignores it).
-DISPLAY_WIDGETS = {("PreviewAny", "preview")}
+# (Preview Any's text box: "preview" from frontend 1.27, and its mode toggle "previewMode" from
+# 1.35); the server ignores them.
+DISPLAY_WIDGETS = {("PreviewAny", "preview"), ("PreviewAny", "previewMode")}
 
 
 def standin_dirs() -> dict:
