@@ -21,9 +21,8 @@ Layout of the patch (the way ComfyUI's own EasyCache and SkipLayerGuidance do it
   The graph also keeps the block patches it was traced with: the op maps each patched block to
   the current plan's row (-1: left untouched) and records which blocks it ran for, and the
   OUTER_SAMPLE wrapper warns after the run about plan blocks the compiled graph never reached.
-* ``BlockReplacePatch`` (``patches_replace["dit"]``) or ``BlockForwardPatch`` (object patch
-  on ``blocks.i.forward``, for CogVideoX): run the block - or the patch another node had
-  already put there - and steer its output in place.
+* The block patches themselves (``hooks.py``, shared with the MA Recorder) run the block - or
+  the patch another node had already put there - and hand its output to ``StasPlan.steer_block``.
 """
 from __future__ import annotations
 
@@ -41,27 +40,11 @@ from ..stas_core.schedule import SigmaWindow
 from ..stas_core.steer_fast import SteerCall, StepParams, compiling, detect_block_, steer_block, steer_only_
 from .families import BlockRef, Family
 from .guiders import ALL_ROLES, DEFAULT, NEGATIVE, POSITIVE, GuiderPasses, cond_rows, passes_of
+from .hooks import STEER_OBSERVERS, WRAPPER_KEY, Shared, chain_block_patches, stable_key
 
 log = logging.getLogger("comfyui-stas")
-WRAPPER_KEY = "comfyui-stas"
-STEER_OBSERVERS = WRAPPER_KEY + ".steer_observers"
-"""transformer_options key of a tuple of objects with ``stas_steer(phase, ref, h, vis_start, grid,
-token_idx, channels, valid, rows)``, called by ``StasPlan.steer_block`` with phase "before" and
-"after" steering (the MA Recorder puts itself there in the calls it records; absent otherwise)."""
-
-
-class _Shared:
-    """Shared by reference across ModelPatcher.clone(), also where it deep-copies."""
-
-    def __deepcopy__(self, memo):
-        return self
-
-    def __copy__(self):
-        return self
-
-
 @dataclass(eq=False)
-class StasPlan(_Shared):
+class StasPlan(Shared):
     family: Family
     blocks: Tuple[BlockRef, ...]
     spec: BoundarySpec
@@ -263,7 +246,7 @@ class CallContext:
         return self
 
 
-class ApplyModelWrapper(_Shared):
+class ApplyModelWrapper(Shared):
     def __init__(self, plan: StasPlan):
         self.plan = plan
 
@@ -292,7 +275,7 @@ class ApplyModelWrapper(_Shared):
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
 
 
-class OuterSampleWrapper(_Shared):
+class OuterSampleWrapper(Shared):
     """Validates the latent before step one and scopes a RunState to one sampling run."""
 
     def __init__(self, plan: StasPlan, validate_latent):
@@ -419,79 +402,6 @@ class OuterSampleWrapper(_Shared):
 
 def _apply_to_name(plan: StasPlan) -> str:
     return {frozenset({POSITIVE}): "cond", frozenset({NEGATIVE}): "uncond"}.get(plan.apply_to, "both")
-
-
-class BlockReplacePatch(_Shared):
-    """patches_replace["dit"][(kind, i)]: runs the inner block (or the patch that was there
-    before, so SkipLayerGuidance and other packs keep working) and steers its output.
-
-    ``plan`` is anything with ``key`` and ``steer_block(h, ref, ctx, transformer_options)``, and
-    ``ctx`` anything with ``steer`` and ``diffusion_model``: the MA Recorder reuses both patches."""
-
-    def __init__(self, plan: StasPlan, ref: BlockRef, inner=None):
-        self.plan, self.ref, self.inner = plan, ref, inner
-
-    def __call__(self, args, extra):
-        out = self.inner(args, extra) if self.inner is not None else extra["original_block"](args)
-        to = args.get("transformer_options") or {}
-        ctx = to.get(self.plan.key)
-        if ctx is not None and ctx.steer:
-            self.plan.steer_block(out["img"], self.ref, ctx, to)
-        return out
-
-
-class BlockForwardPatch(_Shared):
-    """Object patch for ``blocks.i.forward`` of families with no block-replace hook.
-
-    It holds no reference to the module: the block is looked up on the diffusion model of
-    the running call, so clones that carry their own model copy (MultiGPU, dynamic VRAM)
-    run their own weights.
-    """
-
-    def __init__(self, plan: StasPlan, ref: BlockRef, inner=None):
-        self.plan, self.ref, self.inner = plan, ref, inner
-
-    def __call__(self, *args, **kwargs):
-        to = kwargs.get("transformer_options") or {}
-        ctx = to.get(self.plan.key)
-        if self.inner is not None:
-            out = self.inner(*args, **kwargs)
-        else:
-            if ctx is None:
-                raise RuntimeError(
-                    "STAS: a patched CogVideoX block ran outside ComfyUI's apply_model; "
-                    "run the model through a ComfyUI sampler.")
-            block = ctx.diffusion_model.blocks[self.ref.index]
-            out = type(block).forward(block, *args, **kwargs)
-        if ctx is not None and ctx.steer:
-            self.plan.steer_block(out[0], self.ref, ctx, to)
-        return out
-
-
-def chain_block_patches(m, plan) -> None:
-    """Put ``plan``'s block patches on the clone ``m``, each wrapping the patch already there
-    (any plan with ``family``, ``blocks``, ``key`` and ``steer_block``: STAS and the MA Recorder)."""
-    for ref in plan.blocks:
-        if plan.family.hook == "replace":
-            dit = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
-            inner = dit.get((ref.kind, ref.index))
-            m.set_model_patch_replace(BlockReplacePatch(plan, ref, inner), "dit", ref.kind, ref.index)
-        else:
-            name = plan.family.object_patch_name(ref)
-            m.add_object_patch(name, BlockForwardPatch(plan, ref, m.object_patches.get(name)))
-
-
-def stable_key(model, prefix: str) -> str:
-    """``prefix.<n>``, n counting the plans of this kind already on ``model``: the same for the
-    same chain of nodes in every run, so a compiled graph (which keeps the keys it was traced
-    with) finds its context again when a node re-runs with other settings."""
-    import comfy.patcher_extension as pe
-
-    taken = model.wrappers.get(pe.WrappersMP.APPLY_MODEL, {})
-    n = 0
-    while f"{prefix}.{n}" in taken:
-        n += 1
-    return f"{prefix}.{n}"
 
 
 def install(model, plan: StasPlan, validate_latent):

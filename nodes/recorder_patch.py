@@ -1,7 +1,7 @@
 """Patching glue of the MA Recorder: what it installs on a cloned MODEL to record massive
 activations while any sampler runs.
 
-Same shape as STAS Model Patch's glue (``patching.py``), whose block patches it reuses:
+Same shape as STAS Model Patch's glue (``patching.py``); the block patches are the shared ones of ``hooks.py``:
 
 * ``RecorderPlan``: the user's settings and the ``Recording`` handle (the STAS_RECORDING
   output), shared by every clone; ``steer_block`` is the name ``patching``'s block patches call
@@ -14,7 +14,7 @@ Same shape as STAS Model Patch's glue (``patching.py``), whose block patches it 
 * ``RecApplyModel`` (keyed APPLY_MODEL wrapper): per model call, maps sigma to the step, picks
   the CFG chunks to record and the context-window frames, and hands the block patches a
   ``RecCall`` through that call's own transformer_options; also lists the ``RecCall`` under
-  ``patching.STEER_OBSERVERS`` so that STAS (if present) reports values before and after it
+  ``hooks.STEER_OBSERVERS`` so that STAS (if present) reports values before and after it
   steers.  After the call, ``RecCall.flush`` moves everything recorded in it to the CPU.
 
 Cost (per recorded model call): one host read of sigma (STAS alone reads none: it gates on the
@@ -37,14 +37,14 @@ from ..stas_core.channels import detect_ma_channels
 from ..stas_core.record import (Recording, RunLayout, RunRecording, channel_stats, describe_bytes,
                                 fingerprint, flush_to_cpu, kept_rows_cols, parse_steps, stride_for)
 from .families import BlockRef, Family
-from .patching import STEER_OBSERVERS, WRAPPER_KEY, _Shared, chain_block_patches, stable_key
+from .hooks import STEER_OBSERVERS, WRAPPER_KEY, Shared, chain_block_patches, stable_key
 
 RECORDER_KEY = WRAPPER_KEY + ".recorder"
 log = logging.getLogger("comfyui-stas")
 
 
 @dataclass(eq=False)
-class RecorderPlan(_Shared):
+class RecorderPlan(Shared):
     family: Family
     blocks: Tuple[BlockRef, ...]
     steps_text: str
@@ -56,7 +56,7 @@ class RecorderPlan(_Shared):
     hidden_size: int
     n_blocks: int
     recording: Recording
-    key: str = RECORDER_KEY + ".0"  # set by ``install_recorder`` (see ``patching.stable_key``)
+    key: str = RECORDER_KEY + ".0"  # set by ``install_recorder`` (see ``hooks.stable_key``)
 
     def __deepcopy__(self, memo):
         return self
@@ -210,10 +210,10 @@ class RecCall:
         except Exception as e:  # a diagnostic must never stop the render
             self._fail(f"block {ref.flat}", e)
 
-    # -- STAS observer (patching.STEER_OBSERVERS) ----------------------------------------
+    # -- STAS observer (hooks.STEER_OBSERVERS) ----------------------------------------
     def stas_steer(self, phase: str, ref: BlockRef, h: torch.Tensor, vis_start: int, grid, token_idx: torch.Tensor,
                    channels: torch.Tensor, valid: Optional[torch.Tensor], rows: Optional[Tuple[int, ...]]) -> None:
-        """patching.STEER_OBSERVERS: STAS is about to steer (phase "before") or has steered ("after")
+        """hooks.STEER_OBSERVERS: STAS is about to steer (phase "before") or has steered ("after")
         ``channels`` (those with ``valid`` False are left alone) at ``token_idx`` of rows ``rows``."""
         if ref.flat not in self.plan.block_set:
             return
@@ -285,7 +285,7 @@ class RecCall:
             self.pending = []
 
 
-class RecApplyModel(_Shared):
+class RecApplyModel(Shared):
     def __init__(self, plan: RecorderPlan):
         self.plan = plan
 
@@ -338,7 +338,7 @@ class RecApplyModel(_Shared):
         return out
 
 
-class RecOuterSample(_Shared):
+class RecOuterSample(Shared):
     """Sizes and scopes one RunRecording per sampling run; keeps it only if the run finishes."""
 
     def __init__(self, plan: RecorderPlan):

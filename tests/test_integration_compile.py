@@ -129,13 +129,13 @@ def test_two_chained_stas_nodes_under_compile(env):
 
 
 def test_keys_are_stable_across_runs_and_distinct_when_chained(env):
-    patching = pack_module("nodes.patching")
+    hooks = pack_module("nodes.hooks")
     wrappers = lambda m: [k for k in m.wrappers[patching_wrappers()].keys() if k.startswith("comfyui-stas.")]  # noqa: E731
     one, again = stas(env.wan), stas(env.wan, alpha=0.2)
     assert wrappers(one) == wrappers(again) == ["comfyui-stas.0"]
     two = stas(one, blocks="2")
     assert sorted(wrappers(two)) == ["comfyui-stas.0", "comfyui-stas.1"]
-    assert patching.WRAPPER_KEY == "comfyui-stas"
+    assert hooks.WRAPPER_KEY == "comfyui-stas"
 
 
 def patching_wrappers():

@@ -45,7 +45,7 @@ def pk():
     ce.require_comfy()
     return types.SimpleNamespace(
         node=ce.pack_module("nodes.stas_model_patch").StasModelPatch,
-        patching=ce.pack_module("nodes.patching"),
+        hooks=ce.pack_module("nodes.hooks"),
     )
 
 
@@ -118,7 +118,7 @@ def patched_with_recorders(pk, base, refs, **stas_kw):
     out = {}
     for kind, idx, flat in refs:
         stas_patch = patched.model_options["transformer_options"]["patches_replace"]["dit"][(kind, idx)]
-        assert isinstance(stas_patch, pk.patching.BlockReplacePatch), "STAS did not install its block patch"
+        assert isinstance(stas_patch, pk.hooks.BlockReplacePatch), "STAS did not install its block patch"
         assert stas_patch.inner is pres[flat], "STAS overwrote the patch that was on the block instead of chaining it"
         post = Rec(inner=stas_patch)
         m.set_model_patch_replace(post, "dit", kind, idx)
@@ -607,7 +607,7 @@ def test_cogvideox_object_patch(pk, v15):
     m0.add_object_patch(name, pre)
     patched = stas(pk, m0, "1")
     stas_patch = patched.object_patches[name]
-    assert isinstance(stas_patch, pk.patching.BlockForwardPatch) and stas_patch.inner is pre
+    assert isinstance(stas_patch, pk.hooks.BlockForwardPatch) and stas_patch.inner is pre
     m = patched.clone()
     post = ObjRec(dm.blocks[1], inner=stas_patch)
     m.add_object_patch(name, post)
