@@ -119,3 +119,9 @@ if [ -n "${STAS_COMFYUI_ARCHIVES:-}" ]; then
 fi
 build_torch_layer
 for v in "${versions[@]}"; do build_testbed "$v"; done
+# A shared torch folder that no testbed uses any more (its pins changed) is removed.
+for old in "$ROOT"/torch-*/; do
+  old=${old%/}
+  [ "$old" = "$LAYER" ] && continue
+  grep -qsxF "$old" "$ROOT"/comfyui-*/venv/lib/python*/site-packages/comfyui_stas_torch.pth || rm -rf "$old"
+done
