@@ -30,7 +30,7 @@ class MARecorder(io.ComfyNode):
                 io.String.Input("steps", default="all",
                                 tooltip="Denoising steps to record, counted in this sampler's schedule: 'all', '0', '0-9', '0,5,10'; -1 is the last step. Steps past the end are skipped; selecting none is an error."),
                 io.Combo.Input("record", options=list(RECORD), default="cond",
-                               tooltip="Which CFG pass to record: cond (positive), uncond (negative), or both (twice the memory)."),
+                               tooltip="Which prompt's pass to record, under any guider (as STAS Model Patch's apply_to): cond = the positive prompt (DualCFGGuider's cond1), uncond = the negative prompt, or both (twice the memory)."),
                 io.String.Input("channels", default="auto",
                                 tooltip="Channels whose per-token values are recorded: 'auto' = the top_k by peak-to-mean ratio at the first recorded step of each block, or a list like '12,407'. Per-channel statistics are always recorded for every channel."),
                 io.Int.Input("top_k", default=4, min=1, max=64,

@@ -37,6 +37,7 @@ from ..stas_core.channels import detect_ma_channels
 from ..stas_core.record import (Recording, RunLayout, RunRecording, channel_stats, describe_bytes,
                                 fingerprint, flush_to_cpu, kept_rows_cols, parse_steps, stride_for)
 from .families import BlockRef, Family
+from .guiders import DEFAULT, NEGATIVE, POSITIVE, GuiderPasses, passes_of
 from .hooks import STEER_OBSERVERS, WRAPPER_KEY, Shared, chain_block_patches, stable_key
 
 RECORDER_KEY = WRAPPER_KEY + ".recorder"
@@ -289,8 +290,9 @@ class RecApplyModel(Shared):
     def __init__(self, plan: RecorderPlan):
         self.plan = plan
 
-    def _call(self, run: RunRecording, x, t, dm, to, kwargs) -> Optional[RecCall]:
+    def _call(self, run: RunRecording, passes: GuiderPasses, x, t, model, to, kwargs) -> Optional[RecCall]:
         lay = run.layout
+        dm = model.diffusion_model
         step = lay.step_of(float(t.reshape(-1)[0]))  # one host read per model call
         if step is None or step not in lay.steps:
             return None
@@ -299,7 +301,9 @@ class RecApplyModel(Shared):
             run.note("calls whose batch does not split into CFG chunks were not recorded")
             return None
         per = x.shape[0] // len(cou)
-        chunk_rows = tuple((c, cou.index(c) * per, per) for c in lay.chunks if c in cou)
+        # chunk 0 / 1 = the user's positive / negative prompt, whichever pass the guider gives it
+        chunk_rows = tuple((c, cou.index(i) * per, per) for c in lay.chunks
+                           for i in sorted(passes.indices(frozenset({CHUNK_ROLES[c]}), model)) if i in cou)
         if not chunk_rows:
             return None
         if per != lay.batch:
@@ -325,7 +329,9 @@ class RecApplyModel(Shared):
         plan = self.plan
         dm = executor.class_obj.diffusion_model
         run = transformer_options.get(plan.key + ".run")
-        call = self._call(run, x, t, dm, transformer_options, kwargs) if run is not None and not run.failed else None
+        passes = transformer_options.get(plan.key + ".passes", DEFAULT)
+        call = (self._call(run, passes, x, t, executor.class_obj, transformer_options, kwargs)
+                if run is not None and not run.failed else None)
         if call is None:
             if plan.family.hook == "replace":
                 return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
@@ -356,7 +362,8 @@ class RecOuterSample(Shared):
         orig = guider.model_options
         try:
             guider.model_options = comfy.model_patcher.create_model_options_clone(orig)
-            guider.model_options.setdefault("transformer_options", {})[plan.key + ".run"] = run
+            to = guider.model_options.setdefault("transformer_options", {})
+            to[plan.key + ".run"], to[plan.key + ".passes"] = run, passes_of(guider)
             out = executor(*args, **kwargs)
         finally:
             guider.model_options = orig
@@ -379,6 +386,10 @@ def install_recorder(model, plan: RecorderPlan):
     m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, plan.key, RecApplyModel(plan))
     m.add_wrapper_with_key(pe.WrappersMP.OUTER_SAMPLE, plan.key, RecOuterSample(plan))
     return m
+
+
+CHUNK_ROLES = {0: POSITIVE, 1: NEGATIVE}
+"""The recorder's chunks: 0 records the user's positive prompt, 1 the negative one, under any guider."""
 
 
 def chunk_ids(record: str) -> Tuple[int, ...]:

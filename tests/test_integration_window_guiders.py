@@ -428,3 +428,23 @@ def test_execution_path_names_the_node(env, tmp_path, caplog):
     said = [r.getMessage() for r in caplog.records if r.name == "comfyui-stas"]
     assert len(said) == 1 and said[0].startswith("STAS Model Patch #7 will steer nothing in this run: none of this "
                                                  "run's 4 steps"), said
+
+
+# -- the MA Recorder's `record` means the same prompts ---------------------------------------
+
+@pytest.mark.parametrize("kind", ["CFGGuider", "DualCFGGuider-regular", "PerpNegGuider"])
+def test_recorder_records_the_users_prompt_under_each_guider(env, kind):
+    """STAS steers the positive prompt (apply_to cond); a recorder after it that records 'cond' sees
+    that pass steered at every step, and one that records 'uncond' sees the negative pass unsteered."""
+    rec_node = pack_module("nodes.ma_recorder").MARecorder
+    seen = {}
+    for record, chunk in (("cond", 0), ("uncond", 1)):
+        out = rec_node.execute(model=stas(env.high), blocks=str(BLOCK), steps="all", record=record, channels="3,17",
+                               top_k=4, token_stride=0, max_memory_mb=64)
+        model, recording = out.result[0], out.result[1]
+        guider_sample(make_guider(kind, model, prompts()))
+        run = recording.runs[-1]
+        entries = [e for (b, _, c), e in run.entries.items() if b == BLOCK and c == chunk]
+        assert entries, (kind, record, sorted(run.entries))
+        seen[record] = {e.has_steer for e in entries}
+    assert seen == {"cond": {True}, "uncond": {False}}, (kind, seen)
