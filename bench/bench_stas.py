@@ -726,7 +726,9 @@ def section_compile_settings(rep, pack, device, tiny, dtype, steps, backend):
     setting would look as if it took effect). A setting took effect when the compiled run moves
     away from the compiled base run as much as the eager run moves from the eager base run.  Where
     it did not (a kept graph traced with another block set), the row says whether the compiled run
-    steered nothing (equals the unpatched eager run) and whether STAS warned after the run."""
+    steered nothing (equals the unpatched eager run within the base run's compiled-vs-eager rounding)
+    and whether STAS warned.  (Running the compiled model without STAS at all is no row: a kept graph
+    traced with STAS fails then, see README's torch.compile notes.)"""
     import logging
     import torch
     import torch._dynamo
@@ -768,6 +770,7 @@ def section_compile_settings(rep, pack, device, tiny, dtype, steps, backend):
         never = any("were never steered" in m for m in warned.msgs)
         want = sample(run_node(smp, model, **kw)[0], latent, steps, 5.0, pos, neg).float()
         ref = ref or (got, want)
+        noise = (ref[0] - ref[1]).abs().max().item()
         g = counters["stats"].get("unique_graphs", 0)
         g0 = g if g0 is None else g0
         d_c, d_e = (got - ref[0]).abs().max().item(), (want - ref[1]).abs().max().item()
@@ -776,8 +779,9 @@ def section_compile_settings(rep, pack, device, tiny, dtype, steps, backend):
         if took == "NO":  # a kept graph: did it leave the old block alone, and did STAS say so?
             if plain is None:
                 plain = sample(model, latent, steps, 5.0, pos, neg).float()
+            # compiled vs eager differ by the compiler's rounding alone (the base row's difference)
             d_p = (got - plain).abs().max().item()
-            took = ("not steered at the old block" if d_p <= 1e-3 * max(d_e, 1e-30) else
+            took = ("not steered at the old block" if d_p <= 1.5 * noise + 1e-3 * max(d_e, 1e-30) else
                     f"NO (differs from unsteered by {d_p:.3g})") + (", warned" if never else ", NOT warned")
         elif never:
             took += " (but warned)"
