@@ -241,6 +241,23 @@ def tiny_ltxv(seed: int = 0):
 
 # -- ComfyUI's own execution path, in process -------------------------------------------
 
+def ensure_extra_node(node_type: str, module_file: str) -> None:
+    """Load ComfyUI's comfy_extras/<module_file> when ``node_type`` is not registered yet (in-process
+    tests import ComfyUI without its start-up, which loads the extras)."""
+    import nodes as comfy_nodes
+    if node_type not in comfy_nodes.NODE_CLASS_MAPPINGS:
+        path = str(comfyui_path() / "comfy_extras" / module_file)
+        assert asyncio.run(comfy_nodes.load_custom_node(path, module_parent="comfy_extras")) is not False
+
+
+def ensure_test_nodes() -> None:
+    """Load tests/comfy_test_nodes (stand-in text encoder, CLIP vision, VAE) once."""
+    import nodes as comfy_nodes
+    if "STASTestTextEncoder" not in comfy_nodes.NODE_CLASS_MAPPINGS:
+        path = str(Path(__file__).resolve().parent / "comfy_test_nodes")
+        assert asyncio.run(comfy_nodes.load_custom_node(path)) is not False
+
+
 class _Server:
     """What PromptExecutor needs of ComfyUI's PromptServer (messages land in status_messages)."""
     client_id = last_node_id = last_prompt_id = None

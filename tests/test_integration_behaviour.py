@@ -15,7 +15,6 @@ steered entries.
 """
 from __future__ import annotations
 
-import asyncio
 import copy
 import inspect
 import logging
@@ -25,8 +24,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from comfy_env import (load_tiny, pack_module, require_comfy, run_prompt, sample, temp_comfy_dirs, text_cond,
-                       tiny_wan)
+from comfy_env import (ensure_extra_node, load_tiny, pack_module, require_comfy, run_prompt, sample, temp_comfy_dirs,
+                       text_cond, tiny_wan)
 
 LATENT = (1, 16, 5, 8, 8)      # Wan patch (1, 2, 2): grid 5 x 4 x 4, 16 tokens per latent frame
 H, W = 4, 4
@@ -645,11 +644,7 @@ def test_execution_path_empty_mask(comfy_dirs):
 
 
 def test_execution_path_unknown_block(comfy_dirs):
-    import nodes as comfy_nodes
-    from comfy_env import comfyui_path
-    if "ModelSave" not in comfy_nodes.NODE_CLASS_MAPPINGS:   # an output node that takes a MODEL
-        path = str(comfyui_path() / "comfy_extras" / "nodes_model_merging.py")
-        assert asyncio.run(comfy_nodes.load_custom_node(path, module_parent="comfy_extras")) is not False
+    ensure_extra_node("ModelSave", "nodes_model_merging.py")   # an output node that takes a MODEL
     stas_inputs = dict(alpha=1.0, blend=1.0, blocks="99", channels="auto", threshold=50.0, top_k=4,
                        start_percent=0.0, end_percent=0.4, apply_to="cond")
     prompt = {

@@ -14,7 +14,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from comfy_env import comfy_version, pack_module, require_comfy, run_prompt, temp_comfy_dirs, text_cond, tiny_wan_variant
+from comfy_env import (comfy_version, ensure_extra_node, ensure_test_nodes, pack_module, require_comfy, run_prompt,
+                       temp_comfy_dirs, text_cond, tiny_wan_variant)
 
 LATENT = (1, 16, 2, 4, 4)   # Wan patch (1, 2, 2): grid 2 x 2 x 2
 BLOCK = 1
@@ -395,18 +396,8 @@ def test_unknown_guider_is_named_and_both_steers_every_pass(env, caplog):
 
 def test_execution_path_names_the_node(env, tmp_path, caplog):
     """A graph run by ComfyUI's PromptExecutor: the pre-run line names the node by its id."""
-    import asyncio
-    from pathlib import Path
-
-    import nodes as comfy_nodes
-
-    from comfy_env import comfyui_path
-    test_nodes = Path(__file__).resolve().parent / "comfy_test_nodes"
-    if "STASTestTextEncoder" not in comfy_nodes.NODE_CLASS_MAPPINGS:
-        assert asyncio.run(comfy_nodes.load_custom_node(str(test_nodes))) is not False
-    if "EmptyHunyuanLatentVideo" not in comfy_nodes.NODE_CLASS_MAPPINGS:
-        path = str(comfyui_path() / "comfy_extras" / "nodes_hunyuan.py")
-        assert asyncio.run(comfy_nodes.load_custom_node(path, module_parent="comfy_extras")) is not False
+    ensure_test_nodes()
+    ensure_extra_node("EmptyHunyuanLatentVideo", "nodes_hunyuan.py")
     stas_inputs = dict(alpha=1.0, blend=1.0, blocks="1", channels="3", threshold=50.0, top_k=4,
                        start_percent=0.0, end_percent=0.4, apply_to="cond")
     prompt = {
