@@ -2,7 +2,7 @@
 """Temporal Seam Meter benchmark (CPU): seconds and peak extra memory of stas_core.seams.measure
 on an 81-frame 1280x720 video (float32 [81, 720, 1280, 3], ComfyUI's IMAGE layout, 896 MB).
 
-Goal of issue 12: under 2 s on a 2-core CPU, allocating at most one extra copy of the video.
+Goal: under 2 s on a 2-core CPU, allocating at most one extra copy of the video.
 Peak memory is the process's resident high-water mark during the call above what was resident
 before it (Linux: /proc/self/clear_refs resets the mark), so it counts every allocation, torch's
 included.  The video is synthetic but not trivial: a broadband texture panned 3 px/frame with a

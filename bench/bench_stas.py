@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""STAS benchmark: what steering costs at the sizes people render (issue 5).
+"""STAS benchmark: what steering costs at the sizes people render.
 
 Builds the real architectures from ComfyUI's own classes with random weights, loads them
 through ComfyUI's own loader, runs them through ComfyUI's own sampler with this pack's nodes
@@ -800,7 +800,7 @@ def section_compile_settings(rep, pack, device, tiny, dtype, steps, backend):
 
 
 def section_harden(rep, pack, device, tiny):
-    """Issue 10 item 4 on the GPU: the Triton path with NaN/Inf activations, an invalid table
+    """On the GPU: the Triton path with NaN/Inf activations, an invalid table
     entry holding a far out-of-range index, strided inputs, and another current device."""
     import torch
     core = lambda name: pack_module(pack, f"stas_core.{name}")  # noqa: E731

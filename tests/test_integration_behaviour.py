@@ -1,4 +1,4 @@
-"""Behaviour of STAS Model Patch on a tiny Wan inside a real ComfyUI (issue 2, "How we will check it").
+"""Behaviour of STAS Model Patch on a tiny Wan inside a real ComfyUI.
 
 Every steered block call is checked against the formula, value by value.  Two test-only
 replace patches sit around STAS's on the steered block:

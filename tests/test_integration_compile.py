@@ -1,6 +1,6 @@
 """STAS under ComfyUI's own TorchCompileModel node, on real ComfyUI (CPU, backend aot_eager).
 
-The scenario of issue 10 item 3: model -> TorchCompileModel -> STAS Model Patch -> sampler, run,
+The scenario users hit: model -> TorchCompileModel -> STAS Model Patch -> sampler, run,
 change a STAS setting, run again.  TorchCompileModel's output is cached, so the compiled module
 is reused; on ComfyUI with a guard filter (0.33) the compiled graph keeps whatever Python
 objects and constants it was traced with, without re-checking them.  Every run must equal the

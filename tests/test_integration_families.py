@@ -1,4 +1,4 @@
-"""Every model family and variant of issue 2, on tiny random weights, in a real ComfyUI.
+"""Every supported model family and variant, on tiny random weights, in a real ComfyUI.
 
 Each model is built from ComfyUI's own module class and loaded through
 ``comfy.sd.load_diffusion_model_state_dict``, so ComfyUI's own detection picks the

@@ -1,6 +1,6 @@
 """STAS Model Patch on real ComfyUI: the window steers the steps it promises, ``apply_to``
 means the user's prompt under every core guider, and a node that will steer nothing (or only in
-part) says so before the first step (issue 10, items 1, 2 and 5).
+part) says so before the first step.
 
 Observed from outside: a test patch placed after STAS's block patch records, per model call,
 its sigma, which batch rows STAS changed, and (through a model function wrapper) which prompt
