@@ -189,39 +189,48 @@ def device_guard(h: torch.Tensor):
     return torch.cuda.device(h.device) if h.is_cuda else nullcontext()
 
 
-def detect_block_(h: torch.Tensor, call: SteerCall, pos: int, vis_offset: int = 0) -> None:
-    """Auto channel detection of one block into row ``pos`` of the run's tables, done on the
-    device only while ``need[pos]`` is set and some row is steered this call (then cleared)."""
-    v = view_of(h, call, pos, vis_offset)
+def _detect(v: BlockView) -> None:
     if not v.p.detect:
         return
-    if uses_triton(h):
-        with device_guard(h):
-            _triton_module().detect_triton_(v)
+    if uses_triton(v.h):
+        _triton_module().detect_triton_(v)
     else:
         detect_torch_(v)
 
 
-def steer_only_(h: torch.Tensor, call: SteerCall, pos: int, vis_offset: int = 0) -> None:
-    """Steer the rows of ``h`` that this call steers, in place, with the channels in the tables."""
-    v = view_of(h, call, pos, vis_offset)
-    if uses_triton(h):
-        with device_guard(h):
-            _triton_module().steer_triton_(v)
+def _steer(v: BlockView) -> None:
+    if uses_triton(v.h):
+        _triton_module().steer_triton_(v)
     else:
         steer_torch_(v)
 
 
+def detect_block_(h: torch.Tensor, call: SteerCall, pos: int, vis_offset: int = 0) -> None:
+    """Auto channel detection of one block into row ``pos`` of the run's tables, done on the
+    device only while ``need[pos]`` is set and some row is steered this call (then cleared)."""
+    with device_guard(h):
+        _detect(view_of(h, call, pos, vis_offset))
+
+
+def steer_only_(h: torch.Tensor, call: SteerCall, pos: int, vis_offset: int = 0) -> None:
+    """Steer the rows of ``h`` that this call steers, in place, with the channels in the tables."""
+    with device_guard(h):
+        _steer(view_of(h, call, pos, vis_offset))
+
+
 def steer_block_(h: torch.Tensor, call: SteerCall, pos: int, vis_offset: int = 0) -> None:
     """Steer one block output ``h`` [B, L, D] in place (eager entry point): detect the
-    channels first where this run still has to (auto mode), then steer.
+    channels first where this run still has to (auto mode), then steer.  The call's settings
+    are unpacked and checked once for both.
 
     ``pos``: the block's row in the tables.  ``vis_offset``: the block's own offset of the
     video tokens (e.g. the text tokens before them in a single-stream block), to which the
     call's ``prefix`` is added.
     """
-    detect_block_(h, call, pos, vis_offset)
-    steer_only_(h, call, pos, vis_offset)
+    v = view_of(h, call, pos, vis_offset)
+    with device_guard(h):
+        _detect(v)
+        _steer(v)
 
 
 # -- torch.compile: the same call as one opaque custom op ------------------------------------
