@@ -1,26 +1,25 @@
 """Which pass of a guider is the positive prompt and which the negative: the one place that knows.
-
-ComfyUI tags every chunk of a batched model call (``transformer_options["cond_or_uncond"]``)
-with its index in the conds list the guider hands to ``calc_cond_batch``, and each guider
-orders that list its own way: KSampler / CFGGuider ``[positive, negative]``, DualCFGGuider
-``[negative, cond2, cond1]``, PerpNegGuider ``[positive, negative, empty]``.  ``apply_to``
-means the user's prompts, so each guider's order is mapped here, by the class that defines its
-``predict_noise`` (a subclass that keeps it, like BasicGuider, orders its passes the same way).
-
-Roles: ``positive`` (cond1 of DualCFGGuider), ``negative``, and ``other`` for the extra passes
-(DualCFGGuider's cond2, PerpNegGuider's empty prompt), which only ``both`` steers.
-"""
+Each guider's conds order is mapped, by the class that defines its ``predict_noise``, to the
+roles ``positive``, ``negative`` and ``other`` (extra passes, which only ``both`` steers)."""
 from __future__ import annotations
 
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, FrozenSet, List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 POSITIVE, NEGATIVE, OTHER = "positive", "negative", "other"
 ALL_ROLES: FrozenSet[str] = frozenset({POSITIVE, NEGATIVE, OTHER})
 STANDARD: Tuple[str, ...] = (POSITIVE, NEGATIVE)
 EVERY: FrozenSet[int] = frozenset(range(64))  # every pass index, more than any guider runs
+
+PROMPTS: Dict[str, FrozenSet[str]] = {"cond": frozenset({POSITIVE}), "uncond": frozenset({NEGATIVE}), "both": ALL_ROLES}
+"""The user's choice of pass (STAS Model Patch's apply_to, the MA Recorder's record) -> roles."""
+
+
+def prompt_name(roles: FrozenSet[str]) -> str:
+    """The PROMPTS name of ``roles`` ('both' for any set that is not exactly one prompt)."""
+    return next((name for name, r in PROMPTS.items() if r == roles), "both")
 
 
 @dataclass(frozen=True)

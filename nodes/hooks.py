@@ -1,20 +1,21 @@
-"""Generic block hooks of the pack, shared by STAS Model Patch (patching.py) and the MA Recorder
-(recorder_patch.py): patches that run a block (or the patch already there) and hand its output
-to a plan, chained onto whatever another node had put on the same block, and the context keys.
-
-A *plan* is anything with ``key``, ``family``, ``blocks`` and ``steer_block(h, ref, ctx,
-transformer_options)``; its APPLY_MODEL wrapper puts a context with ``steer`` and
-``diffusion_model`` under ``transformer_options[plan.key]`` for every model call.
+"""The pack's one patch stack: a plan (``Plan``), its block patches and two keyed wrappers, used
+by STAS Model Patch (``patching.StasPlan``) and the MA Recorder (``recorder_patch.RecorderPlan``).
+The path node -> plan -> install -> wrappers -> block hook -> op: docs/architecture.md.
 """
 from __future__ import annotations
 
-from .families import BlockRef
+import threading
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional, Tuple
+
+from .families import BlockRef, Family
 
 WRAPPER_KEY = "comfyui-stas"
 STEER_OBSERVERS = WRAPPER_KEY + ".steer_observers"
-"""transformer_options key of a tuple of objects with ``stas_steer(phase, ref, h, vis_start, grid,
-token_idx, channels, valid, rows)``, called by ``StasPlan.steer_block`` with phase "before" and
-"after" steering (the MA Recorder puts itself there in the calls it records; absent otherwise)."""
+"""transformer_options key of a tuple of observers with ``stas_steer(phase, ref, h, vis_start, grid,
+token_idx, channels, valid, samples)``, called by STAS with phase "before" and "after" it steers a
+block (the MA Recorder puts itself there in the calls it records)."""
 
 
 class Shared:
@@ -27,34 +28,164 @@ class Shared:
         return self
 
 
+class PerDevice:
+    """``make(device)`` built once per (key, device) and kept (a double-checked lock)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.items: dict = {}
+
+    def get(self, key: Any, device, make) -> Any:
+        k = (key, device)
+        got = self.items.get(k)
+        if got is None:
+            with self._lock:
+                got = self.items.get(k)
+                if got is None:
+                    got = self.items[k] = make(device)
+        return got
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+@dataclass(eq=False)
+class Plan(Shared):
+    """What one node installs on a MODEL clone: the blocks it patches and what runs at each
+    sampling run, model call and block call (subclasses fill in those methods)."""
+
+    family: Family
+    blocks: Tuple[BlockRef, ...]
+    node_name: ClassVar[str] = "STAS"         # starts this node's error messages
+    key_prefix: ClassVar[str] = WRAPPER_KEY
+    key: ClassVar[str] = WRAPPER_KEY + ".0"   # set per plan by ``install`` (see ``stable_key``)
+
+    # -- one sampling run (the OUTER_SAMPLE wrapper) ----------------------------------------
+    video_only: ClassVar[str] = "STAS steers video models"
+
+    def validate_latent(self, dm, shape: Tuple[int, ...]) -> None:
+        """Before step one: refuse a latent this plan cannot work on (a ValueError naming the fix)."""
+        if len(shape) != 5:
+            raise ValueError(f"{self.node_name}: the sampler got a latent of shape {tuple(shape)}, not a video latent "
+                             f"[B, C, T, H, W]. {self.video_only}; remove it from image workflows.")
+
+    def start_run(self, guider, dm, shape: Tuple[int, ...], sigmas) -> Any:
+        """This run's state, after ``validate_latent`` and before step one (raise to refuse the run)."""
+        raise NotImplementedError
+
+    def end_run(self, run: Any) -> None:
+        """After the run, finished or not."""
+
+    def finish_run(self, run: Any, out) -> None:
+        """After a run that finished."""
+
+    # -- one model call (the APPLY_MODEL wrapper) ---------------------------------------------
+    def call_context(self, run: Any, model, x, t, transformer_options, kwargs) -> Optional[Any]:
+        """What the block hooks of this call get under ``transformer_options[key]`` (None: nothing)."""
+        raise NotImplementedError
+
+    def call_guard(self, x):
+        """A context manager around the model call (STAS: make ``x``'s GPU current for its kernels)."""
+        return nullcontext()
+
+    def call_options(self, transformer_options: dict, ctx: Any) -> dict:
+        return {**transformer_options, self.key: ctx}
+
+    def after_call(self, ctx: Any) -> None:
+        """After the model call."""
+
+    # -- one block call ------------------------------------------------------------------------
+    def on_block(self, h, ref: BlockRef, ctx: Any, transformer_options) -> None:
+        """Called by the block patch with the block's output ``h`` (in place)."""
+        raise NotImplementedError
+
+    # -- installing ----------------------------------------------------------------------------
+    def install(self, model):
+        """A clone of ``model`` (a ModelPatcher) with this plan installed; ``model`` is untouched."""
+        import comfy.patcher_extension as pe
+
+        self.key = stable_key(model, self.key_prefix)
+        m = model.clone()
+        for ref in self.blocks:
+            if self.family.hook == "replace":
+                dit = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
+                inner = dit.get((ref.kind, ref.index))
+                m.set_model_patch_replace(BlockReplacePatch(self, ref, inner), "dit", ref.kind, ref.index)
+            else:
+                name = self.family.object_patch_name(ref)
+                m.add_object_patch(name, BlockForwardPatch(self, ref, m.object_patches.get(name)))
+        m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, self.key, ApplyModel(self))
+        m.add_wrapper_with_key(pe.WrappersMP.OUTER_SAMPLE, self.key, OuterSample(self))
+        return m
+
+
+class OuterSample(Shared):
+    """Keyed OUTER_SAMPLE wrapper: the plan's run state, in that run's own clone of model_options."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+
+    def __call__(self, executor, *args, **kwargs):
+        import comfy.model_patcher
+
+        plan, guider = self.plan, executor.class_obj
+        noise = args[0] if args else kwargs["noise"]
+        sigmas = args[3] if len(args) > 3 else kwargs.get("sigmas")
+        dm, shape = guider.model_patcher.model.diffusion_model, tuple(noise.shape)
+        plan.validate_latent(dm, shape)
+        run = plan.start_run(guider, dm, shape, sigmas)
+        orig = guider.model_options
+        try:
+            guider.model_options = comfy.model_patcher.create_model_options_clone(orig)
+            guider.model_options.setdefault("transformer_options", {})[plan.key + ".run"] = run
+            out = executor(*args, **kwargs)
+        finally:
+            guider.model_options = orig
+            plan.end_run(run)
+        plan.finish_run(run, out)
+        return out
+
+
+class ApplyModel(Shared):
+    """Keyed APPLY_MODEL wrapper: hands this call's context to the block hooks through the call's
+    own transformer_options (thread-safe: MultiGPU runs passes on several devices at once)."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+
+    def __call__(self, executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
+        plan = self.plan
+        ctx = plan.call_context(transformer_options.get(plan.key + ".run"), executor.class_obj, x, t,
+                                transformer_options, kwargs)
+        if ctx is None:
+            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+        with plan.call_guard(x):
+            out = executor(x, t, c_concat, c_crossattn, control, plan.call_options(transformer_options, ctx), **kwargs)
+        plan.after_call(ctx)
+        return out
+
+
 class BlockReplacePatch(Shared):
-    """patches_replace["dit"][(kind, i)]: runs the inner block (or the patch that was there
-    before, so SkipLayerGuidance and other packs keep working) and steers its output.
+    """patches_replace["dit"][(kind, i)]: runs the block (or the patch that was there before, so
+    SkipLayerGuidance and other packs keep working) and hands its output to the plan."""
 
-    ``plan`` is anything with ``key`` and ``steer_block(h, ref, ctx, transformer_options)``, and
-    ``ctx`` anything with ``steer`` and ``diffusion_model``: the MA Recorder reuses both patches."""
-
-    def __init__(self, plan, ref: BlockRef, inner=None):
+    def __init__(self, plan: Plan, ref: BlockRef, inner=None):
         self.plan, self.ref, self.inner = plan, ref, inner
 
     def __call__(self, args, extra):
         out = self.inner(args, extra) if self.inner is not None else extra["original_block"](args)
         to = args.get("transformer_options") or {}
         ctx = to.get(self.plan.key)
-        if ctx is not None and ctx.steer:
-            self.plan.steer_block(out["img"], self.ref, ctx, to)
+        if ctx is not None:
+            self.plan.on_block(out["img"], self.ref, ctx, to)
         return out
 
 
 class BlockForwardPatch(Shared):
-    """Object patch for ``blocks.i.forward`` of families with no block-replace hook.
+    """Object patch for ``blocks.i.forward`` of families with no block-replace hook. It looks the
+    block up on the running call's diffusion model, so clones with their own copy run their weights."""
 
-    It holds no reference to the module: the block is looked up on the diffusion model of
-    the running call, so clones that carry their own model copy (MultiGPU, dynamic VRAM)
-    run their own weights.
-    """
-
-    def __init__(self, plan, ref: BlockRef, inner=None):
+    def __init__(self, plan: Plan, ref: BlockRef, inner=None):
         self.plan, self.ref, self.inner = plan, ref, inner
 
     def __call__(self, *args, **kwargs):
@@ -64,33 +195,18 @@ class BlockForwardPatch(Shared):
             out = self.inner(*args, **kwargs)
         else:
             if ctx is None:
-                raise RuntimeError(
-                    "STAS: a patched CogVideoX block ran outside ComfyUI's apply_model; "
-                    "run the model through a ComfyUI sampler.")
+                raise RuntimeError(f"{self.plan.node_name}: a patched CogVideoX block ran outside ComfyUI's apply_model; "
+                                   "run the model through a ComfyUI sampler.")
             block = ctx.diffusion_model.blocks[self.ref.index]
             out = type(block).forward(block, *args, **kwargs)
         if ctx is not None and ctx.steer:
-            self.plan.steer_block(out[0], self.ref, ctx, to)
+            self.plan.on_block(out[0], self.ref, ctx, to)
         return out
 
 
-def chain_block_patches(m, plan) -> None:
-    """Put ``plan``'s block patches on the clone ``m``, each wrapping the patch already there
-    (any plan with ``family``, ``blocks``, ``key`` and ``steer_block``: STAS and the MA Recorder)."""
-    for ref in plan.blocks:
-        if plan.family.hook == "replace":
-            dit = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
-            inner = dit.get((ref.kind, ref.index))
-            m.set_model_patch_replace(BlockReplacePatch(plan, ref, inner), "dit", ref.kind, ref.index)
-        else:
-            name = plan.family.object_patch_name(ref)
-            m.add_object_patch(name, BlockForwardPatch(plan, ref, m.object_patches.get(name)))
-
-
 def stable_key(model, prefix: str) -> str:
-    """``prefix.<n>``, n counting the plans of this kind already on ``model``: the same for the
-    same chain of nodes in every run, so a compiled graph (which keeps the keys it was traced
-    with) finds its context again when a node re-runs with other settings."""
+    """``prefix.<n>``, n counting the plans of this kind already on ``model``: the same for the same
+    chain of nodes in every run, so a compiled graph finds its context again under new settings."""
     import comfy.patcher_extension as pe
 
     taken = model.wrappers.get(pe.WrappersMP.APPLY_MODEL, {})

@@ -1,53 +1,29 @@
-"""Patching glue of the MA Recorder: what it installs on a cloned MODEL to record massive
-activations while any sampler runs.
-
-Same shape as STAS Model Patch's glue (``patching.py``); the block patches are the shared ones of ``hooks.py``:
-
-* ``RecorderPlan``: the user's settings and the ``Recording`` handle (the STAS_RECORDING
-  output), shared by every clone; ``steer_block`` is the name ``patching``'s block patches call
-  on a plan - for the recorder it *records* the block output.
-* ``RecOuterSample`` (keyed OUTER_SAMPLE wrapper): resolves the steps, sizes the recording and
-  refuses (clear ValueError, before step 1) what would record nothing or exceed the memory
-  budget; scopes a fresh ``RunRecording`` to the run through a clone of ``model_options``; on
-  success stores the sampled latent's fingerprint (so the visualizer can tell runs apart) and
-  hands the run to the ``Recording``.
-* ``RecApplyModel`` (keyed APPLY_MODEL wrapper): per model call, maps sigma to the step, picks
-  the CFG chunks to record and the context-window frames, and hands the block patches a
-  ``RecCall`` through that call's own transformer_options; also lists the ``RecCall`` under
-  ``hooks.STEER_OBSERVERS`` so that STAS (if present) reports values before and after it
-  steers.  After the call, ``RecCall.flush`` moves everything recorded in it to the CPU.
-
-Cost (per recorded model call): one host read of sigma (STAS alone reads none: it gates on the
-device), and ONE device to host transfer of the gathered tensors (one synchronisation); per
-recorded block, an
-index_select of [B, T'*P, K] values and three reductions over the block output (peak and sum of
-|h| per channel).  Calls outside the recorded steps cost one sigma read and nothing else.
-A failure inside recording never stops the sampler: it is logged, noted on the run, and the
-visualizer reports it.
+"""What the MA Recorder installs on a MODEL clone: ``RecorderPlan`` (the recorder side of the
+shared stack in ``hooks.py``), one ``RunRecording`` per run and a ``RecCall`` per recorded model
+call, flushed to the CPU in one transfer after the call. A failure never stops the sampler.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 import torch
 
 from ..stas_core.channels import detect_ma_channels
 from ..stas_core.record import (Recording, RunLayout, RunRecording, channel_stats, describe_bytes,
                                 fingerprint, flush_to_cpu, kept_rows_cols, parse_steps, stride_for)
-from .families import BlockRef, Family
-from .guiders import DEFAULT, NEGATIVE, POSITIVE, GuiderPasses, passes_of
-from .hooks import STEER_OBSERVERS, WRAPPER_KEY, Shared, chain_block_patches, stable_key
+from .families import BlockRef
+from ..stas_core.record import CHUNK_NAMES
+from .guiders import PROMPTS, passes_of
+from .hooks import STEER_OBSERVERS, WRAPPER_KEY, Plan
 
 RECORDER_KEY = WRAPPER_KEY + ".recorder"
 log = logging.getLogger("comfyui-stas")
 
 
 @dataclass(eq=False)
-class RecorderPlan(Shared):
-    family: Family
-    blocks: Tuple[BlockRef, ...]
+class RecorderPlan(Plan):
     steps_text: str
     chunks: Tuple[int, ...]
     channels: Optional[Tuple[int, ...]]
@@ -57,25 +33,22 @@ class RecorderPlan(Shared):
     hidden_size: int
     n_blocks: int
     recording: Recording
-    key: str = RECORDER_KEY + ".0"  # set by ``install_recorder`` (see ``hooks.stable_key``)
-
-    def __deepcopy__(self, memo):
-        return self
+    label: ClassVar[str] = "MA Recorder"
+    node_name: ClassVar[str] = "MA Recorder"
+    key_prefix: ClassVar[str] = RECORDER_KEY
+    video_only: ClassVar[str] = "The MA Recorder records video models"
 
     @property
     def block_set(self) -> frozenset:
         return frozenset(r.flat for r in self.blocks)
 
-    def steer_block(self, h: torch.Tensor, ref: BlockRef, call: "RecCall", transformer_options) -> None:
-        """Called by patching's block patches when ``call.steer``: record this block's output."""
+    def on_block(self, h: torch.Tensor, ref: BlockRef, call: "RecCall", transformer_options) -> None:
         call.record_block(h, ref, transformer_options)
 
-    # -- one run ---------------------------------------------------------------------------
-    def new_run(self, model_patcher, dm, shape: Tuple[int, ...], sigmas: torch.Tensor) -> RunRecording:
+    # -- one run (hooks.OuterSample) --------------------------------------------------------
+    def start_run(self, guider, dm, shape: Tuple[int, ...], sigmas: torch.Tensor) -> RunRecording:
         """A RunRecording sized for this run, or a ValueError (before step 1) naming the fix."""
-        if len(shape) != 5:
-            raise ValueError(f"MA Recorder: the sampler got a latent of shape {tuple(shape)}, not a video latent "
-                             "[B, C, T, H, W]. The MA Recorder records video models; remove it from image workflows.")
+        model_patcher = guider.model_patcher
         grid = self.family.grid(dm, shape)
         sig = [float(s) for s in sigmas.reshape(-1).tolist()]  # one read per run
         n_steps = len(sig) - 1
@@ -100,7 +73,70 @@ class RecorderPlan(Shared):
                 f"about {describe_bytes(need)}, over max_memory_mb ({describe_bytes(self.budget_bytes)}). Record fewer "
                 "blocks or steps, raise token_stride, or raise max_memory_mb.")
         self.recording.make_room(need)
-        return RunRecording(layout, budget_bytes=max(need, self.recording.remaining()))
+        run = RunRecording(layout, budget_bytes=max(need, self.recording.remaining()))
+        run.passes = passes_of(guider)
+        return run
+
+    def end_run(self, run: RunRecording) -> None:
+        run.release_device()
+
+    def finish_run(self, run: RunRecording, out) -> None:
+        run.fingerprint = fingerprint(out)
+        self.recording.add(run)
+        if run.notes:
+            log.warning("comfyui-stas MA Recorder: %s", "; ".join(f"{k} ({v}x)" for k, v in run.notes.items()))
+
+    # -- one model call (hooks.ApplyModel) ------------------------------------------------------
+    def call_context(self, run, model, x, t, to, kwargs):
+        call = self._call(run, x, t, model, to, kwargs) if run is not None and not run.failed else None
+        if call is None and self.family.hook != "replace":
+            return IdleCall(model.diffusion_model)  # object-patched blocks need a context in every call
+        return call
+
+    def call_options(self, transformer_options: dict, ctx) -> dict:
+        if not isinstance(ctx, RecCall):
+            return super().call_options(transformer_options, ctx)
+        observers = tuple(transformer_options.get(STEER_OBSERVERS) or ()) + (ctx,)
+        return {**transformer_options, self.key: ctx, STEER_OBSERVERS: observers}
+
+    def after_call(self, ctx) -> None:
+        if isinstance(ctx, RecCall):
+            ctx.flush()
+
+    def _call(self, run: RunRecording, x, t, model, to, kwargs) -> Optional["RecCall"]:
+        lay, passes = run.layout, run.passes
+        dm = model.diffusion_model
+        step = lay.step_of(float(t.reshape(-1)[0]))  # one host read per model call
+        if step is None or step not in lay.steps:
+            return None
+        cou = list(to.get("cond_or_uncond") or [0])
+        if x.shape[0] % len(cou):
+            run.note("calls whose batch does not split into CFG chunks were not recorded")
+            return None
+        per = x.shape[0] // len(cou)
+        # chunk 0 / 1 = the user's positive / negative prompt, whichever pass the guider gives it
+        chunk_rows = tuple((c, cou.index(i) * per, per) for c in lay.chunks
+                           for i in sorted(passes.indices(PROMPTS[CHUNK_NAMES[c]], model)) if i in cou)
+        if not chunk_rows:
+            return None
+        if per != lay.batch:
+            run.note("calls with another batch size than the latent were not recorded")
+            return None
+        fam = self.family
+        grid = fam.grid(dm, tuple(x.shape))
+        if tuple(grid[1:]) != tuple(lay.grid[1:]):
+            run.note("calls on a cropped latent (area conditioning) were not recorded")
+            return None
+        frames = None
+        cw = to.get("context_window")
+        if cw is not None and getattr(cw, "dim", None) == 2 and getattr(cw, "index_list", None) is not None:
+            latent = list(cw.index_list)
+            anchor = getattr(cw, "causal_anchor_index", None)
+            if anchor is not None and anchor >= 0:
+                latent = [anchor] + latent
+            pt = fam.patch_size(dm)[0]
+            frames = [latent[j * pt] // pt for j in range(len(latent) // pt)]
+        return RecCall(self, run, step, grid, fam.prefix_tokens(dm, kwargs), dm, chunk_rows, frames)
 
     def tracked_channels(self, run: RunRecording, ref: BlockRef, vis: torch.Tensor) -> torch.Tensor:
         """Channels whose per-token values are recorded for ``ref``: explicit, or the top_k by
@@ -286,112 +322,6 @@ class RecCall:
             self.pending = []
 
 
-class RecApplyModel(Shared):
-    def __init__(self, plan: RecorderPlan):
-        self.plan = plan
-
-    def _call(self, run: RunRecording, passes: GuiderPasses, x, t, model, to, kwargs) -> Optional[RecCall]:
-        lay = run.layout
-        dm = model.diffusion_model
-        step = lay.step_of(float(t.reshape(-1)[0]))  # one host read per model call
-        if step is None or step not in lay.steps:
-            return None
-        cou = list(to.get("cond_or_uncond") or [0])
-        if x.shape[0] % len(cou):
-            run.note("calls whose batch does not split into CFG chunks were not recorded")
-            return None
-        per = x.shape[0] // len(cou)
-        # chunk 0 / 1 = the user's positive / negative prompt, whichever pass the guider gives it
-        chunk_rows = tuple((c, cou.index(i) * per, per) for c in lay.chunks
-                           for i in sorted(passes.indices(frozenset({CHUNK_ROLES[c]}), model)) if i in cou)
-        if not chunk_rows:
-            return None
-        if per != lay.batch:
-            run.note("calls with another batch size than the latent were not recorded")
-            return None
-        fam = self.plan.family
-        grid = fam.grid(dm, tuple(x.shape))
-        if tuple(grid[1:]) != tuple(lay.grid[1:]):
-            run.note("calls on a cropped latent (area conditioning) were not recorded")
-            return None
-        frames = None
-        cw = to.get("context_window")
-        if cw is not None and getattr(cw, "dim", None) == 2 and getattr(cw, "index_list", None) is not None:
-            latent = list(cw.index_list)
-            anchor = getattr(cw, "causal_anchor_index", None)
-            if anchor is not None and anchor >= 0:
-                latent = [anchor] + latent
-            pt = fam.patch_size(dm)[0]
-            frames = [latent[j * pt] // pt for j in range(len(latent) // pt)]
-        return RecCall(self.plan, run, step, grid, fam.prefix_tokens(dm, kwargs), dm, chunk_rows, frames)
-
-    def __call__(self, executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
-        plan = self.plan
-        dm = executor.class_obj.diffusion_model
-        run = transformer_options.get(plan.key + ".run")
-        passes = transformer_options.get(plan.key + ".passes", DEFAULT)
-        call = (self._call(run, passes, x, t, executor.class_obj, transformer_options, kwargs)
-                if run is not None and not run.failed else None)
-        if call is None:
-            if plan.family.hook == "replace":
-                return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
-            transformer_options = {**transformer_options, plan.key: IdleCall(dm)}
-            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
-        observers = tuple(transformer_options.get(STEER_OBSERVERS) or ()) + (call,)
-        transformer_options = {**transformer_options, plan.key: call, STEER_OBSERVERS: observers}
-        out = executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
-        call.flush()
-        return out
-
-
-class RecOuterSample(Shared):
-    """Sizes and scopes one RunRecording per sampling run; keeps it only if the run finishes."""
-
-    def __init__(self, plan: RecorderPlan):
-        self.plan = plan
-
-    def __call__(self, executor, *args, **kwargs):
-        import comfy.model_patcher
-
-        plan = self.plan
-        guider = executor.class_obj
-        noise = args[0] if args else kwargs["noise"]
-        sigmas = args[3] if len(args) > 3 else kwargs["sigmas"]
-        mp = guider.model_patcher
-        run = plan.new_run(mp, mp.model.diffusion_model, tuple(noise.shape), sigmas)
-        orig = guider.model_options
-        try:
-            guider.model_options = comfy.model_patcher.create_model_options_clone(orig)
-            to = guider.model_options.setdefault("transformer_options", {})
-            to[plan.key + ".run"], to[plan.key + ".passes"] = run, passes_of(guider)
-            out = executor(*args, **kwargs)
-        finally:
-            guider.model_options = orig
-            run.release_device()
-        run.fingerprint = fingerprint(out)
-        plan.recording.add(run)
-        if run.notes:
-            log.warning("comfyui-stas MA Recorder: %s", "; ".join(f"{k} ({v}x)" for k, v in run.notes.items()))
-        return out
-
-
-def install_recorder(model, plan: RecorderPlan):
-    """A clone of ``model`` that records; ``model`` is untouched.  Block patches chain onto any
-    already there (STAS included: placed after STAS, the recorder sees the steered output)."""
-    import comfy.patcher_extension as pe
-
-    plan.key = stable_key(model, RECORDER_KEY)
-    m = model.clone()
-    chain_block_patches(m, plan)
-    m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, plan.key, RecApplyModel(plan))
-    m.add_wrapper_with_key(pe.WrappersMP.OUTER_SAMPLE, plan.key, RecOuterSample(plan))
-    return m
-
-
-CHUNK_ROLES = {0: POSITIVE, 1: NEGATIVE}
-"""The recorder's chunks: 0 records the user's positive prompt, 1 the negative one, under any guider."""
-
-
 def chunk_ids(record: str) -> Tuple[int, ...]:
-    return {"cond": (0,), "uncond": (1,), "both": (0, 1)}[record]
-
+    """The recorded passes of the MA Recorder's ``record`` choice (ids of record.CHUNK_NAMES)."""
+    return tuple(c for c, name in CHUNK_NAMES.items() if PROMPTS[name] <= PROMPTS[record])

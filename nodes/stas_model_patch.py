@@ -10,26 +10,11 @@ from ..stas_core.layout import BoundarySpec
 from ..stas_core.schedule import SigmaWindow
 from .families import family_of, select_blocks
 from .fingerprint import model_fingerprint
-from .guiders import ALL_ROLES, NEGATIVE, POSITIVE
-from .patching import StasPlan, install
+from .guiders import PROMPTS
+from .patching import StasPlan
 from .types import StasMask, StasProfile
 
 log = logging.getLogger("comfyui-stas")
-
-APPLY_TO = {"cond": frozenset({POSITIVE}), "uncond": frozenset({NEGATIVE}), "both": ALL_ROLES}
-
-
-def validate_latent(plan: StasPlan, dm, shape) -> None:
-    """Run by the OUTER_SAMPLE wrapper before the first step of every sampling run."""
-    if len(shape) != 5:
-        raise ValueError(f"STAS Model Patch: the sampler got a latent of shape {shape}, not a video latent "
-                         "[B, C, T, H, W]. STAS steers video models; remove it from image workflows.")
-    grid = plan.family.grid(dm, shape)
-    if plan.spec.is_empty_for(grid):
-        raise ValueError(f"STAS Model Patch: the mask ({plan.spec.describe()}) selects no token of this "
-                         f"{grid[0]}x{grid[1]}x{grid[2]} latent grid (boundaries need at least two latent "
-                         "frames). Turn on first_frame in the Boundary Mask Builder or render more frames.")
-
 
 def check_profile(profile, model, family: str, hidden: int, n_blocks: int, blocks) -> None:
     """Refuse a profile of another model; say (once, in the log) what is only partly checked or borrowed."""
@@ -60,35 +45,35 @@ class StasModelPatch(io.ComfyNode):
             node_id="STASModelPatch",
             display_name="STAS Model Patch",
             category="model_patches/stas",
-            description="Structured Activation Steering (arXiv 2603.17825): during early denoising, steer the "
-                        "massive-activation channels of first-frame and boundary tokens toward a scaled global-"
-                        "maximum reference. Training-free, no extra forward pass. Wan, HunyuanVideo, CogVideoX.",
+            description="Structured Activation Steering (arXiv 2603.17825): pulls the massive activations of first-frame and "
+                        "boundary tokens toward a scaled maximum in early denoising. Training-free, no extra pass; Wan, "
+                        "HunyuanVideo, CogVideoX.",
             inputs=[
-                io.Model.Input("model", tooltip="A Wan 2.1/2.2, HunyuanVideo or CogVideoX model. It is cloned, never changed."),
+                io.Model.Input("model", tooltip="A Wan 2.1/2.2, HunyuanVideo or CogVideoX model to patch; it is cloned, never changed."),
                 io.Float.Input("alpha", default=1.0, min=0.0, max=2.0, step=0.01,
-                               tooltip="Scale of the global-maximum reference: steered values move toward alpha * max|h| (sign kept). 1.0 = the maximum itself."),
+                               tooltip="Scale of the target: steered values move toward alpha * max|h| with their sign kept (1.0 = the maximum itself)."),
                 io.Float.Input("blend", default=1.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="How far to move toward the target: 1.0 replaces the value (the paper), 0.0 leaves it unchanged."),
+                               tooltip="How far steered values move toward the target: 1.0 replaces them (the paper), 0.0 leaves them unchanged (off)."),
                 io.String.Input("blocks", default="middle",
-                                tooltip="Blocks whose output is steered: 'middle' (the paper: block 15 of 30), an index '15', a range '10-20', a list '0,5,9', or 'all'. HunyuanVideo counts double-stream blocks first, then single-stream."),
+                                tooltip="Blocks to steer: 'middle' (the paper's 15 of 30), '15', '10-20', '0,5,9', 'all', -1 = last (HunyuanVideo: double-stream first)."),
                 io.String.Input("channels", default="auto",
-                                tooltip="'auto' detects the massive-activation channels at the first steered step of each run; or list channel indices like '12,407'."),
+                                tooltip="Channels to steer: 'auto' detects the massive ones at the first steered step of each run, or a list like '12,407'."),
                 io.Float.Input("threshold", default=50.0, min=1.0, max=100000.0, step=1.0,
-                               tooltip="auto channels: a channel counts as massive when its peak |h| is at least this many times the mean |h| of the hidden state."),
+                               tooltip="auto channels: a channel is massive when its peak |h| is at least this many times the mean |h| of the hidden state."),
                 io.Int.Input("top_k", default=4, min=1, max=MAX_CHANNELS,
-                             tooltip="auto channels: keep at most this many channels (the strongest)."),
+                             tooltip="auto channels: steer at most this many of the strongest channels."),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="Start of steering, as a fraction of denoising (0 = from the first step), mapped to sigma by the sampler's model. A step on a boundary belongs to the later window (README, 'Compatibility', gives the exact rule)."),
+                               tooltip="Where steering starts as a fraction of denoising, mapped to sigma and inclusive (0 = from the first step)."),
                 io.Float.Input("end_percent", default=0.4, min=0.0, max=1.0, step=0.01,
-                               tooltip="End of steering, as a fraction of denoising (exclusive). With the simple scheduler, p over n steps steers exactly the first p*n steps when that is whole: 0.4 steers 20 of 50 (the paper), 12 of 30. Steps are picked by sigma, so split samplers and Wan 2.2 expert pairs share one window."),
-                io.Combo.Input("apply_to", options=list(APPLY_TO), default="cond",
-                               tooltip="Which prompt's pass is steered, under any guider: cond = the positive prompt (KSampler's positive, DualCFGGuider's cond1; CFG then extrapolates along the steer), uncond = the negative prompt, both = every pass the guider runs (DualCFGGuider's cond2 and PerpNegGuider's empty prompt too)."),
+                               tooltip="Where steering stops as a fraction of denoising, exclusive (0.4 = the paper's first 20 of 50 steps with the simple scheduler)."),
+                io.Combo.Input("apply_to", options=list(PROMPTS), default="cond",
+                               tooltip="Which guider pass is steered: cond = the positive prompt (DualCFGGuider's cond1), uncond = the negative, both = every pass."),
                 StasMask.Input("mask", optional=True,
-                               tooltip="Tokens to steer, from Boundary Mask Builder. Default: first latent frame plus one token row at the head and tail of every later frame."),
+                               tooltip="Tokens to steer, from Boundary Mask Builder (none = the first latent frame plus one head and tail token row of later frames)."),
                 StasProfile.Input("profile", optional=True,
-                                  tooltip="MA profile (from Load MA Profile): use its calibrated channels instead of 'channels'. Set channels to 'auto' when a profile is connected."),
+                                  tooltip="MA profile from Load MA Profile whose calibrated channels replace auto detection (channels must stay 'auto')."),
             ],
-            outputs=[io.Model.Output(tooltip="The patched clone. Bypass or remove the node to sample unsteered.")],
+            outputs=[io.Model.Output(tooltip="The patched clone; bypass or remove this node to sample unsteered.")],
             hidden=[io.Hidden.unique_id],
         )
 
@@ -109,19 +94,19 @@ class StasModelPatch(io.ComfyNode):
                 raise ValueError("STAS Model Patch: both a profile and an explicit channel list are given. "
                                  "Set channels to 'auto' to use the profile, or disconnect the profile.")
             check_profile(profile, model, fam.name, hidden, len(fam.blocks(dm)), [r.flat for r in refs])
-        if apply_to not in APPLY_TO:
-            raise ValueError(f"STAS Model Patch: apply_to must be one of {list(APPLY_TO)}, got {apply_to!r}.")
+        if apply_to not in PROMPTS:
+            raise ValueError(f"STAS Model Patch: apply_to must be one of {list(PROMPTS)}, got {apply_to!r}.")
         if not 0.0 <= blend <= 1.0 or alpha < 0.0:
             raise ValueError("STAS Model Patch: alpha must be >= 0 and blend within 0..1.")
         ms = model.get_model_object("model_sampling")
         window = SigmaWindow.from_percents(start_percent, end_percent, ms.percent_to_sigma)
         plan = StasPlan(
             family=fam, blocks=tuple(refs), spec=mask if mask is not None else BoundarySpec(),
-            channels=sel, alpha=float(alpha), lam=float(blend), window=window,
-            apply_to=APPLY_TO[apply_to], hidden_size=hidden, profile=profile, label=_label(cls),
+            channels=sel, alpha=float(alpha), blend=float(blend), window=window,
+            apply_to=PROMPTS[apply_to], hidden_size=hidden, profile=profile, label=_label(cls),
             model_blocks=len(fam.blocks(dm)),
         )
-        return io.NodeOutput(install(model, plan, validate_latent))
+        return io.NodeOutput(plan.install(model))
 
 
 def _label(cls) -> str:

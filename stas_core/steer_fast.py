@@ -1,33 +1,9 @@
 """The STAS hot path: one call per steered block output, decided on the device.
 
-``steer.steer_`` is the op as the paper states it; this module is how the patch runs it
-thousands of times per video without costing anything measurable:
-
-* **Gated on the device.** Whether a row is steered this call (its CFG chunk is picked and
-  its sigma lies in the window ``lo < sigma <= hi``) and whether a block still has to
-  detect its channels (the ``need`` flag of this run) are tensor values that the kernels
-  read themselves.  The host never reads a device tensor (no synchronisation), and a compiled
-  graph holds no Python branch on per-call state.  That matters under ComfyUI's
-  TorchCompileModel, whose guard filter drops every guard on ``transformer_options``: a
-  Python ``if`` there would freeze the first call's decision into every later call.
-* **Fused.** On CUDA with Triton: two launches steer a block (a split max-reduction over
-  the visual tokens, then the gather-steer-scatter); auto detection adds two more that
-  return at once after the first steered call of the run.  Elsewhere a torch fallback of
-  the same math runs (same values; it computes detection every call and blends it in with
-  ``torch.where``, so it stays sync-free too).
-* **Opaque to torch.compile.** Under compilation the call goes through the custom op
-  ``comfyui_stas::steer_block_`` (in-place on ``h`` and the run's channel tables): no graph
-  break, nothing to recompile, and inductor keeps the hidden state in place.  Everything
-  that may change between runs of one compiled model (alpha, window, threshold, mask,
-  resolution, channels) reaches the op as a tensor input (per-run scalars packed into one
-  small CPU tensor, read by the op's body), never as a constant baked into the graph.
-  The one thing a graph does bake in is which blocks carry a patch (their flat index): so the
-  op resolves its table row from the current plan's map (``SteerCall.block_rows``), leaves a
-  block the plan no longer steers untouched, and marks in ``SteerCall.ran`` which blocks it
-  ran for, so that a run whose graph lacks a newly chosen block is reported, not silent.
-
-Set ``STAS_DISABLE_TRITON=1`` to force the torch fallback (used by the benchmark and as an
-escape hatch should a Triton build misbehave on some GPU).
+A backend (Triton kernels on CUDA, else the torch fallback) is chosen once per device; a block
+call runs ``detect_`` (auto channels, while needed) and ``steer_`` of that backend. Under
+torch.compile the same call is the custom op ``comfyui_stas::steer_block_``. Why it is built
+this way: docs/architecture.md, "The hot path".
 """
 from __future__ import annotations
 
@@ -36,7 +12,7 @@ import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Optional
+from typing import Callable, Dict, NamedTuple, Optional
 
 import torch
 
@@ -50,15 +26,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StepParams:
-    """The per-call scalars of the op.  They travel as one small float64 CPU tensor (``pack``)
-    so that a compiled graph takes them as an input instead of baking them in; the op's body
-    reads it on the host, which costs no device synchronisation."""
+    """The per-call scalars of the op, packed into one float64 CPU tensor for compiled graphs."""
 
     alpha: float
-    lo: float            # the sigma window: rows are steered where lo < sigma <= hi
+    lo: float            # the sigma window: samples are steered where lo < sigma <= hi
     hi: float
     threshold: float     # auto detection: minimum peak-to-mean ratio
-    detect: bool         # auto channels (the tables' ``need`` flags say which blocks still detect)
+    detect: bool         # auto channels still to detect in this call (the tables' ``need`` flags say where)
     prefix: int          # tokens before the video tokens (reference latents), after the block's own offset
     n_visual: int        # video tokens: T * H * W of this call's grid
     n_tok: int           # steered tokens: the first n_tok entries of SteerCall.token_idx
@@ -76,90 +50,103 @@ class StepParams:
 
 @dataclass(frozen=True)
 class SteerCall:
-    """The tensors of one model call for one STAS plan (all on ``h``'s device except params).
+    """The tensors of one model call for one STAS plan (on ``h``'s device, except params,
+    block_slots and ran, which live on the CPU).
 
-    chans int64 / valid bool [n_blocks, >= n_chans] and need int32 [n_blocks]: the run's
-    channel tables (row ``pos`` per block; detection writes them).  token_idx int64
-    [>= n_tok]: steered tokens relative to the first video token.  row_lam float32 [B]: the
-    blend of each row (0 = not steered).  sigma [B] or [1].  params: ``StepParams.pack()``.
+    chans int64 / valid bool [slots, >= n_chans], need int32 [slots]: the run's channel tables,
+    one slot per steered block. token_idx int64 [>= n_tok]: steered tokens, relative to the first
+    video token. blend float32 [B]: the blend of each sample (0 = not steered). sigma [B] or [1].
+    params: ``StepParams.pack()``. block_slots int64 [model blocks]: each block's slot, -1 where
+    not steered; ran int32 [model blocks]: marked by the compiled op for each block it ran for.
     """
 
     chans: torch.Tensor
     valid: torch.Tensor
     need: torch.Tensor
     token_idx: torch.Tensor
-    row_lam: torch.Tensor
+    blend: torch.Tensor
     sigma: torch.Tensor
     params: torch.Tensor
-    block_rows: Optional[torch.Tensor] = None
+    block_slots: Optional[torch.Tensor] = None
     ran: Optional[torch.Tensor] = None
 
     def __deepcopy__(self, memo):
         return self
 
 
-@dataclass(frozen=True)
-class BlockView:
-    """One block output as the implementations see it: geometry resolved, scalars unpacked."""
+class BlockView(NamedTuple):
+    """One block output as a backend sees it: geometry resolved, scalars unpacked."""
 
     h: torch.Tensor
     call: SteerCall
     p: StepParams
-    pos: int
+    slot: int
     vis_start: int
 
 
-def view_of(h: torch.Tensor, call: SteerCall, pos: int, vis_offset: int) -> BlockView:
-    """Resolve this call's geometry, refusing any that would index outside ``h``."""
-    p = StepParams.unpack(call.params)
+def check_params(p: StepParams, call: SteerCall) -> None:
+    """Refuse settings inconsistent with the call's tables (once per model call)."""
+    if not (0 <= p.n_tok <= min(p.n_visual, call.token_idx.numel())
+            and 0 < p.n_chans <= min(MAX_CHANNELS, call.chans.shape[-1])):
+        raise RuntimeError(f"STAS: inconsistent call parameters {p} for tables {tuple(call.chans.shape)}.")
+
+
+def view_of(h: torch.Tensor, call: SteerCall, p: StepParams, slot: int, vis_offset: int) -> BlockView:
+    """The BlockView of one block call, refusing a geometry that would index outside ``h``."""
     vis_start = int(vis_offset) + p.prefix
-    if h.dim() != 3 or vis_start < 0 or vis_start + p.n_visual > h.shape[1]:
+    if h.dim() != 3 or vis_start < 0 or vis_start + p.n_visual > h.shape[1] or p.n_chans > h.shape[-1]:
         raise RuntimeError(
             f"STAS: a steered block output of shape {tuple(h.shape)} has fewer than the {p.n_visual} video tokens "
             f"after {vis_start} others. This model variant lays tokens out in a way STAS does not know; "
             "please report it with the workflow.")
-    if not (0 <= p.n_tok <= min(p.n_visual, call.token_idx.numel())
-            and 0 < p.n_chans <= min(MAX_CHANNELS, call.chans.shape[-1], h.shape[-1])):
-        raise RuntimeError(f"STAS: inconsistent call parameters {p} for tables {tuple(call.chans.shape)}.")
-    return BlockView(h, call, p, pos, vis_start)
+    return BlockView(h, call, p, slot, vis_start)
 
 
 # -- torch fallback (any device) ------------------------------------------------------------
 
-def _row_weights(v: BlockView) -> torch.Tensor:
-    """float32 [B]: row_lam inside the sigma window, 0 outside (decided on the device)."""
-    row_lam, n_rows = v.call.row_lam, v.h.shape[0]
+def _sample_blend(v: BlockView) -> torch.Tensor:
+    """float32 [B]: each sample's blend inside the sigma window, 0 outside (decided on the device)."""
+    blend, n = v.call.blend, v.h.shape[0]
     s = v.call.sigma.reshape(-1)
-    if s.numel() != n_rows:
-        s = s[torch.arange(n_rows, device=s.device) % s.numel()]
-    s = s.to(device=row_lam.device, dtype=torch.float32)
-    return torch.where((s > v.p.lo) & (s <= v.p.hi), row_lam, torch.zeros_like(row_lam))
+    if s.numel() != n:
+        s = s[torch.arange(n, device=s.device) % s.numel()]
+    s = s.to(device=blend.device, dtype=torch.float32)
+    return torch.where((s > v.p.lo) & (s <= v.p.hi), blend, torch.zeros_like(blend))
 
 
 def steer_torch_(v: BlockView) -> None:
-    """``steer.steer_rows_`` with the window applied to the row blends on the device."""
+    """``steer.steer_rows_`` with the window applied to the blends on the device."""
     k, c = v.p.n_chans, v.call
-    steer_rows_(v.h, v.vis_start, v.p.n_visual, c.token_idx[:v.p.n_tok], c.chans[v.pos, :k], c.valid[v.pos, :k],
-                _row_weights(v), v.p.alpha)
+    steer_rows_(v.h, v.vis_start, v.p.n_visual, c.token_idx[:v.p.n_tok], c.chans[v.slot, :k], c.valid[v.slot, :k],
+                _sample_blend(v), v.p.alpha)
 
 
 def detect_torch_(v: BlockView) -> None:
-    """Auto channel detection into table row ``pos`` while ``need[pos]`` is set and some row is
-    steered (then clears it).  Computes every call and blends with ``torch.where``: no sync."""
-    c, pos = v.call, v.pos
+    """Auto detection into ``slot`` while ``need[slot]`` is set and some sample is steered (then
+    clears it); blended in with ``torch.where``, so no host synchronisation."""
+    c, slot = v.call, v.slot
     idx, ok, _ = detect_ma_channels(v.h.narrow(1, v.vis_start, v.p.n_visual), v.p.threshold, v.p.n_chans)
     k = idx.numel()
-    on = (c.need[pos] != 0) & (_row_weights(v) != 0).any()
-    c.chans[pos, :k] = torch.where(on, idx, c.chans[pos, :k])
-    c.valid[pos, :k] = torch.where(on, ok, c.valid[pos, :k])
-    c.need[pos] = torch.where(on, torch.zeros_like(c.need[pos]), c.need[pos])
+    on = (c.need[slot] != 0) & (_sample_blend(v) != 0).any()
+    c.chans[slot, :k] = torch.where(on, idx, c.chans[slot, :k])
+    c.valid[slot, :k] = torch.where(on, ok, c.valid[slot, :k])
+    c.need[slot] = torch.where(on, torch.zeros_like(c.need[slot]), c.need[slot])
 
 
-# -- dispatch --------------------------------------------------------------------------------
+# -- the backend of a device, chosen once ---------------------------------------------------
+
+class Backend(NamedTuple):
+    name: str                               # "triton" or "torch"
+    detect_: Callable[[BlockView], None]
+    steer_: Callable[[BlockView], None]
+
+
+TORCH = Backend("torch", detect_torch_, steer_torch_)
+
 
 @lru_cache(maxsize=1)
 def _triton_module():
-    """stas_core.steer_triton, or None where Triton is missing or disabled."""
+    """stas_core.steer_triton, or None where Triton is missing or disabled (STAS_DISABLE_TRITON=1)."""
     if os.environ.get("STAS_DISABLE_TRITON", "") not in ("", "0"):
         return None
     try:
@@ -170,84 +157,69 @@ def _triton_module():
     return steer_triton
 
 
-@lru_cache(maxsize=16)
-def _device_supported(device: torch.device) -> bool:
-    if device.type != "cuda":
-        return False
-    if getattr(torch.version, "hip", None):
-        return True
-    return torch.cuda.get_device_capability(device) >= (7, 0)
+def _choose(device: torch.device) -> Backend:
+    tk = _triton_module() if device.type == "cuda" else None
+    if tk is None:
+        return TORCH
+    if not getattr(torch.version, "hip", None) and torch.cuda.get_device_capability(device) < (7, 0):
+        return TORCH
+    return Backend("triton", tk.detect_triton_, tk.steer_triton_)
+
+
+_BACKENDS: Dict[torch.device, Backend] = {}
+
+
+def backend_for(device: torch.device) -> Backend:
+    """The backend of ``device``, chosen at its first call (dict reads and writes are atomic)."""
+    b = _BACKENDS.get(device)
+    if b is None:
+        b = _BACKENDS[device] = _choose(device)
+    return b
+
+
+def reset_backends() -> None:
+    """Forget the chosen backends (after STAS_DISABLE_TRITON changes; tests)."""
+    _BACKENDS.clear()
+    _triton_module.cache_clear()
 
 
 def uses_triton(h: torch.Tensor) -> bool:
-    """True when the op takes the Triton path for a tensor like ``h``."""
-    return h.is_cuda and _triton_module() is not None and _device_supported(h.device)
+    """True when a block output like ``h`` is steered by the Triton kernels."""
+    return backend_for(h.device).name == "triton"
 
 
-def device_guard(h: torch.Tensor):
-    """Make ``h``'s GPU current while kernels launch (Triton launches on the current device)."""
-    return torch.cuda.device(h.device) if h.is_cuda else nullcontext()
+def device_guard(t: torch.Tensor):
+    """Make ``t``'s GPU current while kernels launch (Triton launches on the current device)."""
+    return torch.cuda.device(t.device) if t.is_cuda else nullcontext()
 
 
-def _detect(v: BlockView) -> None:
-    if not v.p.detect:
-        return
-    if uses_triton(v.h):
-        _triton_module().detect_triton_(v)
-    else:
-        detect_torch_(v)
-
-
-def _steer(v: BlockView) -> None:
-    if uses_triton(v.h):
-        _triton_module().steer_triton_(v)
-    else:
-        steer_torch_(v)
-
-
-def detect_block_(h: torch.Tensor, call: SteerCall, pos: int, vis_offset: int = 0) -> None:
-    """Auto channel detection of one block into row ``pos`` of the run's tables, done on the
-    device only while ``need[pos]`` is set and some row is steered this call (then cleared)."""
+def steer_block_(h: torch.Tensor, call: SteerCall, slot: int, vis_offset: int = 0) -> None:
+    """Steer one block output ``h`` [B, L, D] in place from a packed call (the op's body, tests,
+    benchmarks): detect the channels where still needed, then steer, under ``h``'s device guard.
+    ``slot``: the block's slot in the tables; ``vis_offset``: the block's own offset of the video
+    tokens (text tokens before them in a single-stream block), to which ``prefix`` is added."""
+    p = StepParams.unpack(call.params)
+    check_params(p, call)
+    v = view_of(h, call, p, slot, vis_offset)
+    b = backend_for(h.device)
     with device_guard(h):
-        _detect(view_of(h, call, pos, vis_offset))
-
-
-def steer_only_(h: torch.Tensor, call: SteerCall, pos: int, vis_offset: int = 0) -> None:
-    """Steer the rows of ``h`` that this call steers, in place, with the channels in the tables."""
-    with device_guard(h):
-        _steer(view_of(h, call, pos, vis_offset))
-
-
-def steer_block_(h: torch.Tensor, call: SteerCall, pos: int, vis_offset: int = 0) -> None:
-    """Steer one block output ``h`` [B, L, D] in place (eager entry point): detect the
-    channels first where this run still has to (auto mode), then steer.  The call's settings
-    are unpacked and checked once for both.
-
-    ``pos``: the block's row in the tables.  ``vis_offset``: the block's own offset of the
-    video tokens (e.g. the text tokens before them in a single-stream block), to which the
-    call's ``prefix`` is added.
-    """
-    v = view_of(h, call, pos, vis_offset)
-    with device_guard(h):
-        _detect(v)
-        _steer(v)
+        if p.detect:
+            b.detect_(v)
+        b.steer_(v)
 
 
 # -- torch.compile: the same call as one opaque custom op ------------------------------------
 
-def resolve_row(block_rows: Optional[torch.Tensor], ran: Optional[torch.Tensor], pos: int, flat: int) -> int:
-    """The table row of block ``flat`` in the current plan (-1: not steered), marking it in ``ran``.
-
-    A compiled graph keeps the block patches it was traced with (and their ``pos``), so the op
-    asks the map of the plan that runs now; both tensors live on the CPU (no device sync).
-    Without a map (direct calls, old callers) ``pos`` is used as given."""
-    if block_rows is None or flat < 0:
-        return pos
-    if flat >= block_rows.numel():
+def resolve_slot(block_slots: Optional[torch.Tensor], ran: Optional[torch.Tensor], slot: int, flat: int) -> int:
+    """The slot of block ``flat`` in the current plan (-1: not steered), marking it in ``ran``.
+    A compiled graph keeps the slots it was traced with, so the op asks the current map."""
+    if block_slots is None or flat < 0:
+        return slot
+    if flat >= block_slots.numel():
         return -1
     if ran is not None and flat < ran.numel():
         ran[flat] = 1
-    return int(block_rows[flat])
+    return int(block_slots[flat])
 
 
 OP_NAME = "comfyui_stas::steer_block_"
@@ -268,22 +240,22 @@ def _register_op():
 
     @custom_op(OP_NAME, mutates_args=("h", "chans", "valid", "need", "ran"))
     def _op(h: torch.Tensor, chans: torch.Tensor, valid: torch.Tensor, need: torch.Tensor,
-            token_idx: torch.Tensor, row_lam: torch.Tensor, sigma: torch.Tensor, params: torch.Tensor,
-            block_rows: Optional[torch.Tensor], ran: Optional[torch.Tensor], pos: int, flat: int,
+            token_idx: torch.Tensor, blend: torch.Tensor, sigma: torch.Tensor, params: torch.Tensor,
+            block_slots: Optional[torch.Tensor], ran: Optional[torch.Tensor], slot: int, flat: int,
             vis_offset: int) -> None:
-        row = resolve_row(block_rows, ran, pos, flat)
-        if row >= 0:
-            steer_block_(h, SteerCall(chans, valid, need, token_idx, row_lam, sigma, params), row, vis_offset)
+        s = resolve_slot(block_slots, ran, slot, flat)
+        if s >= 0:
+            steer_block_(h, SteerCall(chans, valid, need, token_idx, blend, sigma, params), s, vis_offset)
 
     @_op.register_fake
-    def _(h, chans, valid, need, token_idx, row_lam, sigma, params, block_rows, ran, pos, flat, vis_offset):
+    def _(h, chans, valid, need, token_idx, blend, sigma, params, block_slots, ran, slot, flat, vis_offset):
         return None
 
     return _op
 
 
 # The package may be imported twice under two names (ComfyUI's loader and a test run);
-# the op is registered once and the second import reuses it (same code, same behaviour).
+# the op is registered once and the second import reuses it.
 _OP = _find_op()
 if _OP is None:
     try:
@@ -301,12 +273,11 @@ def compiling() -> bool:
     return bool(_is_compiling())
 
 
-def steer_block(h: torch.Tensor, call: SteerCall, pos: int, vis_offset: int = 0, flat: int = -1) -> None:
-    """``steer_block_``, routed through the custom op while torch.compile traces.  ``flat``: the
-    block's index in the model, which the op maps to its current row (see ``resolve_row``);
-    eager calls always come from the current plan, so they use ``pos`` at no extra cost."""
-    if _OP is not None and compiling():
-        _OP(h, call.chans, call.valid, call.need, call.token_idx, call.row_lam, call.sigma, call.params,
-            call.block_rows, call.ran, pos, flat, vis_offset)
-    else:
-        steer_block_(h, call, pos, vis_offset)
+def steer_traced_(h: torch.Tensor, call: SteerCall, slot: int, vis_offset: int, flat: int) -> None:
+    """A block call inside a graph that torch.compile traces: the custom op (``steer_block_``
+    where torch has no custom ops). ``flat``: the block's index in the model (see ``resolve_slot``)."""
+    if _OP is not None:
+        _OP(h, call.chans, call.valid, call.need, call.token_idx, call.blend, call.sigma, call.params,
+            call.block_slots, call.ran, slot, flat, vis_offset)
+    else:  # dynamo traces the eager call
+        steer_block_(h, call, slot, vis_offset)

@@ -1,19 +1,6 @@
-"""Triton kernels for the STAS hot path (imported only where Triton is; see ``steer_fast``).
-
-Why kernels: the op touches K (about 4) channels of a few thousand tokens and reduces
-65,520 values, a few megabytes of traffic, so its floor is a couple of microseconds; the
-straightforward torch formulation spends ~15 launches and several temporaries on it.
-Here it is two launches (a split max-reduction, then the gather-steer-scatter that first
-folds the partial maxima), plus two more for auto channel detection.
-
-Every kernel decides *on the device* whether it has work: a row is steered when its
-blend ``row_lam[b]`` is non-zero and its sigma lies in the window ``lo < sigma <= hi``;
-detection runs only while its block's ``need`` flag is set and some row is steered.
-So nothing on the host reads a tensor value (no synchronisation), and a compiled graph
-needs no Python branch that could freeze one call's decision into every later call.
-
-The math is ``steer.steer_``'s, in float32: reference = alpha * max |h| (sign kept),
-``torch.lerp``'s two-sided formula, clamp to the activation dtype, one rounding.
+"""Triton kernels of the STAS hot path (imported only where Triton is; see ``steer_fast``): two
+launches steer a block (a split max-reduction, then gather-steer-scatter), two more detect auto
+channels. Each kernel decides on the device whether it has work. Math: ``steer.steer_rows_``'s.
 """
 from __future__ import annotations
 
@@ -23,70 +10,70 @@ import triton.language as tl
 
 
 @triton.jit
-def _row_weight(row_lam_ptr, sigma_ptr, sigma_numel, r, lo, hi):
-    """Blend of row ``r`` for this call: row_lam[r] inside the sigma window, else 0."""
-    w = tl.load(row_lam_ptr + r).to(tl.float32)
+def _row_weight(blend_ptr, sigma_ptr, sigma_numel, r, lo, hi):
+    """Blend of sample ``r`` for this call: blend[r] inside the sigma window, else 0."""
+    w = tl.load(blend_ptr + r).to(tl.float32)
     s = tl.load(sigma_ptr + r % sigma_numel).to(tl.float32)
     return tl.where((s > lo) & (s <= hi), w, 0.0)
 
 
 @triton.jit
-def _any_row_steered(row_lam_ptr, sigma_ptr, sigma_numel, n_rows, lo, hi):
+def _any_row_steered(blend_ptr, sigma_ptr, sigma_numel, n_rows, lo, hi):
     on = tl.full([], 0, tl.int32)
     for r in range(n_rows):
-        w = _row_weight(row_lam_ptr, sigma_ptr, sigma_numel, r, lo, hi)
+        w = _row_weight(blend_ptr, sigma_ptr, sigma_numel, r, lo, hi)
         on = tl.where(w != 0.0, 1, on)
     return on
 
 
 @triton.jit
 def _steer_reduce_kernel(h_ptr, stride_b, stride_n, stride_d, vis_start, n_vis,
-                         chans_ptr, valid_ptr, tab_stride, pos, n_chans,
-                         row_lam_ptr, sigma_ptr, sigma_numel, lo, hi,
-                         part_ptr, n_chunks,
+                         chans_ptr, valid_ptr, tab_stride, slot, n_chans,
+                         blend_ptr, sigma_ptr, sigma_numel, lo, hi,
+                         part_ptr, n_tiles,
                          KP: tl.constexpr, BLOCK_N: tl.constexpr):
-    """part[b, chunk, k] = max |h[b, vis_start + n, chans[pos, k]]| over this chunk's tokens
+    """part[b, tile, k] = max |h[b, vis_start + n, chans[slot, k]]| over this tile's tokens
     (valid channels only: an invalid table entry is never used as an index)."""
-    chunk = tl.program_id(0)
+    tile = tl.program_id(0)
     b = tl.program_id(1)
-    w = _row_weight(row_lam_ptr, sigma_ptr, sigma_numel, b, lo, hi)
+    w = _row_weight(blend_ptr, sigma_ptr, sigma_numel, b, lo, hi)
     if w == 0.0:
         return
     kk = tl.arange(0, KP)
-    kmask = (kk < n_chans) & (tl.load(valid_ptr + pos * tab_stride + kk, mask=kk < n_chans, other=0) != 0)
-    ch = tl.load(chans_ptr + pos * tab_stride + kk, mask=kmask, other=0).to(tl.int64)
-    n = chunk * BLOCK_N + tl.arange(0, BLOCK_N)
+    kmask = (kk < n_chans) & (tl.load(valid_ptr + slot * tab_stride + kk, mask=kk < n_chans, other=0) != 0)
+    ch = tl.load(chans_ptr + slot * tab_stride + kk, mask=kmask, other=0).to(tl.int64)
+    n = tile * BLOCK_N + tl.arange(0, BLOCK_N)
     nmask = n < n_vis
     row = h_ptr + b.to(tl.int64) * stride_b
     ptrs = row + (vis_start + n.to(tl.int64))[:, None] * stride_n + ch[None, :] * stride_d
     x = tl.load(ptrs, mask=nmask[:, None] & kmask[None, :], other=0.0).to(tl.float32)
     m = tl.max(tl.abs(x), axis=0)
-    tl.store(part_ptr + (b * n_chunks + chunk) * KP + kk, m)
+    tl.store(part_ptr + (b * n_tiles + tile) * KP + kk, m)
 
 
 @triton.jit
 def _steer_write_kernel(h_ptr, stride_b, stride_n, stride_d, vis_start,
-                        tok_ptr, n_tok, chans_ptr, valid_ptr, tab_stride, pos, n_chans,
-                        row_lam_ptr, sigma_ptr, sigma_numel, lo, hi,
-                        part_ptr, n_chunks, alpha, fmin, fmax,
+                        tok_ptr, n_tok, chans_ptr, valid_ptr, tab_stride, slot, n_chans,
+                        blend_ptr, sigma_ptr, sigma_numel, lo, hi,
+                        part_ptr, n_tiles, alpha, fmin, fmax,
                         KP: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
     """Fold the partial maxima of row b, then steer this program's share of tokens in place."""
-    sblk = tl.program_id(0)
-    b = tl.program_id(1)
-    w = _row_weight(row_lam_ptr, sigma_ptr, sigma_numel, b, lo, hi)
-    if w == 0.0:
-        return
     kk = tl.arange(0, KP)
     kmask = kk < n_chans
     cc = tl.arange(0, BLOCK_C)
+    sblk = tl.program_id(0)
+    b = tl.program_id(1)
+    w = _row_weight(blend_ptr, sigma_ptr, sigma_numel, b, lo, hi)
+    if w == 0.0:
+        return
     ref = tl.zeros([KP], dtype=tl.float32)
-    for c0 in range(0, n_chunks, BLOCK_C):
-        cm = (c0 + cc) < n_chunks
-        p = tl.load(part_ptr + (b * n_chunks + c0 + cc)[:, None] * KP + kk[None, :], mask=cm[:, None], other=0.0)
+    for c0 in range(0, n_tiles, BLOCK_C):
+        cm = (c0 + cc) < n_tiles
+        p = tl.load(part_ptr + (b * n_tiles + c0 + cc)[:, None] * KP + kk[None, :], mask=cm[:, None], other=0.0)
         ref = tl.maximum(ref, tl.max(p, axis=0))
     ref = ref * alpha
-    ok = tl.load(valid_ptr + pos * tab_stride + kk, mask=kmask, other=0) != 0
-    ch = tl.load(chans_ptr + pos * tab_stride + kk, mask=kmask & ok, other=0).to(tl.int64)
+    ok = tl.load(valid_ptr + slot * tab_stride + kk, mask=kmask, other=0) != 0
+    ch = tl.load(chans_ptr + slot * tab_stride + kk, mask=kmask & ok, other=0).to(tl.int64)
     s = sblk * BLOCK_S + tl.arange(0, BLOCK_S)
     smask = s < n_tok
     tok = tl.load(tok_ptr + s, mask=smask, other=0).to(tl.int64)
@@ -104,46 +91,46 @@ def _steer_write_kernel(h_ptr, stride_b, stride_n, stride_d, vis_start,
 
 @triton.jit
 def _detect_partial_kernel(h_ptr, stride_b, stride_n, stride_d, vis_start, n_vis, n_dim,
-                           need_ptr, pos, row_lam_ptr, sigma_ptr, sigma_numel, n_rows, lo, hi,
-                           peak_ptr, sum_ptr, n_tchunks, n_dchunks,
+                           need_ptr, slot, blend_ptr, sigma_ptr, sigma_numel, n_rows, lo, hi,
+                           peak_ptr, sum_ptr, n_ttiles, n_dtiles,
                            TOK_PER_PROG: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr):
-    """Per (row, token chunk, channel block): peak |h| per channel and the sum of |h|."""
-    tchunk = tl.program_id(0)
-    dchunk = tl.program_id(1)
+    """Per (row, token tile, channel tile): peak |h| per channel and the sum of |h|."""
+    ttile = tl.program_id(0)
+    dtile = tl.program_id(1)
     b = tl.program_id(2)
-    need = tl.load(need_ptr + pos)
+    need = tl.load(need_ptr + slot)
     if need == 0:
         return
-    if _any_row_steered(row_lam_ptr, sigma_ptr, sigma_numel, n_rows, lo, hi) == 0:
+    if _any_row_steered(blend_ptr, sigma_ptr, sigma_numel, n_rows, lo, hi) == 0:
         return
-    d = dchunk * BD + tl.arange(0, BD)
+    d = dtile * BD + tl.arange(0, BD)
     dmask = d < n_dim
     row = h_ptr + b.to(tl.int64) * stride_b
     # element-wise accumulators, reduced once at the end: the loads of successive tiles stay
     # independent (no cross-thread reduction inside the loop), so they stream at bandwidth
     acc_max = tl.zeros([BT, BD], dtype=tl.float32)
     acc_sum = tl.zeros([BT, BD], dtype=tl.float32)
-    t0 = tchunk * TOK_PER_PROG
+    t0 = ttile * TOK_PER_PROG
     for i in range(0, TOK_PER_PROG, BT):
         n = t0 + i + tl.arange(0, BT)
         ptrs = row + (vis_start + n.to(tl.int64))[:, None] * stride_n + d.to(tl.int64)[None, :] * stride_d
         x = tl.abs(tl.load(ptrs, mask=(n < n_vis)[:, None] & dmask[None, :], other=0.0).to(tl.float32))
         acc_max = tl.maximum(acc_max, x)
         acc_sum += x
-    tl.store(peak_ptr + (b * n_tchunks + tchunk).to(tl.int64) * n_dim + d, tl.max(acc_max, axis=0), mask=dmask)
-    tl.store(sum_ptr + (b * n_tchunks + tchunk) * n_dchunks + dchunk, tl.sum(tl.sum(acc_sum, axis=0), axis=0))
+    tl.store(peak_ptr + (b * n_ttiles + ttile).to(tl.int64) * n_dim + d, tl.max(acc_max, axis=0), mask=dmask)
+    tl.store(sum_ptr + (b * n_ttiles + ttile) * n_dtiles + dtile, tl.sum(tl.sum(acc_sum, axis=0), axis=0))
 
 
 @triton.jit
-def _detect_final_kernel(need_ptr, pos, row_lam_ptr, sigma_ptr, sigma_numel, n_rows, lo, hi,
-                         peak_ptr, sum_ptr, n_tchunks, n_dchunks, n_dim, n_elems, threshold,
+def _detect_final_kernel(need_ptr, slot, blend_ptr, sigma_ptr, sigma_numel, n_rows, lo, hi,
+                         peak_ptr, sum_ptr, n_ttiles, n_dtiles, n_dim, n_elems, threshold,
                          chans_ptr, valid_ptr, tab_stride,
                          TOPK: tl.constexpr, DP: tl.constexpr, CB: tl.constexpr):
     """ratio[d] = max over rows of peak|h|[b, d] / mean|h|[b]; top-k into the block's tables."""
-    need = tl.load(need_ptr + pos)
+    need = tl.load(need_ptr + slot)
     if need == 0:
         return
-    if _any_row_steered(row_lam_ptr, sigma_ptr, sigma_numel, n_rows, lo, hi) == 0:
+    if _any_row_steered(blend_ptr, sigma_ptr, sigma_numel, n_rows, lo, hi) == 0:
         return
     dd = tl.arange(0, DP)
     dmask = dd < n_dim
@@ -151,11 +138,11 @@ def _detect_final_kernel(need_ptr, pos, row_lam_ptr, sigma_ptr, sigma_numel, n_r
     ratio = tl.full([DP], float("-inf"), dtype=tl.float32)
     for b in range(n_rows):
         peak = tl.zeros([DP], dtype=tl.float32)
-        for t in range(n_tchunks):
-            p = tl.load(peak_ptr + (b * n_tchunks + t).to(tl.int64) * n_dim + dd, mask=dmask, other=0.0)
+        for t in range(n_ttiles):
+            p = tl.load(peak_ptr + (b * n_ttiles + t).to(tl.int64) * n_dim + dd, mask=dmask, other=0.0)
             peak = tl.maximum(peak, p)
         tot = tl.zeros([CB], dtype=tl.float32)
-        n_part = n_tchunks * n_dchunks
+        n_part = n_ttiles * n_dtiles
         for c0 in range(0, n_part, CB):
             tot += tl.load(sum_ptr + b * n_part + c0 + cc, mask=(c0 + cc) < n_part, other=0.0)
         mean = tl.sum(tot, axis=0) / n_elems
@@ -167,10 +154,10 @@ def _detect_final_kernel(need_ptr, pos, row_lam_ptr, sigma_ptr, sigma_numel, n_r
     for j in tl.static_range(TOPK):
         m = tl.max(ratio, axis=0)
         idx = tl.minimum(tl.min(tl.where(ratio == m, dd, DP), axis=0), n_dim - 1)
-        tl.store(chans_ptr + pos * tab_stride + j, idx.to(tl.int64))
-        tl.store(valid_ptr + pos * tab_stride + j, (m >= threshold).to(tl.int8))
+        tl.store(chans_ptr + slot * tab_stride + j, idx.to(tl.int64))
+        tl.store(valid_ptr + slot * tab_stride + j, (m >= threshold).to(tl.int8))
         ratio = tl.where(dd == idx, float("-inf"), ratio)
-    tl.store(need_ptr + pos, 0)
+    tl.store(need_ptr + slot, 0)
 
 
 def _pow2(n: int) -> int:
@@ -179,7 +166,18 @@ def _pow2(n: int) -> int:
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
     """A 1-D contiguous view (or copy) of a small read-only input such as sigma."""
-    return t.reshape(-1).contiguous()
+    return t if t.dim() == 1 and t.is_contiguous() else t.reshape(-1).contiguous()
+
+
+_FINITE = {}  # dtype -> (min, max) as floats
+
+
+def _finite(dtype: torch.dtype):
+    got = _FINITE.get(dtype)
+    if got is None:
+        fi = torch.finfo(dtype)
+        got = _FINITE[dtype] = (float(fi.min), float(fi.max))
+    return got
 
 
 def _tables(v):
@@ -198,34 +196,32 @@ def steer_triton_(v) -> None:
     if p.n_tok == 0 or p.n_visual == 0 or B == 0:
         return
     chans, valid, ts = _tables(v)
-    tok, row_lam, sigma = _flat(c.token_idx), _flat(c.row_lam), _flat(c.sigma)
+    tok, blend, sigma = _flat(c.token_idx), _flat(c.blend), _flat(c.sigma)
     KP = _pow2(K)
     block_n = max(16, min(1024, 2048 // KP))
-    n_chunks = triton.cdiv(p.n_visual, block_n)
-    part = torch.empty((B, n_chunks, KP), dtype=torch.float32, device=h.device)
+    n_tiles = triton.cdiv(p.n_visual, block_n)
+    part = torch.empty((B, n_tiles, KP), dtype=torch.float32, device=h.device)
     sb, sn, sd = h.stride()
     sig_n = sigma.numel()
-    _steer_reduce_kernel[(n_chunks, B)](
-        h, sb, sn, sd, v.vis_start, p.n_visual, chans, valid, ts, v.pos, K, row_lam, sigma, sig_n, p.lo, p.hi,
-        part, n_chunks, KP=KP, BLOCK_N=block_n)
+    _steer_reduce_kernel[(n_tiles, B)](
+        h, sb, sn, sd, v.vis_start, p.n_visual, chans, valid, ts, v.slot, K, blend, sigma, sig_n, p.lo, p.hi,
+        part, n_tiles, KP=KP, BLOCK_N=block_n)
     block_s = max(16, min(256, 1024 // KP))
-    fi = torch.finfo(h.dtype)
+    fmin, fmax = _finite(h.dtype)
     _steer_write_kernel[(triton.cdiv(p.n_tok, block_s), B)](
-        h, sb, sn, sd, v.vis_start, tok, p.n_tok, chans, valid, ts, v.pos, K, row_lam, sigma, sig_n, p.lo, p.hi,
-        part, n_chunks, float(p.alpha), float(fi.min), float(fi.max), KP=KP, BLOCK_S=block_s, BLOCK_C=64)
+        h, sb, sn, sd, v.vis_start, tok, p.n_tok, chans, valid, ts, v.slot, K, blend, sigma, sig_n, p.lo, p.hi,
+        part, n_tiles, float(p.alpha), fmin, fmax, KP=KP, BLOCK_S=block_s, BLOCK_C=64)
 
 
 def detect_triton_(v) -> None:
-    """Gated auto detection into row ``pos`` of the tables (a steer_fast.BlockView), two launches.
-
-    Runs only while need[pos] != 0 and some row is steered; then clears need[pos].
-    """
+    """Gated auto detection into the block's slot of the tables (a steer_fast.BlockView), two
+    launches: they work only while need[slot] != 0 and some sample is steered, then clear it."""
     h, p, c = v.h, v.p, v.call
     B, _, D = h.shape
     if p.n_visual == 0 or B == 0:
         return
     chans, valid, ts = _tables(v)
-    need, row_lam, sigma = c.need, _flat(c.row_lam), _flat(c.sigma)
+    need, blend, sigma = c.need, _flat(c.blend), _flat(c.sigma)
     if not need.is_contiguous():
         raise RuntimeError("STAS: the tables' need flags must be contiguous.")
     bt, bd, per = 16, 128, 2048
@@ -236,10 +232,10 @@ def detect_triton_(v) -> None:
     sb, sn, sd = h.stride()
     sig_n = sigma.numel()
     _detect_partial_kernel[(n_t, n_d, B)](
-        h, sb, sn, sd, v.vis_start, p.n_visual, D, need, v.pos, row_lam, sigma, sig_n, B, p.lo, p.hi,
+        h, sb, sn, sd, v.vis_start, p.n_visual, D, need, v.slot, blend, sigma, sig_n, B, p.lo, p.hi,
         peak, sums, n_t, n_d, TOK_PER_PROG=per, BT=bt, BD=bd, num_warps=4)
     dp = _pow2(D)
     _detect_final_kernel[(1,)](
-        need, v.pos, row_lam, sigma, sig_n, B, p.lo, p.hi, peak, sums, n_t, n_d, D, float(p.n_visual * D),
+        need, v.slot, blend, sigma, sig_n, B, p.lo, p.hi, peak, sums, n_t, n_d, D, float(p.n_visual * D),
         float(p.threshold), chans, valid, ts, TOPK=min(p.n_chans, D), DP=dp, CB=256,
         num_warps=8 if dp <= 4096 else 16)

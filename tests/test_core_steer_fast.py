@@ -43,13 +43,13 @@ def tables(chans, valid=None):
     return c, v, torch.zeros(1, dtype=torch.int32)
 
 
-def mkcall(c, v, need, tok, row_lam, sigma, *, alpha=1.0, lo=-S.F32_MAX, hi=S.F32_MAX, threshold=50.0,
+def mkcall(c, v, need, tok, blend, sigma, *, alpha=1.0, lo=-S.F32_MAX, hi=S.F32_MAX, threshold=50.0,
            detect=False, prefix=0, n_visual=80, n_tok=None, n_chans=None):
     """A SteerCall the way the patch builds one (tables may be wider than n_chans)."""
     tok = torch.as_tensor(tok)
     p = fast.StepParams(alpha, lo, hi, threshold, detect, prefix, n_visual,
                         tok.numel() if n_tok is None else n_tok, c.shape[-1] if n_chans is None else n_chans)
-    return fast.SteerCall(c, v, need, tok, torch.as_tensor(row_lam, dtype=torch.float32),
+    return fast.SteerCall(c, v, need, tok, torch.as_tensor(blend, dtype=torch.float32),
                           torch.as_tensor(sigma, dtype=torch.float32), p.pack())
 
 
@@ -184,15 +184,15 @@ def test_gated_detection_runs_once_at_the_first_steered_call():
     need = torch.ones(2, dtype=torch.int32)
     lo, hi = 0.2, 0.8
     # not steered this call (sigma outside the window): nothing detected, flag kept
-    fast.detect_block_(h, detect_call(c, v, need, [1.0, 0.0], [0.9], lo, hi), 1)
+    fast.steer_block_(h, detect_call(c, v, need, [1.0, 0.0], [0.9], lo, hi), 1)
     assert need.tolist() == [1, 1] and c.abs().sum() == 0
     # steered: detected into row 1 only, flag cleared
-    fast.detect_block_(h, detect_call(c, v, need, [1.0, 0.0], [0.5], lo, hi), 1)
+    fast.steer_block_(h, detect_call(c, v, need, [1.0, 0.0], [0.5], lo, hi), 1)
     idx, ok, _ = detect_ma_channels(h[:, 40:], 50.0, 4)
     assert c[1].tolist() == idx.tolist() and v[1].tolist() == ok.tolist() and need.tolist() == [1, 0]
     assert c[0].abs().sum() == 0
     # later calls keep the run's channels even when the activations change
-    fast.detect_block_(planted(seed=3) * 0, detect_call(c, v, need, [1.0, 0.0], [0.5], lo, hi), 1)
+    fast.steer_block_(planted(seed=3) * 0, detect_call(c, v, need, [1.0, 0.0], [0.5], lo, hi), 1)
     assert c[1].tolist() == idx.tolist()
 
 
@@ -224,7 +224,7 @@ def test_detection_with_nan_or_inf_stays_in_range(poison):
     c = torch.full((1, 4), -1, dtype=torch.long)
     v = torch.zeros(1, 4, dtype=torch.bool)
     need = torch.ones(1, dtype=torch.int32)
-    fast.detect_block_(h, detect_call(c, v, need, [1.0, 1.0], [0.5], -1.0, 1.0), 0)
+    fast.steer_block_(h, detect_call(c, v, need, [1.0, 1.0], [0.5], -1.0, 1.0), 0)
     assert ((c >= 0) & (c < h.shape[-1])).all() and need.item() == 0
     if poison == "nan_all":
         assert not v.any()
@@ -242,12 +242,12 @@ def test_cpu_takes_the_torch_fallback():
 
 def test_disable_env_turns_triton_off(monkeypatch):
     monkeypatch.setenv("STAS_DISABLE_TRITON", "1")
-    fast._triton_module.cache_clear()
+    fast.reset_backends()
     try:
         assert fast._triton_module() is None
     finally:
         monkeypatch.delenv("STAS_DISABLE_TRITON")
-        fast._triton_module.cache_clear()
+        fast.reset_backends()
 
 
 class Ctx:
@@ -264,7 +264,7 @@ def test_compiled_call_one_graph_no_recompile_and_eager_result():
 
     def block(h, to):
         h = h * 1.0 + 0.0  # some graph around the op
-        fast.steer_block(h, to["stas"].call, 0, 2)
+        fast.steer_traced_(h, to["stas"].call, 0, 2, -1)
         return h * 2.0
 
     torch._dynamo.reset()
@@ -336,7 +336,7 @@ INTERPRETER_SCRIPT = textwrap.dedent("""
     def view(h, c, v, need, tok, rl, sig, pos, prefix, n_vis, lo, hi, alpha=1.3, detect=False, n_chans=None, th=50.0):
         p = F.StepParams(alpha, lo, hi, th, detect, prefix, n_vis, tok.numel(), c.shape[-1] if n_chans is None else n_chans)
         call = F.SteerCall(c, v, need, tok, torch.as_tensor(rl), torch.as_tensor(sig), p.pack())
-        return F.view_of(h, call, pos, 0)
+        return F.view_of(h, call, p, pos, 0)
 
     g = torch.Generator().manual_seed(0)
     grid = (3, 5, 9)
@@ -432,7 +432,7 @@ def test_compiled_block_follows_the_current_block_map():
 
     def block(h, call):
         h = h * 1.0
-        fast.steer_block(h, call, 0, 2, 2)  # traced as flat block 2, row 0
+        fast.steer_traced_(h, call, 0, 2, 2)  # traced as flat block 2, slot 0
         return h
 
     torch._dynamo.reset()
@@ -443,7 +443,7 @@ def test_compiled_block_follows_the_current_block_map():
     base = mkcall(c, v, torch.zeros(2, dtype=torch.int32), torch.arange(80), [1.0, 1.0], [0.5], prefix=3)
 
     def with_map(rows):
-        return dataclasses.replace(base, block_rows=torch.tensor(rows), ran=torch.zeros(4, dtype=torch.int32))
+        return dataclasses.replace(base, block_slots=torch.tensor(rows), ran=torch.zeros(4, dtype=torch.int32))
 
     for rows, want_row in (([-1, -1, 0, -1], 0), ([-1, -1, 1, 0], 1), ([-1, 0, -1, -1], None)):
         call = with_map(rows)
