@@ -32,9 +32,9 @@ class BoundaryMaskBuilder(io.ComfyNode):
                 io.Boolean.Input("boundaries", default=True,
                                  tooltip="Steer the head and tail tokens of every later latent frame (the temporal chunk boundaries)."),
                 io.Float.Input("head", default=1.0, min=0.0, max=4096.0, step=1.0,
-                               tooltip="Width of the head portion of each later latent frame, in 'unit': whole token rows (1 row = W' tokens), whole tokens, or a fraction 0..1 of the frame (e.g. 0.25). The widget's step follows the unit."),
+                               tooltip="Head width of each later latent frame in 'unit': token rows (W' tokens each), tokens, or a 0..1 fraction (0 = no head)."),
                 io.Float.Input("tail", default=1.0, min=0.0, max=4096.0, step=1.0,
-                               tooltip="Width of the tail portion of each later latent frame, in 'unit': whole token rows, whole tokens, or a fraction 0..1 of the frame. The widget's step follows the unit."),
+                               tooltip="Tail width of each later latent frame in 'unit': token rows, tokens, or a 0..1 fraction of the frame (0 = no tail)."),
                 io.Combo.Input("unit", options=list(UNITS), default="rows",
                                tooltip="rows: token rows of the patchified frame; tokens: single tokens; fraction: share of the frame (0..1)."),
                 io.Latent.Input("latent", optional=True,
@@ -47,7 +47,7 @@ class BoundaryMaskBuilder(io.ComfyNode):
             outputs=[
                 StasMask.Output(display_name="mask", tooltip="Steering mask for STAS Model Patch."),
                 io.Image.Output(display_name="preview",
-                                tooltip="One tile per latent frame: red first frame, orange head, blue tail, grey interior; dark = not steered. Blank without a latent."),
+                                tooltip="One tile per latent frame: red first frame, orange head, blue tail, grey interior, dark = not steered (blank without a latent)."),
             ],
         )
 

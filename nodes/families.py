@@ -1,13 +1,6 @@
-"""Model-family knowledge, in one place: which video DiTs STAS supports, where their visual
-tokens sit in a block output, and how a block is hooked.
-
-Everything that depends on a model's source layout lives here; the nodes and the patch
-objects ask a ``Family`` and never look at model classes themselves.  Classes are matched
-by exact class name, so a ComfyUI version that lacks a family (CogVideoX before 0.2x) costs
-nothing, and a variant whose token layout we have not verified (Wan S2V, HuMo, Animate, ...)
-is refused with a clear error instead of being steered at the wrong tokens - or, as S2V in
-ComfyUI 0.3.64 whose block patches get no transformer_options, silently not at all.
-"""
+"""Model-family knowledge in one place: which video DiTs STAS supports, where their visual
+tokens sit in a block output, and how a block is hooked.  Nodes and patches ask a ``Family``
+and never look at model classes themselves; unverified variants are refused by exact class name."""
 from __future__ import annotations
 
 import math
@@ -120,15 +113,8 @@ class WanFamily(Family):
 
 
 class HunyuanVideoFamily(Family):
-    """HunyuanVideo 1.0 (T2V, I2V, SkyReels) and 1.5 (T2V, I2V, SR) share ComfyUI's ``HunyuanVideo`` class.
-
-    1.5 differs in parameters only: patch size 1, 54 double-stream blocks and no single-stream one,
-    byT5 and SigLIP vision tokens put into the text stream (the video tokens of a block output stay
-    where they are), a condition-type embedding on the text tokens, and the I2V image (SR: the
-    low-resolution latent) concatenated on channels, so no extra tokens.  The same class also holds
-    HunyuanImage 2.1 and its refiner, image models told apart by a 2-D patch or by having neither
-    CLIP pooled input (``vector_in``, 1.0) nor vision input (``vision_in``, 1.5); those are refused.
-    """
+    """HunyuanVideo 1.0 (T2V, I2V, SkyReels) and 1.5 (T2V, I2V, SR): one ComfyUI class, differing
+in parameters only, with video tokens where 1.0 has them.  HunyuanImage 2.1 (same class) is refused."""
 
     name = "HunyuanVideo"
     _classes = ("HunyuanVideo",)

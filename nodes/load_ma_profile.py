@@ -43,14 +43,14 @@ class LoadMAProfile(io.ComfyNode):
             node_id="STASLoadMAProfile",
             display_name="Load MA Profile (STAS)",
             category="model_patches/stas",
-            description="Load a massive-activation profile saved by Save MA Profile (from ComfyUI/models/stas_profiles) "
-                        "and connect it to STAS Model Patch's profile input: steering then uses its calibrated channels.",
+            description="Loads an MA profile saved by Save MA Profile from ComfyUI/models/stas_profiles. Connect it to STAS "
+                        "Model Patch's profile input to steer its calibrated channels.",
             inputs=[
                 io.Combo.Input("profile_name", options=profile_names(),
-                               tooltip="A .safetensors profile in ComfyUI/models/stas_profiles (or a 'stas_profiles' folder of extra_model_paths.yaml). Save one with Save MA Profile."),
+                               tooltip="A .safetensors profile saved by Save MA Profile in models/stas_profiles (or a 'stas_profiles' path of extra_model_paths.yaml)."),
             ],
             outputs=[
-                StasProfile.Output(display_name="profile", tooltip="For STAS Model Patch's profile input (set its channels to 'auto'). It is refused there on any model but the one it was recorded on (checked by a fingerprint of the weights)."),
+                StasProfile.Output(display_name="profile", tooltip="For STAS Model Patch's profile input (channels 'auto'), which refuses it on any model but the recorded one (weight fingerprint)."),
                 io.String.Output(display_name="info", tooltip="The profile's model, blocks and channels."),
             ],
         )

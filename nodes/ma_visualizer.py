@@ -64,22 +64,21 @@ class MAVisualizer(io.ComfyNode):
             node_id="STASMAVisualizer",
             display_name="MA Visualizer (STAS)",
             category="model_patches/stas",
-            description="Show what the MA Recorder recorded: the token-index profile of massive-activation magnitude "
-                        "(first frame / boundary / interior), per-frame heatmaps, a block x step summary, values before "
-                        "vs after STAS steering, and a numeric summary. Optional export to the output folder.",
+            description="Shows what MA Recorder recorded: a per-token profile, per-frame heatmaps, a block x step grid, "
+                        "values before vs after steering and a summary. Can also export them to the output folder.",
             is_output_node=True,
             inputs=[
                 StasRecording.Input("recording", tooltip="The recording output of MA Recorder."),
                 io.Latent.Input("latent", tooltip="The LATENT output of the sampler that ran the MA Recorder's MODEL: picks that run's recording and runs this node after sampling."),
                 io.Int.Input("block", default=-1, min=-4096, max=4096,
-                             tooltip="Recorded block to show (flat index, as typed on the recorder); negative counts from the end of the recorded blocks: -1 = the last recorded block."),
+                             tooltip="Recorded block to show, by flat index as typed on the recorder; negative counts from the end: -1 = the last recorded block."),
                 io.Int.Input("step", default=0, min=-100000, max=100000,
-                             tooltip="Recorded denoising step to show (0 = the first step: massive activations and STAS steering are strongest early); negative counts from the end of the recorded steps: -1 = the last recorded step."),
+                             tooltip="Recorded step to show: 0 = the first (massive activations and steering are strongest early), -1 = the last recorded step."),
                 io.Int.Input("sample", default=0, min=0, max=4096, tooltip="Batch item to show (0 = first)."),
                 io.Combo.Input("chunk", options=list(CHUNK_IDS), default="cond",
                                tooltip="CFG pass to show (it must have been recorded: see 'record' on the MA Recorder)."),
                 io.String.Input("channel", default="max",
-                                tooltip="'max': a token's magnitude is its largest |h| over the recorded MA channels; or one recorded channel index."),
+                                tooltip="Magnitude shown per token: 'max' = its largest |h| over the recorded MA channels, or one recorded channel index."),
                 io.Float.Input("threshold", default=50.0, min=1.0, max=100000.0, step=1.0,
                                tooltip="A channel is reported as massive when its peak |h| is at least this many times the mean |h| (as STAS's auto channels)."),
                 io.Boolean.Input("log_scale", default=False, tooltip="Logarithmic magnitude axis for the profile and heatmaps."),
@@ -88,7 +87,7 @@ class MAVisualizer(io.ComfyNode):
                 io.String.Input("filename_prefix", default="stas/ma_recording",
                                 tooltip="Export file name prefix, relative to the output folder (a counter is appended)."),
                 StasMask.Input("mask", optional=True,
-                               tooltip="Defines the boundary tokens of the summary (head/tail widths), e.g. the mask given to STAS. Default: one token row at the head and tail of each later latent frame."),
+                               tooltip="Mask whose head/tail widths define the summary's boundary tokens, e.g. STAS's (none = one token row at each end of later frames)."),
             ],
             outputs=[
                 io.Image.Output(display_name="profile", tooltip="Token-index profile of MA magnitude; red first frame, orange head, blue tail, grey interior; lines = latent-frame boundaries."),

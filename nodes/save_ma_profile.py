@@ -19,10 +19,8 @@ class SaveMAProfile(io.ComfyNode):
             node_id="STASSaveMAProfile",
             display_name="Save MA Profile (STAS)",
             category="model_patches/stas",
-            description="Turn a recording into a reusable MA profile: per recorded block, the channels whose peak |h| is "
-                        "at least 'threshold' times the mean |h|, with their peak magnitudes, and a fingerprint of the "
-                        "recorded model's weights (STAS Model Patch refuses the profile on any other model). Saved as "
-                        "safetensors in ComfyUI/models/stas_profiles, where Load MA Profile finds it.",
+            description="Turns a recording into an MA profile: each recorded block's massive channels and a fingerprint of "
+                        "the model's weights. Saved to ComfyUI/models/stas_profiles for Load MA Profile.",
             is_output_node=True,
             inputs=[
                 StasRecording.Input("recording", tooltip="The recording output of MA Recorder."),
@@ -30,7 +28,7 @@ class SaveMAProfile(io.ComfyNode):
                 io.String.Input("filename", default="wan_ma_profile",
                                 tooltip="File name (without .safetensors) in ComfyUI/models/stas_profiles; letters, digits, '-', '_', '.' and '/' for subfolders."),
                 io.Float.Input("threshold", default=50.0, min=1.0, max=100000.0, step=1.0,
-                               tooltip="A channel is massive when its peak |h| is at least this many times the mean |h|. A block with none is an error (the profile would steer nothing)."),
+                               tooltip="A channel is massive when its peak |h| is at least this many times the mean |h| (a block with none is an error)."),
                 io.Int.Input("top_k", default=4, min=1, max=64, tooltip="At most this many channels per block (the strongest)."),
                 io.Boolean.Input("overwrite", default=False, tooltip="Replace an existing profile of the same name."),
             ],

@@ -23,29 +23,27 @@ class TemporalSeamMeter(io.ComfyNode):
             node_id="STASTemporalSeamMeter",
             display_name="Temporal Seam Meter (STAS)",
             category="model_patches/stas",
-            description="Measure on the decoded video what STAS is for: how much consecutive frames change across the "
-                        "video VAE's chunk seams (pixel frames 4k | 4k+1) compared with the frame pairs inside the chunks "
-                        "around them, after discounting global motion. Optionally compares a second render (e.g. the same "
-                        "seed without STAS).",
+            description="Measures how much decoded frames change across the video VAE's chunk seams (frames 4k | 4k+1) "
+                        "versus inside the chunks, discounting global motion. Optionally compares a second render.",
             inputs=[
                 io.Image.Input("images", tooltip="The decoded frames of one video, straight from VAE Decode (not trimmed or interpolated)."),
                 io.Image.Input("images_b", optional=True,
-                               tooltip="Optional second render of the same length and size to compare, e.g. the same seed without STAS. Drawn in orange; the summary says A - B in words."),
+                               tooltip="Optional second render of the same length and size (e.g. the same seed without STAS), drawn in orange and compared as A - B."),
                 io.Int.Input("temporal_compression", default=4, min=2, max=16,
-                             tooltip="Pixel frames per latent frame of the video VAE: 4 for Wan 2.1/2.2, HunyuanVideo and CogVideoX. Chunk seams sit between pixel frames 4k and 4k+1."),
+                             tooltip="Pixel frames per latent frame of the video VAE (4 for Wan, HunyuanVideo, CogVideoX): seams sit between frames 4k and 4k+1."),
                 io.Boolean.Input("causal_first_frame", default=True,
-                                 tooltip="On: the first latent frame decodes to one pixel frame (causal VAEs: Wan, HunyuanVideo, CogVideoX), so a video has 1 + 4k frames. Off: every latent frame is 4 pixel frames."),
+                                 tooltip="On = the first latent frame decodes to one pixel frame (causal VAEs: Wan, HunyuanVideo, CogVideoX), off = each one to 4."),
                 io.Float.Input("flag_contrast", default=1.5, min=1.0, max=100.0, step=0.05,
-                               tooltip="A seam counts as standing out (ringed red in the plot) when its frame difference is at least this many times the median of the within-chunk pairs of its two neighbouring chunks."),
+                               tooltip="A seam stands out (ringed red) when its difference is at least this many times the median within-chunk pair of its two neighbours."),
                 io.Boolean.Input("motion_compensation", default=True,
-                                 tooltip="Align each frame pair by its global translation (camera pan) before differencing, so a pan does not hide the seams. Brightness changes are kept: a pulse at every seam is the artefact to see."),
+                                 tooltip="Align each frame pair by its global shift (camera pan) before differencing, keeping brightness changes (off = raw differences)."),
                 io.Int.Input("analysis_size", default=320, min=32, max=4096, step=16,
-                             tooltip="Long side in pixels the frames are area-averaged to for the seam difference (speed, grain, and numbers that do not depend on render size). The flicker score always uses full resolution."),
+                             tooltip="Long side in pixels that frames are area-averaged to for seam differences; the flicker score always uses full resolution."),
             ],
             outputs=[
-                io.Image.Output(display_name="plot", tooltip="Difference per frame pair (x = frame), grey columns at the chunk seams, seams that stand out ringed red; with images_b both curves on one scale."),
-                io.String.Output(display_name="summary", tooltip="Seam ratio, per-seam contrast, the largest change inside a chunk, a VBench-style temporal flickering score, and with images_b the differences A - B in words."),
-                io.Float.Output(display_name="seam_ratio", tooltip="Of images: mean difference of the seam pairs / mean of the within-chunk pairs (1 = seams invisible; higher = seams stand out)."),
+                io.Image.Output(display_name="plot", tooltip="Difference per frame pair with grey columns at chunk seams and standing-out seams ringed red (with images_b, both curves)."),
+                io.String.Output(display_name="summary", tooltip="Seam ratio, per-seam contrast, the largest change inside a chunk, a VBench-style flicker score, and A - B with images_b."),
+                io.Float.Output(display_name="seam_ratio", tooltip="Mean seam-pair difference / mean within-chunk difference of images (1 = seams invisible, higher = seams stand out)."),
             ],
         )
 

@@ -1,15 +1,6 @@
-"""Token layout of a patchified latent video, and which tokens STAS steers.
-
-Video DiTs flatten the patchified latent grid (T', H', W') in (t, h, w) order, so latent
-frame ``t`` is the contiguous run of tokens ``[t*H'*W', (t+1)*H'*W')`` and its top and
-bottom token rows are the first and last ``W'`` tokens of that run.  The paper calls the
-head and tail portions of each temporal chunk "boundary tokens"; the first latent frame
-(pixel frame 0, encoded alone by the causal VAE) carries the largest massive activations.
-
-Everything here is relative to the first *video* token; extra tokens a model puts before
-or after the video (reference latents, text in single-stream blocks) are the caller's
-offset to add.
-"""
+"""Token layout of a patchified latent video, and which tokens STAS steers (``BoundarySpec``).
+Latent frame ``t`` is tokens ``[t*H'*W', (t+1)*H'*W')`` of the (t, h, w)-flattened grid; indices
+count from the first video token (callers add the offset of reference or text tokens)."""
 from __future__ import annotations
 
 import enum

@@ -1,11 +1,6 @@
-"""MA profiles: a model's massive-activation channels, calibrated once and saved.
-
-A profile stores, per block, the detected MA channels (and optionally their reference
-magnitudes) together with the model's family, hidden size, block count and a fingerprint of
-its weights, so that loading it into a different model - even one of the same shape, like the
-other expert of Wan 2.2 A14B - is a clear error instead of steering the wrong channels.
-Stored as safetensors (tensors + string metadata), the format ComfyUI users already trust.
-"""
+"""MA profiles: a model's massive-activation channels per block, calibrated once and saved as
+safetensors with the model's family, shape and weight fingerprint, so that loading one into
+another model is a clear error."""
 from __future__ import annotations
 
 import hashlib
@@ -53,16 +48,9 @@ class Probe:
 
 @dataclass(frozen=True)
 class ModelFingerprint:
-    """Identifies the checkpoint a profile was made on, cheaply and independently of device and dtype.
-
-    ``shapes`` hashes the name and shape of every ``*.weight`` / ``*.bias`` tensor (so another
-    variant of one architecture differs); ``probes`` keep mean, mean |w|, rms and ``N_SAMPLES``
-    values of up to ``N_PROBES`` 1-D tensors spread over the model (so another checkpoint of the
-    same shape differs, even a fine-tune whose values moved by a few units of the last place).
-    1-D tensors because they are cheap, fp8 files usually keep them in 16 bits and LoRAs rarely
-    touch them.  Compared within rounding to the coarser storage dtype, so CPU vs GPU and fp32 /
-    fp16 / bf16 copies of one checkpoint match.
-    """
+    """Identifies the checkpoint a profile was made on, cheaply and independently of device and dtype:
+a hash of every weight/bias name and shape, plus statistics of up to ``N_PROBES`` 1-D tensors
+compared within rounding to the coarser storage dtype."""
 
     shapes: str
     n_tensors: int

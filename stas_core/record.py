@@ -1,24 +1,7 @@
 """Recording massive activations during a sampling run (pure torch: no ComfyUI import).
-
-What is recorded, per (block, denoising step, CFG chunk) - an ``Entry``:
-
-* ``mag``: |h| of the *tracked* MA channels (K of them, detected at the first recorded call of
-  each block or given explicitly) at a token subsample that keeps the frame structure: every
-  latent frame, every ``stride``-th token row and column, plus the last row and column (so the
-  head and tail boundary rows are always kept).  float32 [B, T', P, K], NaN where not recorded.
-* ``peak`` / ``abs_sum`` / ``count``: per-channel statistics over ALL visual tokens and ALL D
-  channels - max |h| and the sum of |h| - from which the peak-to-mean ratio of every channel
-  (``channels.ma_ratio``'s definition) is computed.  [B, D] each.
-* ``steer_*``: when STAS steered this block in this call, the values of STAS's channels at the
-  kept tokens before and after steering, and which of them STAS steered.
-
-Why this shape: the hot path only ever gathers [B, T'*P, K] values and two [B, D] reductions on
-the device; everything is moved to the CPU in ONE transfer per recorded model call (the caller
-collects the small tensors and calls ``flush_pending``).  Context windows fill the frames they
-cover (first window to reach a frame wins), so memory is bounded by the full video, not by the
-number of windows.  Memory is estimated before the first step (``RunLayout.estimate_bytes``) and
-every allocation is checked against the user's budget.
-"""
+Per (block, step, CFG pass) an ``Entry`` holds |h| of the tracked MA channels on a strided token
+subsample, per-channel peak and |h| sums over all tokens, and STAS's values before and after
+steering; one CPU transfer per recorded model call, checked against the user's memory budget."""
 from __future__ import annotations
 
 import bisect

@@ -1,21 +1,6 @@
 """When to steer: a window of the denoising schedule, in sigma.  All window logic lives here.
-
-The user gives start/end as percent of denoising; the model's own ``percent_to_sigma``
-maps them to sigma, so the window stays right under split sigmas, denoise < 1,
-KSamplerAdvanced start/end steps and the separate high/low-noise experts of Wan 2.2.
-
-The rule: a model call is steered when its sigma lies between the sigmas of ``end_percent``
-(exclusive) and ``start_percent`` (inclusive), each boundary taken ``BOUNDARY_SLACK`` (0.0015)
-of denoising early, i.e. ``sigma(end_percent - 0.0015) < sigma <= sigma(start_percent - 0.0015)``;
-``start_percent = 0`` and ``end_percent = 1`` are open ends.  So a step that lands on a boundary
-belongs to the later window, give or take two roundings that move it slightly early: ComfyUI's
-sigma tables are float32 while ``percent_to_sigma`` works in double (a few ulps), and the
-``simple`` scheduler's ``int(x * 1000 / steps)`` may pick the table entry one above (0.001 of
-denoising).  Without the slack 50 steps at 0.4 steered 21, not 20.  With it,
-``end_percent = p`` over ``n`` (up to 500) steps of the ``simple`` scheduler steers exactly
-``p * n`` steps whenever that is a whole number, at any shift; other schedulers follow the same
-sigma rule; two windows that share a boundary neither overlap nor leave a gap.
-"""
+A model call is steered when ``sigma(end_percent - 0.0015) < sigma <= sigma(start_percent - 0.0015)``
+(``BOUNDARY_SLACK``); ``start_percent = 0`` and ``end_percent = 1`` are open ends."""
 from __future__ import annotations
 
 import math

@@ -1,29 +1,6 @@
-"""Temporal seam meter: how much a decoded video changes across the chunk seams of its video VAE.
-
-A causal video VAE with temporal compression c (Wan, HunyuanVideo, CogVideoX: c = 4) decodes
-latent frame 0 to pixel frame 0 and latent frame k >= 1 to pixel frames c(k-1)+1 .. ck, so
-the chunk seams sit between pixel frames ck and ck+1.  STAS is meant to smooth exactly these.
-
-Why the metric looks like this:
-
-* A plain frame difference mostly measures motion.  A seam shows up as a pair that changes
-  more than the pairs *around it*, so every seam pair is compared with the within-chunk pairs
-  of its two neighbouring chunks (median: one odd pair does not move the baseline).  Motion
-  that is steady over a few frames, a pan or a brightness ramp raise seam and within pairs
-  alike, so ratios stay near 1.
-* A global pan still makes every difference large and hides a small seam, so before
-  differencing each pair is aligned by its global translation (phase correlation on the
-  zero-mean luma, refined to sub-pixel, kept only when it lowers the difference).  Global brightness and colour
-  change is deliberately *not* removed per pair: a brightness or colour pulse at every seam is
-  the typical VAE seam artefact; a steady ramp is discounted by the neighbour comparison.
-* The comparison runs at an analysis resolution (area-averaged, long side ``analysis_size``):
-  seam artefacts are mostly low-frequency, grain averages out, and the numbers do not depend
-  on the render size.  The VBench-style flicker score uses the full-resolution frames.
-* Half an 8-bit step (``FLOOR``) is added to numerator and denominator of every ratio, so
-  identical frames give 1, not 0/0, and a decoder that repeats frames gives a finite number.
-* Temporal flickering follows VBench (1 - mean |consecutive frame difference|, 0..1): it counts
-  motion too, so it only compares renders of the same prompt and seed.
-"""
+"""Temporal seam meter: how much a decoded video changes across the chunk seams of its video VAE
+(between pixel frames ck and ck+1), against the within-chunk pairs of the neighbouring chunks,
+after global-motion alignment; plus a VBench-style temporal flickering score."""
 from __future__ import annotations
 
 import math

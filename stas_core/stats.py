@@ -1,15 +1,6 @@
 """Statistics of a recorded run: the numbers the MA Visualizer shows and a profile is made of.
-
-Definitions (shared with ``channels.ma_ratio``, so "ratio" means the same everywhere):
-
-* peak-to-mean ratio of channel d: max over visual tokens of |h[:, d]| divided by the mean |h|
-  over all visual tokens and channels (the typical activation size); max over batch rows
-  and recorded steps.  True massive activations sit at 50x and more.
-* MA magnitude of a token: the largest |h| over the tracked MA channels (or one channel).
-* token groups: ``first_frame`` (every token of latent frame 0), ``boundary`` (the head and
-  tail portions of each later latent frame, by default one token row each, as STAS_MASK
-  defines them) and ``interior`` (the rest).
-"""
+"Ratio" is ``channels.ma_ratio``'s peak-to-mean ratio everywhere; token groups are
+``first_frame``, ``boundary`` (as STAS_MASK defines it) and ``interior``."""
 from __future__ import annotations
 
 import math
