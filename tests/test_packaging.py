@@ -1,6 +1,7 @@
 """Packaging: pyproject.toml against the Comfy Registry's rules (docs.comfy.org/registry/specifications)
-and comfy-cli's own validation (`comfy node validate`), the Manager's requirements.txt, LICENSE,
-and the README commands that CI runs."""
+and comfy-cli's own validation (`comfy node validate`), the registry's publish workflow, the Manager's
+requirements.txt, LICENSE, and the documentation: README and docs/ against each other, the code and
+a live server."""
 from __future__ import annotations
 
 import json
@@ -17,6 +18,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+README = (ROOT / "README.md").read_text()
+# The pages README's sections moved to, each linked from the README.
+DOC_PAGES = ("models.md", "nodes.md", "visualizer.md", "compatibility.md", "troubleshooting.md",
+             "performance.md", "gpu_workflow_run.md", "tests.md")
+PUBLISH_WORKFLOW = ROOT / ".github" / "workflows" / "publish_action.yml"
 # scripts/testbeds.sh's TESTBED_VERSIONS: the ComfyUI versions setup builds and CI must test, oldest first.
 TESTBED_VERSIONS = re.search(r"^TESTBED_VERSIONS=\(([^)]*)\)", (ROOT / "scripts" / "testbeds.sh").read_text(),
                              re.M).group(1).split()
@@ -46,14 +52,16 @@ def test_tool_comfy_fields():
     assert w <= 800 and h <= 400
 
 
-def test_testbed_versions_oldest_first_and_in_readme():
+def test_testbed_versions_oldest_first_and_in_docs():
     """The versions setup builds are sorted oldest first (test.sh under CI requires the first and last),
-    and README's Compatibility section names each of them."""
+    and docs/compatibility.md and README's Limits name each of them."""
     as_tuples = [tuple(int(x) for x in v.split(".")) for v in TESTBED_VERSIONS]
     assert as_tuples == sorted(as_tuples) and len(set(as_tuples)) == len(as_tuples), TESTBED_VERSIONS
-    readme = (ROOT / "README.md").read_text()
+    compat = (ROOT / "docs" / "compatibility.md").read_text()
+    limits = README.split("## Limits", 1)[1].split("\n## ", 1)[0]
     for v in TESTBED_VERSIONS:
-        assert f"ComfyUI {v}" in readme or f"{v}" in readme.split("## Compatibility", 1)[1], v
+        assert v in compat.split("- **Models**", 1)[0], f"docs/compatibility.md's ComfyUI entry lacks {v}"
+        assert v in limits, f"README's Limits lack ComfyUI {v}"
 
 
 def _python_with_comfy_cli() -> str | None:
@@ -106,26 +114,169 @@ def test_license_is_full_gpl3():
     assert "Version 3, 29 June 2007" in text and "END OF TERMS AND CONDITIONS" in text and len(text) > 30000
 
 
-def test_ci_runs_readme_commands():
-    readme = (ROOT / "README.md").read_text()
+def test_ci_runs_documented_commands():
+    """The two commands docs/tests.md documents (and README's Tests names) are what .ci/run runs."""
+    tests_md = (ROOT / "docs" / "tests.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
     assert os.access(ROOT / ".ci" / "run", os.X_OK)
     for cmd in ("bash scripts/setup.sh", "bash scripts/test.sh"):
-        assert cmd in readme, f"README lacks {cmd!r}"
+        assert re.search(rf"^{re.escape(cmd)}$", tests_md, re.M), f"docs/tests.md lacks the line {cmd!r}"
+        assert cmd in README.split("## Tests", 1)[1], f"README's Tests section lacks {cmd!r}"
         assert re.search(rf"^{re.escape(cmd)}$", ci, re.M), f".ci/run does not run {cmd!r}"
 
 
 def test_registry_install_name_in_readme():
-    readme = (ROOT / "README.md").read_text()
-    assert f"comfy node install {PYPROJECT['project']['name']}" in readme
+    assert f"comfy node install {PYPROJECT['project']['name']}" in README
 
 
-def test_readme_node_reference_matches_server(comfy_server):
-    """README's node tables are exactly what the running nodes declare (regenerate with
+def test_repository_url_agrees_everywhere():
+    """[project.urls], README's git install line, the registry icon's URL and the publish workflow's
+    owner guard all name one GitHub repository."""
+    urls = PYPROJECT["project"]["urls"]
+    repo = urls["Repository"]
+    m = re.fullmatch(r"https://github\.com/([^/]+)/([^/]+)", repo)
+    assert m, repo
+    owner, name = m.groups()
+    assert urls["Issues"] == f"{repo}/issues"
+    assert urls["Documentation"] in (repo, f"{repo}#readme") or urls["Documentation"].startswith(f"{repo}/")
+    clones = re.findall(r"git clone (\S+)", README)
+    assert clones == [repo], f"README's git clone lines {clones} differ from [project.urls] Repository {repo}"
+    assert f"cd {name}" in README or f"{name}/requirements.txt" in README
+    assert PYPROJECT["tool"]["comfy"]["Icon"].startswith(f"https://raw.githubusercontent.com/{owner}/{name}/")
+    assert f"github.repository_owner == '{owner}'" in PUBLISH_WORKFLOW.read_text()
+
+
+def test_publish_workflow():
+    """.github/workflows/publish_action.yml publishes with the registry's action on a change of
+    pyproject.toml on main (and by hand), with the registry key from the repository's secrets."""
+    try:
+        import yaml
+    except ImportError:
+        from server_env import skip_missing
+        skip_missing("pyyaml is not installed (pip install -r requirements-dev.txt; scripts/setup.sh does)")
+    wf = yaml.safe_load(PUBLISH_WORKFLOW.read_text())
+    on = wf.get("on", wf.get(True))  # YAML 1.1 reads a bare `on` key as True
+    assert "workflow_dispatch" in on
+    assert on["push"]["branches"] == ["main"]
+    assert "pyproject.toml" in on["push"]["paths"]
+    steps = [st for job in wf["jobs"].values() for st in job["steps"]]
+    publish = [st for st in steps if str(st.get("uses", "")).startswith("Comfy-Org/publish-node-action@")]
+    assert len(publish) == 1, steps
+    assert re.fullmatch(r"\$\{\{\s*secrets\.REGISTRY_ACCESS_TOKEN\s*\}\}",
+                        publish[0]["with"]["personal_access_token"])
+    checkout = [i for i, st in enumerate(steps) if str(st.get("uses", "")).startswith("actions/checkout@")]
+    assert checkout and checkout[0] < steps.index(publish[0]), "the code must be checked out before publishing"
+
+
+# -- documentation ----------------------------------------------------------------------------
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading."""
+    text = re.sub(r"[`*]|\[([^\]]*)\]\([^)]*\)", lambda m: m.group(1) or "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def _anchors(md: str) -> set[str]:
+    out, seen, fenced = set(), {}, False
+    for line in md.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and (m := re.match(r"#{1,6} (.+)", line)):
+            slug = _slug(m.group(1))
+            n = seen.get(slug, 0)
+            seen[slug] = n + 1
+            out.add(slug if n == 0 else f"{slug}-{n}")
+    return out
+
+
+def test_readme_is_short_and_every_moved_page_one_click_away():
+    assert len(README.encode()) < 15_000, f"README.md is {len(README.encode())} bytes"
+    links = set(re.findall(r"\]\((docs/[^)#\s]+)", README))
+    for page in DOC_PAGES:
+        assert f"docs/{page}" in links, f"README does not link docs/{page}"
+    assert "<!-- node-reference:start -->" not in README, "the node reference lives in docs/nodes.md"
+
+
+def test_documentation_links_resolve():
+    """Every relative link and image of README and its docs/ pages names an existing file, and an
+    anchor into a Markdown file names one of its headings."""
+    bad = []
+    for md in [ROOT / "README.md", *(ROOT / "docs" / p for p in DOC_PAGES)]:
+        prose = re.sub(r"```.*?```|`[^`\n]*`", "", md.read_text(), flags=re.S)  # no links in code
+        for target in re.findall(r"\]\(([^)\s]+)\)", prose):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (md.parent / path).resolve() if path else md
+            if not dest.exists():
+                bad.append(f"{md.relative_to(ROOT)}: {target} (no such file)")
+            elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest.read_text()):
+                bad.append(f"{md.relative_to(ROOT)}: {target} (no such heading)")
+    assert not bad, bad
+
+
+def _table_rows(md: str, section: str) -> list[str]:
+    body = md.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+    return [ln for ln in body.splitlines() if ln.startswith("| ") and not ln.startswith("| message starts with")]
+
+
+def test_readme_troubleshooting_rows_are_docs_rows():
+    """README keeps five rows of docs/troubleshooting.md, word for word."""
+    rows = _table_rows(README, "Troubleshooting")
+    full = (ROOT / "docs" / "troubleshooting.md").read_text().splitlines()
+    assert len(rows) == 5, rows
+    missing = [r for r in rows if r not in full]
+    assert not missing, f"README's troubleshooting rows not in docs/troubleshooting.md: {missing}"
+
+
+def test_readme_cites_the_paper():
+    assert "Li, Liao, Cheng, Zheng, Xie" in README
+    assert "https://arxiv.org/abs/2603.17825" in README
+
+
+def test_help_pages_cover_the_node_reference():
+    """web/docs/ holds one help page per node of docs/nodes.md, and nothing else (offline check;
+    the content is checked against a live server below)."""
+    from tools.node_reference import nodes_block, web_pages
+    ids = re.findall(r"^### .* \(`(\w+)`\)$", nodes_block(), re.M)
+    assert ids and sorted(web_pages()) == sorted(ids)
+    # the frontend fetches /extensions/<pack>/docs/<NodeId>.md from the pack's WEB_DIRECTORY
+    assert re.search(r"^WEB_DIRECTORY = [\"']\./web[\"']$", (ROOT / "__init__.py").read_text(), re.M)
+
+
+def test_node_reference_matches_server(comfy_server):
+    """docs/nodes.md's tables and the frontend's help pages (web/docs/<NodeId>.md, as the server
+    serves them to the frontend) are exactly what the running nodes declare (regenerate with
     `python3 tools/node_reference.py --comfyui PATH --write` after changing a node)."""
-    from tools.node_reference import readme_block, render
-    assert readme_block() == render(comfy_server.object_info()), \
-        "README node reference is stale: run python3 tools/node_reference.py --comfyui <ComfyUI> --write"
+    from tools.node_reference import help_pages, nodes_block, render, web_pages
+    stale = "run python3 tools/node_reference.py --comfyui <ComfyUI> --write"
+    info = comfy_server.object_info()
+    assert nodes_block() == render(info), f"docs/nodes.md's node reference is stale: {stale}"
+    pages = help_pages(info)
+    assert web_pages() == pages, f"web/docs/ help pages are stale: {stale}"
+    for node_id, page in pages.items():
+        served = comfy_server._request(f"/extensions/comfyui-stas/docs/{node_id}.md").decode()
+        assert served == page, node_id
+
+
+def test_readme_settings_match_server(comfy_server):
+    """README's Settings table names real STAS Model Patch inputs, with their real defaults."""
+    from tools.node_reference import _default
+    inputs = comfy_server.object_info()["STASModelPatch"]["input"]
+    rows = [ln for ln in _table_rows(README, "Settings") if ln.startswith("| `")]
+    checked = set()
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split(" | ")]
+        if len(cells) != 3:
+            continue  # the per-model table
+        name, default = cells[0].strip("`"), cells[1]
+        if default == "(optional)":
+            assert name in inputs.get("optional", {}), name
+        else:
+            assert name in inputs["required"], name
+            assert default == _default(inputs["required"][name]), (name, default)
+        checked.add(name)
+    assert checked == set(inputs["required"]) - {"model"} | set(inputs.get("optional", {})), checked
 
 
 def test_every_node_input_has_a_tooltip(comfy_server):
