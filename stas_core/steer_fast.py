@@ -17,7 +17,7 @@ from typing import Callable, Dict, NamedTuple, Optional
 import torch
 
 from .channels import MAX_CHANNELS, detect_ma_channels
-from .steer import steer_rows_
+from .steer import steer_samples_
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +115,9 @@ def _sample_blend(v: BlockView) -> torch.Tensor:
 
 
 def steer_torch_(v: BlockView) -> None:
-    """``steer.steer_rows_`` with the window applied to the blends on the device."""
+    """``steer.steer_samples_`` with the window applied to the blends on the device."""
     k, c = v.p.n_chans, v.call
-    steer_rows_(v.h, v.vis_start, v.p.n_visual, c.token_idx[:v.p.n_tok], c.chans[v.slot, :k], c.valid[v.slot, :k],
+    steer_samples_(v.h, v.vis_start, v.p.n_visual, c.token_idx[:v.p.n_tok], c.chans[v.slot, :k], c.valid[v.slot, :k],
                 _sample_blend(v), v.p.alpha)
 
 

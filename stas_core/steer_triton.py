@@ -1,6 +1,6 @@
 """Triton kernels of the STAS hot path (imported only where Triton is; see ``steer_fast``): two
 launches steer a block (a split max-reduction, then gather-steer-scatter), two more detect auto
-channels. Each kernel decides on the device whether it has work. Math: ``steer.steer_rows_``'s.
+channels. Each kernel decides on the device whether it has work. Math: ``steer.steer_samples_``'s.
 """
 from __future__ import annotations
 

@@ -85,7 +85,7 @@ def test_per_row_max_and_rows_subset():
     tok, ch = torch.tensor([0, 1]), torch.tensor([5])
     rows = torch.tensor([1, 3])
     exp = reference(h, 0, 30, tok, ch, 1.0, 1.0, rows=rows)
-    got = steer_(h.clone(), 0, 30, tok, ch, 1.0, 1.0, rows=rows)
+    got = steer_(h.clone(), 0, 30, tok, ch, 1.0, 1.0, samples=rows)
     assert torch.equal(got, exp)
     assert got[1, 0, 5].abs().item() == 50.0 and got[3, 0, 5].abs().item() == 90.0
     assert torch.equal(got[0], h[0]) and torch.equal(got[2], h[2])
@@ -158,7 +158,7 @@ def test_no_host_sync_under_sync_debug_mode():
     rows, valid = torch.tensor([1]).cuda(), torch.tensor([True]).cuda()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        steer_(h, 0, 30, tok, ch, 1.0, 0.5, rows=rows, valid=valid)
+        steer_(h, 0, 30, tok, ch, 1.0, 0.5, samples=rows, valid=valid)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 
@@ -171,7 +171,7 @@ def test_cuda_matches_reference(dtype):
     tok, ch = torch.tensor([0, 1, 50, 199]), torch.tensor([5, 63])
     rows, valid = torch.tensor([0, 2]), torch.tensor([True, True])
     exp = reference(h, 0, 200, tok, ch, 1.0, 1.0, rows=rows, valid=valid)
-    got = steer_(h.cuda(), 0, 200, tok.cuda(), ch.cuda(), 1.0, 1.0, rows=rows.cuda(), valid=valid.cuda())
+    got = steer_(h.cuda(), 0, 200, tok.cuda(), ch.cuda(), 1.0, 1.0, samples=rows.cuda(), valid=valid.cuda())
     assert torch.equal(got.cpu(), exp)
 
 

@@ -95,7 +95,7 @@ def test_gated_fallback_equals_steer_(dtype, lam, row_lam):
     rows = torch.tensor([i for i, x in enumerate(row_lam) if x])
     ref = h.clone()
     if rows.numel():
-        steer_(ref, 5, 80, tok, c[0], 1.3, lam, rows=rows, valid=v[0])
+        steer_(ref, 5, 80, tok, c[0], 1.3, lam, samples=rows, valid=v[0])
     got = h.clone()
     fast.steer_block_(got, mkcall(c, v, need, tok, row_lam, [0.5], alpha=1.3, prefix=5), 0)
     assert torch.equal(got, ref)
@@ -206,7 +206,7 @@ def test_steer_block_detects_then_steers():
     fast.steer_block_(got, mkcall(c, v, need, tok, [1.0, 0.0], [0.5], detect=True, prefix=40, n_visual=360), 0)
     idx, ok, _ = detect_ma_channels(h[:, 40:], 50.0, 3)
     ref = h.clone()
-    steer_(ref, 40, 360, tok, idx, 1.0, 1.0, rows=torch.tensor([0]), valid=ok)
+    steer_(ref, 40, 360, tok, idx, 1.0, 1.0, samples=torch.tensor([0]), valid=ok)
     assert torch.equal(got, ref)
 
 
