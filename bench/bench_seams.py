@@ -20,14 +20,14 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stas_core.seams import SeamOptions, measure  # noqa: E402
+import _repo  # noqa: F401  (first: the repository root on sys.path, bench/_repo.py)
+
+from stas_core.seams import SeamOptions, measure
 
 
 def cpu_name() -> str:

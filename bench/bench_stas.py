@@ -36,7 +36,6 @@ Prints a markdown table naming the card at the end; writes bench.json and bench.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import json
 import os
@@ -47,7 +46,10 @@ import time
 import traceback
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _repo import ROOT as REPO  # first: the repository root on sys.path (bench/_repo.py)
+
+from stas_harness.comfy_env import comfy_version, import_comfyui, load_pack, run_node, sample, text_cond
+from stas_harness.models import hunyuan_video as build_hunyuan, wan as build_wan
 
 
 # -- output ------------------------------------------------------------------------------------
@@ -83,22 +85,17 @@ def render_table(title, header, rows):
 
 # -- ComfyUI and the pack ------------------------------------------------------------------------
 
-def load_comfy(path: str, device: str):
-    """Import ComfyUI from ``path`` and load this pack with ComfyUI's own custom-node loader."""
+def load_comfy(path: str, device: str, pack_dir: Path = REPO):
+    """Import ComfyUI from ``path`` and load the pack at ``pack_dir`` with ComfyUI's own custom-node loader."""
     if not path or not (Path(path) / "comfy" / "model_patcher.py").exists():
         sys.exit(f"bench: ComfyUI source not found at {path!r}; pass --comfyui or set COMFYUI_PATH.")
-    sys.path.insert(0, path)
-    from comfy.cli_args import args
-    if device == "cpu":
-        args.cpu = True
-        args.use_pytorch_cross_attention = True  # sub-quadratic CPU attention reads psutil (a graph break)
-    import comfy.model_management  # noqa: F401  (after the args)
-    import nodes as comfy_nodes
-    ok = asyncio.run(comfy_nodes.load_custom_node(str(REPO)))
-    if ok is False:
+    # on the CPU, sub-quadratic attention reads psutil (a graph break): use PyTorch's
+    import_comfyui(path, cpu=device == "cpu", **({"use_pytorch_cross_attention": True} if device == "cpu" else {}))
+    try:
+        pack = load_pack(pack_dir)
+    except AssertionError:
         sys.exit("bench: ComfyUI failed to load the pack (see its log above).")
-    import comfyui_version
-    return sys.modules[str(REPO).replace(".", "_x_")], comfyui_version.__version__
+    return pack, comfy_version()
 
 
 def pack_module(pack, name):
@@ -106,91 +103,9 @@ def pack_module(pack, name):
     return importlib.import_module(f"{pack.__name__}.{name}")
 
 
-def node_defaults(node_cls):
-    """Defaults of a V3 node's inputs, read from its own schema."""
-    out = {}
-    for inp in node_cls.define_schema().inputs:
-        if getattr(inp, "default", None) is not None:
-            out[inp.id] = inp.default
-    return out
-
-
-def run_node(node_cls, model, **kw):
-    args = node_defaults(node_cls)
-    args.update(kw)
-    return node_cls.execute(model, **args)
-
-
-# -- models ------------------------------------------------------------------------------------------
-
-def random_state_dict(module, dtype, device, seed=0, scale=0.02):
-    import torch
-    g = torch.Generator(device=device).manual_seed(seed)
-    sd = {}
-    for k, v in module.state_dict().items():
-        sd[k] = (torch.randn(v.shape, generator=g, device=device, dtype=torch.float32) * scale).to(dtype)
-    return sd
-
-
-def build_wan(dim, ffn, heads, layers, dtype, device, seed=0):
-    """A Wan 2.1 T2V of the given dims, random weights, through comfy.sd.load_diffusion_model_state_dict."""
-    import torch
-    import comfy.ldm.wan.model as wm
-    import comfy.ops
-    import comfy.sd
-    with torch.device("meta"):
-        m = wm.WanModel(dim=dim, ffn_dim=ffn, num_heads=heads, num_layers=layers, text_dim=4096, in_dim=16,
-                        out_dim=16, freq_dim=256, operations=comfy.ops.disable_weight_init)
-    sd = random_state_dict(m, dtype, device, seed)
-    del m
-    mp = comfy.sd.load_diffusion_model_state_dict(sd, model_options={"dtype": dtype})
-    if mp is None:
-        raise RuntimeError("ComfyUI did not recognise the Wan state dict")
-    del sd
-    return mp
-
-
-def build_hunyuan(depth, depth_single, dtype, device, hidden=3072, heads=24, seed=0):
-    import dataclasses
-    import torch
-    import comfy.ldm.hunyuan_video.model as hm
-    import comfy.ops
-    import comfy.sd
-    pe = hidden // heads
-    axes = [pe - 2 * (pe * 7 // 16), pe * 7 // 16, pe * 7 // 16]   # [16, 56, 56] for the real 3072 / 24
-    given = dict(in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096, hidden_size=hidden,
-                 mlp_ratio=4.0, num_heads=heads, depth=depth, depth_single_blocks=depth_single,
-                 axes_dim=axes, theta=256, patch_size=[1, 2, 2], qkv_bias=True, guidance_embed=True)
-    names = {f.name for f in dataclasses.fields(hm.HunyuanVideoParams)}
-    params = {k: v for k, v in given.items() if k in names}
-    for f in dataclasses.fields(hm.HunyuanVideoParams):
-        if f.name not in params and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            t = str(f.type)
-            params[f.name] = False if "bool" in t else ([] if "list" in t else None)
-    with torch.device("meta"):
-        m = hm.HunyuanVideo(image_model="hunyuan_video", operations=comfy.ops.disable_weight_init, **params)
-    sd = random_state_dict(m, dtype, device, seed)
-    del m
-    mp = comfy.sd.load_diffusion_model_state_dict(sd, model_options={"dtype": dtype})
-    if mp is None:
-        raise RuntimeError("ComfyUI did not recognise the HunyuanVideo state dict")
-    del sd
-    return mp
-
-
-def text_cond(tokens, dim=4096, seed=1, **extra):
-    import torch
-    g = torch.Generator().manual_seed(seed)
-    return [[torch.randn(1, tokens, dim, generator=g), dict(extra)]]
-
-
-def sample(model, latent, steps, cfg, positive, negative, seed=0):
-    import torch
-    import comfy.sample
-    noise = comfy.sample.prepare_noise(latent, seed)
-    with torch.inference_mode():
-        return comfy.sample.sample(model, noise, steps, cfg, "euler", "simple", positive, negative, latent,
-                                   disable_pbar=True, seed=seed)
+# node_defaults / run_node (a node at its declared defaults), the model builders (build_wan, build_hunyuan:
+# random weights from ComfyUI's own classes through its own loader), text_cond and sample come from
+# stas_harness, shared with the tests.
 
 
 # -- timing helpers -----------------------------------------------------------------------------------
@@ -326,7 +241,7 @@ def syncs(fn, device):
         torch.cuda.set_sync_debug_mode("default")
 
 
-def mkcall(fast, chans, valid, need, tok, row_lam, sigma, *, prefix, n_visual, alpha=1.0, lo=None, hi=None,
+def mkcall(fast, chans, valid, need, tok, blend, sigma, *, prefix, n_visual, alpha=1.0, lo=None, hi=None,
            threshold=50.0, detect=False, n_chans=None):
     """A SteerCall as the patch builds one (a window that holds every sigma unless lo/hi are given)."""
     import torch
@@ -335,7 +250,7 @@ def mkcall(fast, chans, valid, need, tok, row_lam, sigma, *, prefix, n_visual, a
     hi = big if hi is None else hi
     p = fast.StepParams(alpha, lo, hi, threshold, detect, prefix, n_visual, tok.numel(),
                         chans.shape[-1] if n_chans is None else n_chans)
-    return fast.SteerCall(chans, valid, need, tok, row_lam, sigma, p.pack())
+    return fast.SteerCall(chans, valid, need, tok, blend, sigma, p.pack())
 
 
 def section_op(rep, pack, device, tiny, dtype_names):
@@ -363,22 +278,22 @@ def section_op(rep, pack, device, tiny, dtype_names):
             need_auto = torch.ones(1, dtype=torch.int32, device=device)
             chans_auto = torch.zeros(1, 4, dtype=torch.long, device=device)
             valid_auto = torch.zeros(1, 4, dtype=torch.bool, device=device)
-            row_lam = torch.tensor([1.0, 0.0], device=device)
+            blend = torch.tensor([1.0, 0.0], device=device)
             sigma = torch.tensor([1.0, 1.0], device=device)
             rows_t = torch.tensor([0], device=device)
             ch0 = chans[0]
-            fixed = mkcall(fast, chans, valid, need, tok, row_lam, sigma, prefix=prefix, n_visual=N)
-            auto = mkcall(fast, chans_auto, valid_auto, need, tok, row_lam, sigma, prefix=prefix, n_visual=N,
+            fixed = mkcall(fast, chans, valid, need, tok, blend, sigma, prefix=prefix, n_visual=N)
+            auto = mkcall(fast, chans_auto, valid_auto, need, tok, blend, sigma, prefix=prefix, n_visual=N,
                           detect=True)
-            detecting = mkcall(fast, chans_auto, valid_auto, need_auto, tok, row_lam, sigma, prefix=prefix,
+            detecting = mkcall(fast, chans_auto, valid_auto, need_auto, tok, blend, sigma, prefix=prefix,
                                n_visual=N, detect=True)
-            outside = mkcall(fast, chans, valid, need, tok, row_lam, sigma, prefix=prefix, n_visual=N,
+            outside = mkcall(fast, chans, valid, need, tok, blend, sigma, prefix=prefix, n_visual=N,
                              lo=2.0, hi=3.0)  # a window this sigma is outside of
             variants = [
                 ("steer_ (straightforward torch)",
-                 lambda: steer_mod.steer_(h, prefix, N, tok, ch0, 1.0, 1.0, rows=rows_t)),
+                 lambda: steer_mod.steer_(h, prefix, N, tok, ch0, 1.0, 1.0, samples=rows_t)),
                 ("gated torch fallback",
-                 lambda: fast.steer_torch_(fast.view_of(h, fixed, 0, 0))),
+                 lambda: fast.steer_torch_(fast.view_of(h, fixed, fast.StepParams.unpack(fixed.params), 0, 0))),
             ]
             if tk is not None:
                 def first_call():
@@ -393,7 +308,7 @@ def section_op(rep, pack, device, tiny, dtype_names):
                 if fast._OP is not None:
                     variants.append(("custom op (compiled path), fixed channels",
                                      lambda: fast._OP(h, fixed.chans, fixed.valid, fixed.need, fixed.token_idx,
-                                                      fixed.row_lam, fixed.sigma, fixed.params, None, None,
+                                                      fixed.blend, fixed.sigma, fixed.params, None, None,
                                                       0, -1, 0)))
             for name, fn in variants:
                 for _ in range(3):
@@ -434,7 +349,7 @@ def check_op(rep, fast, steer_mod, channels, tk, h0, prefix, N, tok, device, dty
     for lam, rl in ((1.0, [1.0, 0.0]), (0.5, [0.5, 0.5]), (0.37, [0.37, 0.0])):
         ref = h.clone()
         rows = torch.tensor([i for i, v in enumerate(rl) if v], device=device)
-        steer_mod.steer_(ref, prefix, N, tok, chans[0], 1.3, lam, rows=rows, valid=valid[0])
+        steer_mod.steer_(ref, prefix, N, tok, chans[0], 1.3, lam, samples=rows, valid=valid[0])
         got = h.clone()
         fast.steer_block_(got, mkcall(fast, chans, valid, need, tok, torch.tensor(rl, device=device),
                                       torch.tensor([0.5], device=device), prefix=prefix, n_visual=N, alpha=1.3), 0)
@@ -447,7 +362,7 @@ def check_op(rep, fast, steer_mod, channels, tk, h0, prefix, N, tok, device, dty
     ch = torch.zeros(1, 4, dtype=torch.long, device=device)
     ok = torch.zeros(1, 4, dtype=torch.bool, device=device)
     nd = torch.ones(1, dtype=torch.int32, device=device)
-    fast.detect_block_(hp, mkcall(fast, ch, ok, nd, tok, torch.tensor([1.0, 0.0], device=device),
+    fast.steer_block_(hp.clone(), mkcall(fast, ch, ok, nd, tok, torch.tensor([1.0, 0.0], device=device),
                                   torch.tensor([0.5], device=device), prefix=prefix, n_visual=N, detect=True), 0)
     idx, v, _ = channels.detect_ma_channels(hp.narrow(1, prefix, N), 50.0, 4)
     same = ch[0].tolist() == idx.tolist() and ok[0].tolist() == v.tolist() and nd.item() == 0
@@ -487,6 +402,81 @@ def section_launch(rep, device):
         rows.append([name, fmt_us(time_isolated(fn, device, 300)), fmt_us(time_back_to_back(fn, device, 300))])
     rep.table(f"Host cost of one launch ({card_name(device)})", ["what", "isolated (us)", "back-to-back (us)"], rows)
     rep.data["sections"]["launch"] = rows
+
+
+# -- section: one block call as the sampler makes it -------------------------------------------------
+
+def section_block(rep, pack, device, tiny, dtype_names):
+    """Host and GPU time of one steered block call from the block patch to the kernels, with the
+    context the APPLY_MODEL wrapper builds (Wan 2.1 1.3B 480x832x81, batch 2: cond steered).
+    Works with any checkout of the pack (--pack): it uses only the node and what it installs."""
+    import torch
+    import comfy.patcher_extension as pe
+    smp = pack_module(pack, "nodes.stas_model_patch").StasModelPatch
+    patching = pack_module(pack, "nodes.patching")
+    D, layers, heads, lat = (128, 4, 2, (3, 8, 12)) if tiny else (1536, 30, 12, (21, 60, 104))
+    grid = (lat[0], lat[1] // 2, lat[2] // 2)
+    N = grid[0] * grid[1] * grid[2]
+    rows = []
+    for dname in dtype_names:
+        dtype = getattr(torch, dname)
+        base = build_wan(D, 256, heads, layers, dtype, device)
+        ms = base.get_model_object("model_sampling")
+        blk = 1 if tiny else 15
+        variants = [("fixed channels", dict(blocks=str(blk), channels=f"7,{D // 3},{D // 2 + 1},{D - 5}")),
+                    ("auto channels, after detection", dict(blocks=str(blk))),
+                    ("outside the window", dict(blocks=str(blk), start_percent=0.5, end_percent=0.6))]
+        for name, kw in variants:
+            m = run_node(smp, base, **kw)[0]
+            key, (wrapper,) = next((k, w) for k, w in m.wrappers[pe.WrappersMP.APPLY_MODEL].items()
+                                   if k.startswith("comfyui-stas."))
+            patch = m.model_options["transformer_options"]["patches_replace"]["dit"][("double_block", blk)]
+            g = torch.Generator(device=device).manual_seed(0)
+            h = torch.randn(2, N, D, generator=g, device=device, dtype=torch.float32)
+            h[:, :, [7, D // 3, D // 2 + 1, D - 5]] *= 60.0
+            h = h.to(dtype)
+            out = {"img": h}
+            x = torch.zeros(2, 16, *lat, device=device, dtype=dtype)
+            t = torch.full((2,), float(ms.percent_to_sigma(0.1)), device=device)
+            run = patching.RunState(wrapper.plan.window.for_model(ms), n_flat=wrapper.plan.n_flat)
+            seen = {}
+
+            class Executor:  # stands for the model call: keeps the context, runs the block once
+                class_obj = m.model
+
+                def __call__(self, x, t, c_concat, c_crossattn, control, transformer_options, **kw):
+                    seen["to"] = transformer_options
+                    patch({"img": h, "transformer_options": transformer_options}, {"original_block": lambda a: out})
+
+            for _ in range(3):  # three model calls: auto detection happens in the first
+                wrapper(Executor(), x, t, None, None, None, {"cond_or_uncond": [0, 1], key + ".run": run})
+                sync(device)
+            args = {"img": h, "transformer_options": seen["to"]}
+            extra = {"original_block": lambda a: out}
+            fn = lambda: patch(args, extra)  # noqa: E731
+            for _ in range(3):
+                fn()
+            sync(device)
+            n = 5 if tiny else 300
+            b2b = time_back_to_back(fn, device, n)
+            if b2b is None:  # CPU: wall time of the call
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                b2b = (time.perf_counter() - t0) * 1000 / n
+            gr = time_graph(fn, device) if not tiny else None
+            rows.append([f"Wan 1.3B dims {'x'.join(map(str, lat))}" if not tiny else "tiny", dname, name,
+                         fmt_us(time_isolated(fn, device, 5 if tiny else 200)), fmt_us(b2b),
+                         gr if isinstance(gr, str) else fmt_us(gr), syncs(fn, device)])
+        del base
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    rep.table(f"One steered block call, block patch to kernels (microseconds; {card_name(device)}; pack {pack.__name__})",
+              ["size", "dtype", "variant", "isolated (us)", "back-to-back (us)", "GPU time, graph (us)", "host syncs"],
+              rows)
+    rep.data["sections"]["block"] = rows
+
 
 
 # -- sections: end to end ---------------------------------------------------------------------------
@@ -824,7 +814,7 @@ def section_harden(rep, pack, device, tiny):
         c = torch.full((1, k), -1, dtype=torch.long, device=dev)
         v = torch.zeros(1, k, dtype=torch.bool, device=dev)
         n = torch.ones(1, dtype=torch.int32, device=dev)
-        fast.detect_block_(h, mkcall(fast, c, v, n, tok, torch.ones(2, device=dev), torch.tensor([0.5], device=dev),
+        fast.steer_block_(h, mkcall(fast, c, v, n, tok, torch.ones(2, device=dev), torch.tensor([0.5], device=dev),
                                      prefix=P, n_visual=N, detect=True), 0)
         return c, v, n
 
@@ -873,7 +863,7 @@ def section_harden(rep, pack, device, tiny):
         fast.steer_block_(b, mkcall(fast, c, v, need, tok.clone(), torch.ones(2, device=dev),
                                     torch.tensor([0.5, 0.5], device=dev), prefix=P, n_visual=N), 0)
         return "same as contiguous" if torch.equal(a, b) and not torch.equal(a, h) else "DIFFERS"
-    case("strided sigma / row_lam / tokens", strided)
+    case("strided sigma / blend / tokens", strided)
 
     def other_device():
         if torch.cuda.device_count() < 2:
@@ -926,6 +916,8 @@ def main():
     ap.add_argument("--layers14b", type=int, default=8, help="blocks of the 14B-dims model (40 in the real one)")
     ap.add_argument("--compile-backend", default="inductor")
     ap.add_argument("--compile-steps", type=int, default=3)
+    ap.add_argument("--pack", default=str(REPO),
+                    help="the pack checkout to measure (another one, e.g. the previous commit's, for a side-by-side)")
     ap.add_argument("--out", default=os.environ.get("OUT") or str(REPO / "bench" / "out"))
     a = ap.parse_args()
 
@@ -933,7 +925,7 @@ def main():
     if a.device == "cuda" and not torch.cuda.is_available():
         sys.exit("bench: no CUDA device; use --device cpu --tiny")
     rep = Report(Path(a.out))
-    pack, cv = load_comfy(a.comfyui, a.device)
+    pack, cv = load_comfy(a.comfyui, a.device, Path(a.pack).resolve())
     try:
         import triton
         tv = triton.__version__
@@ -952,6 +944,8 @@ def main():
         try:
             if s == "op":
                 section_op(rep, pack, a.device, a.tiny, [d for d in a.op_dtypes.split(",") if d])
+            elif s == "block":
+                section_block(rep, pack, a.device, a.tiny, [d for d in a.op_dtypes.split(",") if d])
             elif s == "e2e":
                 section_e2e(rep, pack, a.device, a.tiny, dtype, a.steps, a.rounds)
             elif s == "mem14b":

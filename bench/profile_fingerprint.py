@@ -13,8 +13,6 @@ Prints one line per case and the time one fingerprint takes.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import importlib
 import json
 import os
 import subprocess
@@ -23,7 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import _repo  # noqa: F401  (first: the repository root on sys.path, bench/_repo.py)
+
+from stas_harness.comfy_env import import_comfyui, load_pack, pack_module
+from stas_harness.models import random_state_dict, wan_module
 
 
 def main() -> int:
@@ -37,30 +38,22 @@ def main() -> int:
     if a.python and os.path.abspath(a.python) != os.path.abspath(sys.executable):
         argv = [a.python, __file__] + [x for x in sys.argv[1:] if x != a.python and x != "--python"]
         return subprocess.call(argv)
-    sys.path.insert(0, a.comfyui)
     sys.argv = sys.argv[:1]
-    from comfy.cli_args import args
-    args.cpu = a.cpu
+    import_comfyui(a.comfyui, cpu=a.cpu)
     import torch
     import comfy.model_management as mm
     import comfy.sd
     import comfy.utils
-    import nodes as comfy_nodes
-    assert asyncio.run(comfy_nodes.load_custom_node(str(ROOT))) is not False
-    pack = sys.modules[str(ROOT).replace(".", "_x_")]
-    fingerprint = importlib.import_module(f"{pack.__name__}.nodes.fingerprint").model_fingerprint
-    import comfy.ldm.wan.model as wm
-    import comfy.ops
+    load_pack()
+    fingerprint = pack_module("nodes.fingerprint").model_fingerprint
 
     dims = dict(dim=128, ffn_dim=256, num_heads=2, num_layers=4) if a.tiny else \
         dict(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30)
-    shapes = {k: v.shape for k, v in wm.WanModel(text_dim=4096, device="meta", operations=comfy.ops.manual_cast,
-                                                  **dims).state_dict().items()}
+    meta_wan = wan_module(meta=True, **dims)  # Wan 2.1 T2V on the meta device: its keys and shapes
     results, tmp = {}, tempfile.mkdtemp()
 
     def write(seed):
-        g = torch.Generator().manual_seed(seed)
-        sd = {k: (torch.randn(s, generator=g) * 0.02).to(torch.bfloat16) for k, s in shapes.items()}
+        sd = random_state_dict(meta_wan, seed=seed, dtype=torch.bfloat16)
         path = os.path.join(tmp, f"wan_{seed}.safetensors")
         comfy.utils.save_torch_file(sd, path)
         return path

@@ -9,7 +9,7 @@ about 100 GB, more than such a machine's disk):
    (tools/make_standins.py --full: the real architectures from ComfyUI's own classes, random
    weights, MA channel 77 planted with --ma-gain so STAS has something to detect);
 2. its API prompt (tools/export_api_prompts.py, the frontend's own graphToPrompt) is queued on a
-   real ComfyUI server started on the GPU with this pack (tests/server_env.py), unchanged:
+   real ComfyUI server started on the GPU with this pack (stas_harness/server.py), unchanged:
    same resolution, frames, steps, samplers and STAS settings as the shipped file;
 3. the video it saves is opened with PyAV (frames, size, fps, pixel statistics) and the result,
    the time it took and STAS's log lines go into DIR/report.md and results.json.
@@ -30,11 +30,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "tools"))
-import full_standins as fs  # noqa: E402  (stdlib at import; ComfyUI only in the generator process)
-from server_env import ComfyServer, PromptError, shrink_prompt  # noqa: E402
+from _repo import ROOT  # first: the repository root on sys.path (bench/_repo.py)
+
+from stas_harness.server import ComfyServer, PromptError, shrink_prompt
+from tools import full_standins as fs  # stdlib at import; ComfyUI only in the generator process
 
 # Order: the Wan 2.1 text encoder and VAE serve four workflows; the large files go once used.
 ORDER = ["1. Wan 2.1 T2V with STAS", "2. Without vs with STAS",

@@ -26,28 +26,28 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from server_env import ComfyServer, comfy_python_for, newest_testbed, testbeds_root  # noqa: E402
+from _repo import ROOT  # first: the repository root on sys.path (scripts/_repo.py)
+
+from stas_harness.server import ComfyServer, comfy_python_for, newest_testbed, testbeds_root
 
 MODEL = "wan2.1_t2v_1.3B_fp16.safetensors"
 SEED = 42
 EXPORTS = "stas_first_run_recordings"  # the visualizers' exports, in the server's output folder
 
+# Run by ComfyUI's python in the repository root (for stas_core): both hierarchies on one colour scale.
 COMPARE = """
 import sys
-sys.path.insert(0, sys.argv[1])
 import numpy as np
 from PIL import Image
 from stas_core import plot, stats
 from stas_core.record import RunRecording
 runs = []
-for label, path in (("without STAS", sys.argv[2]), ("with STAS", sys.argv[3])):
+for label, path in (("without STAS", sys.argv[1]), ("with STAS", sys.argv[2])):
     run = RunRecording.load(path)
     mat, blocks, steps = stats.hierarchy_matrix(run, 0)
     runs.append((f"mean MA magnitude by token group, {label}", mat, blocks, steps))
 img = plot.hierarchy_comparison_image(runs)
-Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(sys.argv[4])
+Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(sys.argv[3])
 """
 
 
@@ -164,9 +164,9 @@ def compare_hierarchies(srv: ComfyServer, python: str, out: Path) -> None:
              for label in ("without_stas", "with_stas")}
     if not all(found.values()):
         raise RuntimeError(f"the MA Visualizers exported no recording: {found}")
-    subprocess.run([python, "-B", "-c", COMPARE, str(ROOT), str(found["without_stas"][-1]),
-                    str(found["with_stas"][-1]), str(out / "hierarchy_without_vs_with.png")],
-                   check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run([python, "-B", "-c", COMPARE, str(found["without_stas"][-1]), str(found["with_stas"][-1]),
+                    str((out / "hierarchy_without_vs_with.png").resolve())],
+                   cwd=ROOT, check=True, capture_output=True, text=True, timeout=300)
 
 
 def main(argv=None) -> int:

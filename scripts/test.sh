@@ -3,8 +3,9 @@
 #   1. unit tests with python3 (or $PYTHON); tests that need ComfyUI skip there;
 #   2. the whole suite, integration tests included, on every ComfyUI testbed found
 #      ($COMFYUI_PATH, else ${STAS_TESTBEDS:-~/.cache/comfyui-stas/testbeds}/comfyui-*; see testbeds.sh).
-# Extra arguments go to every pytest run (e.g. -x, -k workflows). Exit 0 only if every run passed;
-# pytest's "no tests collected" (exit 5) counts as passed.
+# Extra arguments go to every pytest run (e.g. -x, -k workflows, -m "not slow"; the markers integration,
+# browser and slow are described in tests/conftest.py). Exit 0 only if every run passed; pytest's
+# "no tests collected" (exit 5) counts as passed.
 # With CI=true (or STAS_REQUIRE_TESTBEDS=1) it also fails unless the oldest and the newest supported
 # ComfyUI (TESTBED_VERSIONS) were tested, and on the testbeds a missing ComfyUI, Chromium or
 # playwright fails the tests that need it instead of skipping them (STAS_REQUIRE_ENV=1).

@@ -6,7 +6,7 @@
 #                           that has src/main.py and venv/bin/python.
 #
 # find_testbeds prints one line per testbed: NAME<TAB>SRC<TAB>PYTHON.
-# Keep in sync with tests/server_env.py (comfy_python_for), which resolves the same python.
+# Keep in sync with stas_harness/server.py (comfy_python_for), which resolves the same python.
 
 # The ComfyUI versions the pack supports and tests against, oldest first. setup.sh builds one
 # testbed per version; pyproject's requires-comfyui names the first (tests/test_packaging.py).

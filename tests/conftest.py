@@ -1,14 +1,18 @@
-import sys
 from pathlib import Path
 
-# Unit tests import the pure-torch core as a top-level package; integration tests reach
-# the pack's own modules through the module ComfyUI registered (see comfy_env.pack_module).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The harness (stas_harness/, at the repository root, which pyproject's pythonpath puts on sys.path):
+# its fixtures pk, comfy_server, browser, frontend_page are registered once here, so every test
+# module shares one ComfyUI server and one Chromium. Unit tests import the pure-torch core as the
+# top-level package stas_core; integration tests reach the pack's own modules through the module
+# ComfyUI registered (stas_harness.comfy_env.pack_module / the pk fixture).
+pytest_plugins = ["stas_harness.fixtures"]
 
-# Session fixtures comfy_server / browser / frontend_page (a real ComfyUI server and headless
-# Chromium), registered once so every test module shares one server (see server_env.py).
-pytest_plugins = ["server_env"]
+# Markers (unknown ones are errors): select with -m, e.g. `bash scripts/test.sh -m "not slow"`.
+MARKERS = {
+    "integration": "needs a real ComfyUI (COMFYUI_PATH, a testbed): in process or as a server",
+    "browser": "needs headless Chromium and playwright (the ComfyUI frontend); implies integration",
+    "slow": "takes more than about 5 s on the 2-core CI machine (a testbed run)",
+}
 
 
 class _RootIsNotAPackage:
@@ -32,3 +36,20 @@ class _RootIsNotAPackage:
 
 def pytest_configure(config):
     config.pluginmanager.register(_RootIsNotAPackage(), "comfyui-stas-root-dir")
+    for name, meaning in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {meaning}")
+    # --strict-markers without touching pyproject: a misspelt marker fails collection of its module
+    config.addinivalue_line("filterwarnings", "error::pytest.PytestUnknownMarkWarning")
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that takes a harness fixture needing ComfyUI or Chromium gets that marker even where its
+    module does not say so (the modules mark what they need explicitly too)."""
+    import pytest
+
+    for item in items:
+        uses = set(getattr(item, "fixturenames", ()))
+        if uses & {"browser", "frontend_page"}:
+            item.add_marker(pytest.mark.browser)
+        if uses & {"pk", "comfy_server", "browser", "frontend_page"}:
+            item.add_marker(pytest.mark.integration)

@@ -16,6 +16,7 @@ steered entries.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import logging
 import threading
@@ -24,8 +25,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from comfy_env import (ensure_extra_node, load_tiny, pack_module, require_comfy, run_prompt, sample, temp_comfy_dirs,
-                       text_cond, tiny_wan)
+from stas_harness import comfy_env as ce
+from stas_harness.comfy_env import ensure_extra_node, run_prompt, sample, temp_comfy_dirs, text_cond
+from stas_harness.models import load_random, tiny_wan
+
+pytestmark = pytest.mark.integration
 
 LATENT = (1, 16, 5, 8, 8)      # Wan patch (1, 2, 2): grid 5 x 4 x 4, 16 tokens per latent frame
 H, W = 4, 4
@@ -38,35 +42,18 @@ MA = (7, 42)                   # channels where massive activations are planted
 # -- environment ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def env():
-    require_comfy()
+def env(pk):
     # The tiny model's ops are microseconds of work: with several threads per op, OpenMP hand-offs
     # dominate (15x slower on a busy 2-core machine). Results do not depend on it.
     torch.set_num_threads(1)
     import comfy_extras.nodes_slg as slg
-    return SimpleNamespace(
-        node=pack_module("nodes.stas_model_patch").StasModelPatch,
-        mask_node=pack_module("nodes.boundary_mask").BoundaryMaskBuilder,
-        wan=tiny_wan(num_layers=4),
-        slg=slg,
-    )
+    return SimpleNamespace(mask_node=pk.mask, wan=tiny_wan(num_layers=4), slg=slg)
 
 
-def stas(model, **kw):
-    """Run the STAS Model Patch node the way ComfyUI calls a V3 node (classmethod execute)."""
-    args = dict(alpha=1.0, blend=1.0, blocks=str(BLOCK), channels="3,17", threshold=50.0, top_k=4,
-                start_percent=0.0, end_percent=1.0, apply_to="cond")
-    args.update(kw)
-    return pack_module("nodes.stas_model_patch").StasModelPatch.execute(model, **args)[0]
-
-
-def mask(first_frame=True, boundaries=True, head=1.0, tail=1.0, unit="rows", **kw):
-    return pack_module("nodes.boundary_mask").BoundaryMaskBuilder.execute(
-        first_frame, boundaries, head, tail, unit, **kw)[0]
-
-
-def latent(shape=LATENT):
-    return torch.zeros(shape)
+# The nodes as ComfyUI calls them, at their declared defaults; STAS on BLOCK, channels 3 and 17, every step.
+stas = functools.partial(ce.stas, blocks=str(BLOCK), channels="3,17", end_percent=1.0)
+mask = ce.boundary_mask
+latent = functools.partial(ce.latent, t=LATENT[2])
 
 
 def plant(img: torch.Tensor) -> None:
@@ -387,7 +374,7 @@ def test_two_stas_nodes_on_one_block_both_apply(env):
 def test_batch_two_each_sample_its_own_max(env):
     rec = Recorder(plant)
     p = rec.instrument(stas(rec.with_inner(env.wan), channels="auto"))
-    sample(p, latent((2, *LATENT[1:])), steps=2, cfg=2.0,
+    sample(p, latent(b=2), steps=2, cfg=2.0,
            positive=text_cond(batch=2, seed=1), negative=text_cond(batch=2, seed=2))
     assert check(rec, env.wan, MA) == 2
     call = rec.calls[0]
@@ -495,7 +482,7 @@ def test_context_windows_mask_from_each_window(env, order):
     else:
         p = stas(context_windows(base, 3, 1))
     p = rec.instrument(p)
-    sample(p, latent((1, 16, 7, 8, 8)), steps=2)
+    sample(p, latent(t=7), steps=2)
     lengths = {c.raw.shape[1] // FRAME for c in rec.calls}
     assert max(lengths) < 7, f"no context window ran: frames per call {lengths}"
     # check() derives each call's token set from that call's own frame count
@@ -589,7 +576,7 @@ def tiny_image_model():
     m = MMDiT(input_size=None, patch_size=2, in_channels=16, out_channels=16, depth=2, adm_in_channels=64,
               context_embedder_config={"target": "torch.nn.Linear", "params": {"in_features": 64, "out_features": 128}},
               pos_embed_max_size=8, num_patches=64, pos_embed_scaling_factor=None, operations=comfy.ops.manual_cast)
-    return load_tiny(m)
+    return load_random(m)
 
 
 def test_unsupported_model_fails_at_node_execution(env):
@@ -610,9 +597,9 @@ def test_boundaries_only_on_one_latent_frame_fails_before_first_step(env):
     rec = Recorder()
     p = stas(rec.with_inner(env.wan), mask=mask(first_frame=False))
     with pytest.raises(ValueError, match="selects no token.*at least two latent frames.*first_frame"):
-        sample(p, latent((1, 16, 1, 8, 8)), steps=2)
+        sample(p, latent(t=1), steps=2)
     assert rec.inner_calls == 0
-    sample(p, latent((1, 16, 2, 8, 8)), steps=1)  # two latent frames: fine
+    sample(p, latent(t=2), steps=1)  # two latent frames: fine
     assert rec.inner_calls > 0
 
 

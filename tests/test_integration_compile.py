@@ -8,35 +8,31 @@ same settings sampled uncompiled, and changing a setting must add no compiled gr
 """
 from __future__ import annotations
 
+import functools
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from comfy_env import pack_module, require_comfy, sample, tiny_wan
+from stas_harness import comfy_env as ce
+from stas_harness.comfy_env import pack_module, sample
+from stas_harness.models import tiny_wan
+
+pytestmark = pytest.mark.integration
 
 LATENT = (1, 16, 5, 8, 8)
 
 
 @pytest.fixture(scope="module")
-def env():
-    require_comfy()
+def env(pk):
     torch.set_num_threads(1)
     import comfy_extras.nodes_torch_compile as ntc
     return SimpleNamespace(wan=tiny_wan(num_layers=4), ntc=ntc)
 
 
-def stas(model, **kw):
-    args = dict(alpha=1.0, blend=1.0, blocks="1", channels="3,17", threshold=50.0, top_k=4,
-                start_percent=0.0, end_percent=1.0, apply_to="cond")
-    args.update(kw)
-    return pack_module("nodes.stas_model_patch").StasModelPatch.execute(model, **args)[0]
-
-
-def mask(**kw):
-    args = dict(first_frame=True, boundaries=True, head=1.0, tail=1.0, unit="rows")
-    args.update(kw)
-    return pack_module("nodes.boundary_mask").BoundaryMaskBuilder.execute(**args)[0]
+# The nodes as ComfyUI calls them, at their declared defaults; STAS on block 1, channels 3 and 17, every step.
+stas = functools.partial(ce.stas, blocks="1", channels="3,17", end_percent=1.0)
+mask = ce.boundary_mask
 
 
 def compiled(env, model):
@@ -80,6 +76,7 @@ def settings(kw):
     return kw
 
 
+@pytest.mark.slow
 def test_settings_take_effect_without_recompiling(env):
     import torch._dynamo
     torch._dynamo.reset()
@@ -105,6 +102,7 @@ def test_settings_take_effect_without_recompiling(env):
             assert not close(results[name], ref), f"{name} changed nothing; the test cannot tell"
 
 
+@pytest.mark.slow
 def test_resolution_change_gives_the_eager_result(env):
     import torch._dynamo
     torch._dynamo.reset()
@@ -117,6 +115,7 @@ def test_resolution_change_gives_the_eager_result(env):
             assert close(got, want), f"{shape} {kw}"
 
 
+@pytest.mark.slow
 def test_two_chained_stas_nodes_under_compile(env):
     import torch._dynamo
     torch._dynamo.reset()

@@ -28,32 +28,23 @@ execution with an error naming the supported ones.
 """
 from __future__ import annotations
 
+import functools
 import types
 
 import pytest
 import torch
 
-import comfy_env as ce
+from stas_harness import comfy_env as ce, models
+from stas_harness.comfy_env import latent
+
+pytestmark = pytest.mark.integration
 
 ALPHA = 1.5
 CHANNELS = (3, 70)   # explicit, so the expected values need no re-run of channel detection
 CH_TEXT = ",".join(str(c) for c in CHANNELS)
 
-
-@pytest.fixture(scope="module")
-def pk():
-    ce.require_comfy()
-    return types.SimpleNamespace(
-        node=ce.pack_module("nodes.stas_model_patch").StasModelPatch,
-        hooks=ce.pack_module("nodes.hooks"),
-    )
-
-
-def stas(pk, model, blocks, channels=CH_TEXT, alpha=ALPHA, blend=1.0, start=0.0, end=1.0, apply_to="cond"):
-    """Run the STAS Model Patch node the way ComfyUI does (classmethod execute)."""
-    out = pk.node.execute(model=model, alpha=alpha, blend=blend, blocks=blocks, channels=channels, threshold=50.0,
-                          top_k=4, start_percent=start, end_percent=end, apply_to=apply_to)
-    return out.result[0]
+# STAS Model Patch as ComfyUI calls it, at its declared defaults; these channels and alpha, every step.
+stas = functools.partial(ce.stas, channels=CH_TEXT, alpha=ALPHA, end_percent=1.0)
 
 
 # -- recording patches (test only) ----------------------------------------------------
@@ -113,7 +104,7 @@ def patched_with_recorders(pk, base, refs, **stas_kw):
     for kind, idx, flat in refs:
         pres[flat] = Rec()
         m0.set_model_patch_replace(pres[flat], "dit", kind, idx)
-    patched = stas(pk, m0, ",".join(str(f) for _, _, f in refs), **stas_kw)
+    patched = stas(m0, blocks=",".join(str(f) for _, _, f in refs), **stas_kw)
     m = patched.clone()
     out = {}
     for kind, idx, flat in refs:
@@ -189,10 +180,6 @@ def _diff(a, b):
     return f"{d.shape[0]} values differ from the formula, first at {d[:5].tolist()}"
 
 
-def latent(c=16, t=3, h=8, w=8, b=1):
-    return torch.zeros(b, c, t, h, w)
-
-
 def grid_of(lat, patch=(1, 2, 2)):
     return tuple(-(-s // p) for s, p in zip(lat.shape[-3:], patch))
 
@@ -213,7 +200,7 @@ def rand(*shape, seed=5):
 # -- Wan 2.1 / 2.2 ----------------------------------------------------------------------
 
 def _wan_variant_run(pk, variant, model_base_name, lat, cond_extra, block=1, lam=1.0, base=None):
-    base = base if base is not None else ce.tiny_wan_variant(variant)
+    base = base if base is not None else models.tiny_wan_variant(variant)
     assert type(base.model).__name__ == model_base_name
     m, rec = patched_with_recorders(pk, base, [("double_block", block, block)], blend=lam)
     pos, neg = conds(**cond_extra)
@@ -243,7 +230,7 @@ def test_wan21_i2v(pk):
 
 
 def test_wan21_first_last_frame(pk):
-    base = ce.tiny_wan_variant("flf")
+    base = models.tiny_wan_variant("flf")
     assert base.model.diffusion_model.img_emb.emb_pos is not None, "not the FLF variant"
     mask = torch.ones(1, 1, 3, 8, 8)
     mask[:, :, 0] = mask[:, :, -1] = 0.0
@@ -270,7 +257,7 @@ def test_wan22_ti2v_5b_per_frame_timesteps(pk):
     lat[:, :, :1] = rand(1, 48, 1, 8, 8)
     mask = torch.ones(1, 1, 3, 8, 8)
     mask[:, :, :1] = 0.0
-    base = ce.tiny_wan_variant("ti2v_5b")
+    base = models.tiny_wan_variant("ti2v_5b")
     assert type(base.model).__name__ == "WAN22"
     seen_t = []
     dm = base.model.diffusion_model
@@ -298,7 +285,7 @@ def test_wan21_fun_reference_latent_prefix(pk):
     be left alone, and the video tokens after them steered."""
     lat = latent()
     ref = rand(1, 16, 1, 8, 8, seed=9)
-    base = ce.tiny_wan_variant("fun_ref")
+    base = models.tiny_wan_variant("fun_ref")
     assert type(base.model).__name__ == "WAN21" and base.model.diffusion_model.ref_conv is not None
     in0 = Rec()   # input of block 0: [reference tokens, video tokens]
     b0 = base.clone()
@@ -331,7 +318,7 @@ def test_wan21_phantom_time_concat_appended_frames(pk):
     lat = latent(t=3)
     grid = grid_of(lat)
     subject = rand(1, 16, 1, 8, 8, seed=13)
-    base = ce.tiny_wan_variant("t2v")
+    base = models.tiny_wan_variant("t2v")
     m, rec = patched_with_recorders(pk, base, [("double_block", 1, 1)])
     pos, neg = conds(time_dim_concat=subject)
     out = ce.sample(m, lat, steps=2, cfg=2.0, positive=pos, negative=neg)
@@ -363,17 +350,18 @@ def test_wan22_a14b_experts_each_gated_by_own_sigmas(pk):
         m.add_object_patch("model_sampling", ms)
         return m
 
-    high = ce.tiny_wan_variant("t2v", seed=11)
-    low = ce.tiny_wan_variant("t2v", seed=12)
+    high = models.tiny_wan_variant("t2v", seed=11)
+    low = models.tiny_wan_variant("t2v", seed=12)
     assert type(high.model).__name__ == type(low.model).__name__ == "WAN21"
     default_ms = high.get_model_object("model_sampling")
     steps, split = 6, 3
     windows = {"high": (0.0, 0.4), "low": (0.0, 0.6)}
 
-    h_m, h_rec = patched_with_recorders(pk, high, [("double_block", 1, 1)], start=0.0, end=windows["high"][1])
+    h_m, h_rec = patched_with_recorders(pk, high, [("double_block", 1, 1)], start_percent=0.0,
+                                        end_percent=windows["high"][1])
     h_m = with_shift(h_m, 4.0)                      # shift node after STAS
     l_m, l_rec = patched_with_recorders(pk, with_shift(low, 3.0), [("double_block", 1, 1)],
-                                        start=0.0, end=windows["low"][1])   # shift node before STAS
+                                        start_percent=0.0, end_percent=windows["low"][1])   # shift node before STAS
 
     lat = latent()
     pos, neg = conds()
@@ -438,7 +426,7 @@ def test_hunyuan_video_double_and_single_blocks(pk, with_ref):
     image first in 0.3.64, text first (img_slice) in 0.33.0; text tokens must stay
     untouched.  With a reference latent (I2V 'custom' guidance, positive only) its tokens
     are prepended to the image tokens of that call only, and must stay untouched too."""
-    base = ce.tiny_hunyuan_video(depth=2, depth_single=2)
+    base = models.tiny_hunyuan_video(depth=2, depth_single=2)
     assert type(base.model).__name__ == "HunyuanVideo"
     lat = latent()
     grid = grid_of(lat)
@@ -475,7 +463,7 @@ def test_hunyuan_video_double_and_single_blocks(pk, with_ref):
 # -- HunyuanVideo 1.5 (ComfyUI after 0.3.64: same HunyuanVideo class, other parameters) -----
 
 def _require_hunyuan_video15():
-    if not ce.has_hunyuan_video15():
+    if not models.has_hunyuan_video15():
         pytest.skip(f"ComfyUI {ce.comfy_version()} has no HunyuanVideo 1.5 (no vision_in_dim in HunyuanVideoParams)")
 
 
@@ -509,7 +497,7 @@ def test_hunyuan_video15_steers_exactly_the_video_tokens(pk, variant, single):
     text, byT5 and vision tokens and every other value stay bit-identical."""
     _require_hunyuan_video15()
     sr = variant == "sr"
-    base = ce.tiny_hunyuan_video15(depth=2, depth_single=single, in_channels=98 if sr else 65, meanflow=sr)
+    base = models.tiny_hunyuan_video15(depth=2, depth_single=single, in_channels=98 if sr else 65, meanflow=sr)
     assert type(base.model).__name__ == ("HunyuanVideo15_SR_Distilled" if sr else "HunyuanVideo15")
     i2v = variant != "t2v"   # vision tokens
     dm = base.model.diffusion_model
@@ -546,16 +534,16 @@ def test_hunyuan_video15_blocks_and_recorder(pk):
     video token, both CFG passes) behind STAS."""
     _require_hunyuan_video15()
     fam_mod = ce.pack_module("nodes.families")
-    base = ce.tiny_hunyuan_video15(depth=3, depth_single=0, meanflow=True)
+    base = models.tiny_hunyuan_video15(depth=3, depth_single=0, meanflow=True)
     dm = base.model.diffusion_model
     fam = fam_mod.family_of(dm)
     assert fam.name == "HunyuanVideo" and fam.describe_blocks(dm) == "0-2 double blocks"
     assert [r.flat for r in fam_mod.select_blocks(fam, dm, "middle")] == [1]
     with pytest.raises(ValueError, match=r"block 3 does not exist.*\(HunyuanVideo: 0-2 double blocks\)\.$"):
-        stas(pk, base, "3")
+        stas(base, blocks="3")
 
     rec_node = ce.pack_module("nodes.ma_recorder").MARecorder
-    steered = stas(pk, base, "1", end=1.0, apply_to="both")
+    steered = stas(base, blocks="1", end_percent=1.0, apply_to="both")
     lat = torch.zeros(1, 32, 3, 6, 6)
     rm, recording = rec_node.execute(model=steered, blocks="all", steps="all", record="both", channels="3,70",
                                      top_k=2, token_stride=0, max_memory_mb=64).result
@@ -598,14 +586,14 @@ def _require_cogvideox():
 def test_cogvideox_object_patch(pk, v15):
     ce.require_comfy()
     _require_cogvideox()
-    base = ce.tiny_cogvideox(num_layers=3, v15=v15)
+    base = models.tiny_cogvideox(num_layers=3, v15=v15)
     assert type(base.model).__name__ == "CogVideoX"
     dm = base.model.diffusion_model
     name = "diffusion_model.blocks.1.forward"
     m0 = base.clone()
     pre = ObjRec(dm.blocks[1])
     m0.add_object_patch(name, pre)
-    patched = stas(pk, m0, "1")
+    patched = stas(m0, blocks="1")
     stas_patch = patched.object_patches[name]
     assert isinstance(stas_patch, pk.hooks.BlockForwardPatch) and stas_patch.inner is pre
     m = patched.clone()
@@ -627,15 +615,15 @@ def test_cogvideox_object_patch(pk, v15):
 # -- anything else ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("build,label", [
-    (lambda: ce.tiny_sd3(), "SD3"), (lambda: ce.tiny_ltxv(), "LTXV"),
-    (lambda: ce.tiny_hunyuan_image21(), "HunyuanImage21"),
-    (lambda: ce.tiny_hunyuan_image21(refiner=True), "HunyuanImage21Refiner"),
+    (lambda: models.tiny_sd3(), "SD3"), (lambda: models.tiny_ltxv(), "LTXV"),
+    (lambda: models.tiny_hunyuan_image21(), "HunyuanImage21"),
+    (lambda: models.tiny_hunyuan_image21(refiner=True), "HunyuanImage21Refiner"),
 ], ids=["sd3_image_dit", "ltxv_video_dit", "hunyuan_image21_in_hunyuan_video_class", "hunyuan_image21_refiner"])
 def test_unsupported_model_is_refused_at_node_execution(pk, build, label):
     model = build()
     assert type(model.model).__name__ == label
     with pytest.raises(ValueError) as ei:
-        stas(pk, model, "middle")
+        stas(model, blocks="middle")
     msg = str(ei.value)
     if label.startswith("HunyuanImage"):
         assert type(model.model.diffusion_model).__name__ == "HunyuanVideo"

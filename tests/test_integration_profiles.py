@@ -9,26 +9,16 @@ in the log.
 """
 from __future__ import annotations
 
+import functools
 import logging
-import types
 
 import pytest
 import torch
 
-import comfy_env as ce
+from stas_harness import comfy_env as ce, models
+from stas_harness.comfy_env import latent
 
-
-@pytest.fixture(scope="module")
-def pk():
-    ce.require_comfy()
-    return types.SimpleNamespace(
-        rec=ce.pack_module("nodes.ma_recorder").MARecorder,
-        save=ce.pack_module("nodes.save_ma_profile").SaveMAProfile,
-        load=ce.pack_module("nodes.load_ma_profile").LoadMAProfile,
-        stas=ce.pack_module("nodes.stas_model_patch").StasModelPatch,
-        profile=ce.pack_module("stas_core.profile"),
-        fingerprint=ce.pack_module("nodes.fingerprint"),
-    )
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
@@ -41,13 +31,8 @@ def profiles_dir(tmp_path, monkeypatch):
     return tmp_path / "models" / "stas_profiles"
 
 
-def latent():
-    return torch.zeros(1, 16, 3, 8, 8)
-
-
-def stas(pk, model, profile, blocks="2"):
-    return pk.stas.execute(model=model, alpha=1.0, blend=1.0, blocks=blocks, channels="auto", threshold=50.0,
-                           top_k=4, start_percent=0.0, end_percent=1.0, apply_to="cond", profile=profile).result[0]
+# STAS Model Patch as ComfyUI calls it, at its declared defaults; on block 2, every step (callers give the profile).
+stas = functools.partial(ce.stas, blocks="2", end_percent=1.0)
 
 
 def record_profile(pk, model, name, blocks="2"):
@@ -62,27 +47,27 @@ def record_profile(pk, model, name, blocks="2"):
 
 
 def test_a14b_high_noise_profile_refused_on_low_noise_expert(pk, profiles_dir):
-    high = ce.tiny_wan_variant("t2v", seed=11)
-    low = ce.tiny_wan_variant("t2v", seed=12)
+    high = models.tiny_wan_variant("t2v", seed=11)
+    low = models.tiny_wan_variant("t2v", seed=12)
     assert type(high.model).__name__ == type(low.model).__name__ == "WAN21"
     prof, info = record_profile(pk, high, "a14b_high")
     assert prof.fingerprint is not None and "model fingerprint: shape hash" in info
 
     with pytest.raises(ValueError, match=r"^STAS Model Patch: profile: made on another Wan model: its weights differ "
                                          r".*each Wan 2\.2 A14B expert needs its own.*Record a profile of this model"):
-        stas(pk, low, prof)
+        stas(low, profile=prof)
 
     # the same checkpoint: accepted, and steers
-    steered = ce.sample(stas(pk, high, prof), latent(), steps=2)
+    steered = ce.sample(stas(high, profile=prof), latent(), steps=2)
     assert not torch.equal(steered, ce.sample(high, latent(), steps=2)), "the profile steered nothing"
     # loaded again from its state dict (another Python object), and in bf16: still the same checkpoint
-    stas(pk, ce.tiny_wan_variant("t2v", seed=11), prof)
-    bf16 = ce.load_tiny(ce.tiny_wan_module("WanModel"), seed=11, model_options={"dtype": torch.bfloat16})
+    stas(models.tiny_wan_variant("t2v", seed=11), profile=prof)
+    bf16 = models.load_random(models.wan_module("WanModel"), seed=11, model_options={"dtype": torch.bfloat16})
     assert bf16.model.diffusion_model.blocks[0].norm3.bias.dtype == torch.bfloat16
-    stas(pk, bf16, prof)
+    stas(bf16, profile=prof)
     # a model of another variant with the same hidden size and block count (I2V): shapes differ
     with pytest.raises(ValueError, match="its weight shapes differ"):
-        stas(pk, ce.tiny_wan_variant("i2v", seed=11), prof)
+        stas(models.tiny_wan_variant("i2v", seed=11), profile=prof)
 
 
 def test_profile_check_reads_original_weights_under_an_in_place_patch(pk, profiles_dir):
@@ -90,7 +75,7 @@ def test_profile_check_reads_original_weights_under_an_in_place_patch(pk, profil
     checkpoint another model: the fingerprint reads ComfyUI's backup of the original weights."""
     import comfy.model_management as mm
 
-    base = ce.tiny_wan_variant("t2v", seed=11)
+    base = models.tiny_wan_variant("t2v", seed=11)
     prof, _ = record_profile(pk, base, "lora_base")
     lora = base.clone()
     dm = lora.model.diffusion_model
@@ -102,7 +87,7 @@ def test_profile_check_reads_original_weights_under_an_in_place_patch(pk, profil
         if torch.equal(dm.blocks[0].norm3.bias, before):
             pytest.skip("this ComfyUI did not patch the weights in place on the CPU")
         assert pk.fingerprint.model_fingerprint(lora) == prof.fingerprint
-        stas(pk, lora, prof)
+        stas(lora, profile=prof)
         # without ComfyUI's backup the in-place patched weights would not match
         bare = pk.profile.ModelFingerprint.of((n, tuple(p.shape), p) for n, p in dm.named_parameters())
         assert prof.fingerprint.mismatch(bare) is not None
@@ -112,10 +97,10 @@ def test_profile_check_reads_original_weights_under_an_in_place_patch(pk, profil
 
 
 def test_profile_without_fingerprint_and_borrowed_blocks_are_logged(pk, profiles_dir, caplog):
-    model = ce.tiny_wan_variant("t2v", seed=11)
+    model = models.tiny_wan_variant("t2v", seed=11)
     prof, _ = record_profile(pk, model, "block2")
     with caplog.at_level(logging.WARNING, logger="comfyui-stas"):
-        stas(pk, model, prof, blocks="1-2")
+        stas(model, profile=prof, blocks="1-2")
     msgs = [r.getMessage() for r in caplog.records]
     assert any("no channels for block(s) 1; using those of the nearest profiled block (1 <- 2)" in m for m in msgs), msgs
     assert not any("no model fingerprint" in m for m in msgs)
@@ -126,6 +111,6 @@ def test_profile_without_fingerprint_and_borrowed_blocks_are_logged(pk, profiles
     loaded, info = pk.load.execute(profile_name="old.safetensors").result
     assert loaded.fingerprint is None and "no model fingerprint" in info
     with caplog.at_level(logging.WARNING, logger="comfyui-stas"):
-        stas(pk, ce.tiny_wan_variant("t2v", seed=12), loaded)    # another checkpoint: cannot be told, only said
+        stas(models.tiny_wan_variant("t2v", seed=12), profile=loaded)    # another checkpoint: cannot be told, only said
     msgs = [r.getMessage() for r in caplog.records]
     assert any("has no model fingerprint" in m and "Save it again" in m for m in msgs), msgs

@@ -4,20 +4,14 @@ by a tiny Wan without and with STAS, and its errors raised at node execution.
 (The side-by-side example workflow runs it end to end in a server: tests/test_workflows.py.)"""
 from __future__ import annotations
 
-import types
-
 import numpy as np
 import pytest
 import torch
 
-import comfy_env as ce
+from stas_harness import comfy_env as ce
+from stas_harness.models import tiny_wan
 
-
-@pytest.fixture(scope="module")
-def pk():
-    ce.require_comfy()
-    return types.SimpleNamespace(meter=ce.pack_module("nodes.seam_meter").TemporalSeamMeter,
-                                 stas=ce.pack_module("nodes.stas_model_patch").StasModelPatch)
+pytestmark = pytest.mark.integration
 
 
 def run(pk, images, images_b=None, tc=4, causal=True, flag=1.5, motion=True, size=320):
@@ -49,12 +43,10 @@ def test_registered_with_the_documented_schema(pk):
 
 
 def test_on_decoded_tiny_wan_without_and_with_stas(pk):
-    model = ce.tiny_wan()
-    lat = torch.zeros(1, 16, 3, 8, 8)  # 3 latent frames -> 9 pixel frames of 64x64
+    model = tiny_wan()
+    lat = ce.latent(t=3)  # 3 latent frames -> 9 pixel frames of 64x64
     plain = ce.sample(model, lat, steps=3)
-    steered = ce.sample(pk.stas.execute(model=model, alpha=1.0, blend=1.0, blocks="2", channels="0,1", threshold=50.0,
-                                        top_k=4, start_percent=0.0, end_percent=1.0, apply_to="cond").result[0],
-                        lat, steps=3)
+    steered = ce.sample(ce.stas(model, blocks="2", channels="0,1", end_percent=1.0), lat, steps=3)
     a, b = tiny_wan_vae_decode(steered), tiny_wan_vae_decode(plain)
     assert a.shape == (9, 64, 64, 3) and not torch.equal(a, b)
     img, text, ratio = run(pk, a, b)

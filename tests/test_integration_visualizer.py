@@ -17,6 +17,7 @@ head/tail token rows of later frames 400, interior 100, in channels 17 (+) and 9
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
@@ -26,27 +27,12 @@ import numpy as np
 import pytest
 import torch
 
-import comfy_env as ce
+from stas_harness import comfy_env as ce, models
+
+pytestmark = pytest.mark.integration
 
 CHANS = (17, 99)
 T, HP, WP = 5, 8, 8   # token grid of the default latent
-
-
-@pytest.fixture(scope="module")
-def pk():
-    ce.require_comfy()
-    return types.SimpleNamespace(
-        rec=ce.pack_module("nodes.ma_recorder").MARecorder,
-        vis=ce.pack_module("nodes.ma_visualizer").MAVisualizer,
-        save=ce.pack_module("nodes.save_ma_profile").SaveMAProfile,
-        load=ce.pack_module("nodes.load_ma_profile").LoadMAProfile,
-        stas=ce.pack_module("nodes.stas_model_patch").StasModelPatch,
-        layout=ce.pack_module("stas_core.layout"),
-        record=ce.pack_module("stas_core.record"),
-        stats=ce.pack_module("stas_core.stats"),
-        profile=ce.pack_module("stas_core.profile"),
-        recpatch=ce.pack_module("nodes.recorder_patch"),
-    )
 
 
 @pytest.fixture
@@ -102,12 +88,11 @@ class Capture(_Shared):
         return out
 
 
-def latent(t=T, b=1, h=HP * 2, w=WP * 2):
-    return torch.zeros(b, 16, t, h, w)
+latent = functools.partial(ce.latent, t=T, h=HP * 2, w=WP * 2)
 
 
 def planted_model(pk, block=2, layers=4, **kw):
-    base = ce.tiny_wan(num_layers=layers)
+    base = models.tiny_wan(num_layers=layers)
     m = base.clone()
     plant = Plant(pk.layout, **kw)
     m.set_model_patch_replace(plant, "dit", "double_block", block)
@@ -127,9 +112,8 @@ def visualize(pk, rec, samples, block=-1, step=0, sample=0, chunk="cond", channe
                           filename_prefix=prefix, mask=mask)
 
 
-def stas(pk, model, blocks="2", channels="auto", end=0.5, apply_to="cond", profile=None, alpha=1.0):
-    return pk.stas.execute(model=model, alpha=alpha, blend=1.0, blocks=blocks, channels=channels, threshold=50.0,
-                           top_k=4, start_percent=0.0, end_percent=end, apply_to=apply_to, profile=profile).result[0]
+# STAS Model Patch as ComfyUI calls it, at its declared defaults; on block 2, the first half of the steps.
+stas = functools.partial(ce.stas, blocks="2", end_percent=0.5)
 
 
 # -- record -> visualize -------------------------------------------------------------------
@@ -198,7 +182,7 @@ def test_other_steps_blocks_channel_and_log(pk):
 
 def test_stas_values_before_and_after_steering(pk):
     model, _ = planted_model(pk)
-    steered = stas(pk, model, end=0.5)
+    steered = stas(model, end_percent=0.5)
     only_stas = ce.sample(steered, latent(), steps=4)
     # recorder after STAS: it sees the steered stream; STAS reports before/after
     rm, rec = recorder(pk, steered)
@@ -235,7 +219,7 @@ def test_stas_values_before_and_after_steering(pk):
     assert "STAS steering here: channels [17, 99]" in res.result[4] and "400 before -> 1000 after" not in res.result[4]
     # recorder before STAS: it sees the unsteered stream, and still gets before/after
     rm2, rec2 = recorder(pk, model)
-    s2 = ce.sample(stas(pk, rm2, end=0.5), latent(), steps=4)
+    s2 = ce.sample(stas(rm2, end_percent=0.5), latent(), steps=4)
     assert torch.equal(s2, only_stas)
     e2 = rec2.runs[-1].entries[(2, 0, 0)]
     assert e2.view == "before steering" and e2.has_steer
@@ -291,13 +275,13 @@ def test_context_windows_fill_every_frame(pk):
 
 
 def test_hunyuan_video_separate_chunk_calls(pk):
-    base = ce.tiny_hunyuan_video(depth=2, depth_single=2)
+    base = models.tiny_hunyuan_video(depth=2, depth_single=2)
     g = torch.Generator().manual_seed(7)
     pooled = dict(pooled_output=torch.randn(1, 768, generator=g))
     ref = torch.randn(1, 16, 1, 8, 8, generator=g)
     pos = ce.text_cond(seed=1, tokens=8, ref_latent=ref, **pooled)  # ref tokens on cond only: no batching
     neg = ce.text_cond(seed=2, tokens=8, **pooled)
-    rm, rec = recorder(pk, stas(pk, base, blocks="all", channels="3,70", end=1.0), blocks="all", record="both")
+    rm, rec = recorder(pk, stas(base, blocks="all", channels="3,70", end_percent=1.0), blocks="all", record="both")
     lat = torch.zeros(1, 16, 3, 8, 8)
     samples = ce.sample(rm, lat, steps=2, cfg=2.0, positive=pos, negative=neg)
     run = rec.runs[-1]
@@ -315,10 +299,10 @@ def test_cogvideox_object_patches(pk):
         import comfy.ldm.cogvideo.model  # noqa: F401
     except ImportError:
         pytest.skip(f"ComfyUI {ce.comfy_version()} has no native CogVideoX")
-    base = ce.tiny_cogvideox(num_layers=3)
+    base = models.tiny_cogvideox(num_layers=3)
     lat = torch.zeros(1, 16, 3, 8, 8)
-    only = ce.sample(stas(pk, base, blocks="1", channels="3,70", end=1.0), lat, steps=2)
-    rm, rec = recorder(pk, stas(pk, base, blocks="1", channels="3,70", end=1.0), blocks="0-2")
+    only = ce.sample(stas(base, blocks="1", channels="3,70", end_percent=1.0), lat, steps=2)
+    rm, rec = recorder(pk, stas(base, blocks="1", channels="3,70", end_percent=1.0), blocks="0-2")
     samples = ce.sample(rm, lat, steps=2)
     assert torch.equal(samples, only)
     run = rec.runs[-1]
@@ -348,9 +332,9 @@ def test_profile_save_load_identical_steering(pk, dirs):
     assert "tiny_wan.safetensors" in schema.inputs[0].options
     loaded, text = pk.load.execute(profile_name="tiny_wan.safetensors").result
     assert loaded.channels == {2: CHANS} and loaded.family == "Wan" and "channels [17, 99]" in text
-    with_profile = ce.sample(stas(pk, model, profile=loaded), latent(), steps=4)
-    explicit = ce.sample(stas(pk, model, channels="17,99"), latent(), steps=4)
-    auto = ce.sample(stas(pk, model), latent(), steps=4)
+    with_profile = ce.sample(stas(model, profile=loaded), latent(), steps=4)
+    explicit = ce.sample(stas(model, channels="17,99"), latent(), steps=4)
+    auto = ce.sample(stas(model), latent(), steps=4)
     assert torch.equal(with_profile, explicit)
     assert not torch.equal(with_profile, ce.sample(model, latent(), steps=4)), "the profile steered nothing"
     assert auto.shape == explicit.shape
@@ -374,13 +358,13 @@ def test_profile_of_another_model_is_refused(pk, dirs):
     model4, _ = planted_model(pk)
     with pytest.raises(ValueError, match="made for a Wan model with hidden size 128 and 6 blocks, but this is a "
                                          "Wan model with hidden size 128 and 4 blocks"):
-        stas(pk, model4, profile=prof6)
+        stas(model4, profile=prof6)
     P = pk.profile.MAProfile
     for name, prof in (("hidden", P("Wan", 256, 4, {2: CHANS})), ("family", P("HunyuanVideo", 128, 4, {2: CHANS}))):
         prof.save(str(dirs.profiles / f"{name}.safetensors"))
         loaded = pk.load.execute(profile_name=f"{name}.safetensors").result[0]
         with pytest.raises(ValueError, match="profile: made for a"):
-            stas(pk, model4, profile=loaded)
+            stas(model4, profile=loaded)
     (dirs.profiles / "junk.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="cannot read"):
         pk.load.execute(profile_name="junk.safetensors")

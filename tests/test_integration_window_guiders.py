@@ -8,14 +8,19 @@ each batch chunk carries, recognised by its text embedding.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from comfy_env import (comfy_version, ensure_extra_node, ensure_test_nodes, pack_module, require_comfy, run_prompt,
-                       temp_comfy_dirs, text_cond, tiny_wan_variant)
+from stas_harness import comfy_env as ce
+from stas_harness.comfy_env import (comfy_version, ensure_extra_node, ensure_test_nodes, pack_module, run_prompt,
+                                temp_comfy_dirs, text_cond)
+from stas_harness.models import tiny_wan_variant
+
+pytestmark = pytest.mark.integration
 
 LATENT = (1, 16, 2, 4, 4)   # Wan patch (1, 2, 2): grid 2 x 2 x 2
 BLOCK = 1
@@ -23,17 +28,13 @@ KEY = ("double_block", BLOCK)
 
 
 @pytest.fixture(scope="module")
-def env():
-    require_comfy()
+def env(pk):
     torch.set_num_threads(1)
     return SimpleNamespace(high=tiny_wan_variant("t2v", seed=0), low=tiny_wan_variant("t2v", seed=1))
 
 
-def stas(model, **kw):
-    args = dict(alpha=1.0, blend=1.0, blocks=str(BLOCK), channels="3,17", threshold=50.0, top_k=4,
-                start_percent=0.0, end_percent=1.0, apply_to="cond")
-    args.update(kw)
-    return pack_module("nodes.stas_model_patch").StasModelPatch.execute(model, **args)[0]
+# STAS Model Patch as ComfyUI calls it, at its declared defaults; on BLOCK, channels 3 and 17, every step.
+stas = functools.partial(ce.stas, blocks=str(BLOCK), channels="3,17", end_percent=1.0)
 
 
 def shifted(model, shift):

@@ -87,7 +87,7 @@ def test_comfy_cli_registry_validation():
     """The checks `comfy node validate` runs before publishing (config parsing + ruff security rules)."""
     py = _python_with_comfy_cli()
     if py is None:
-        from server_env import skip_missing
+        from stas_harness.server import skip_missing
         skip_missing("comfy-cli is not installed (pip install comfy-cli; scripts/setup.sh does)")
     r = subprocess.run([py, "-c", VALIDATE], cwd=ROOT, capture_output=True, text=True, timeout=300)
     out = r.stdout + r.stderr
@@ -152,7 +152,7 @@ def test_publish_workflow():
     try:
         import yaml
     except ImportError:
-        from server_env import skip_missing
+        from stas_harness.server import skip_missing
         skip_missing("pyyaml is not installed (pip install -r requirements-dev.txt; scripts/setup.sh does)")
     wf = yaml.safe_load(PUBLISH_WORKFLOW.read_text())
     on = wf.get("on", wf.get(True))  # YAML 1.1 reads a bare `on` key as True

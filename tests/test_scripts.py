@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from server_env import newest_testbed
+from stas_harness.server import newest_testbed
 
 ROOT = Path(__file__).resolve().parents[1]
 

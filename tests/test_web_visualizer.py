@@ -1,10 +1,10 @@
 """The MA Visualizer's in-node chart (web/stas_visualizer.js) and the template cards in the real
 ComfyUI frontend.
 
-A real ComfyUI server on 127.0.0.1 (tests/server_env.py: temp base directory, testbed
+A real ComfyUI server on 127.0.0.1 (stas_harness/server.py: temp base directory, testbed
 untouched) with this pack and a test-only node that plants known massive activations
 (tests/visualizer_test_nodes), driven by headless Chromium (Debian's, through Playwright);
-the page itself is tests/visualizer_page.py, shared with tools/make_screenshots.py:
+the page itself is stas_harness/visualizer_page.py, shared with tools/make_screenshots.py:
 
 1. the frontend loads the pack's extension with no console error;
 2. the graph (tiny random-weight Wan loaded by UNETLoader -> plant -> STAS Model Patch ->
@@ -27,10 +27,13 @@ from pathlib import Path
 
 import pytest
 
-from server_env import find_comfyui, skip_missing
-from visualizer_page import (H_TOK, T_LAT, VIS_ID, W_TOK, NoVueRenderer, VisualizerServer, cards_screenshot,
-                             exercise_chart, frontend_version, load_and_run, open_page, open_template_cards,
-                             pack_errors, sort_templates_a_to_z)
+from stas_harness.server import find_comfyui, skip_missing
+from stas_harness.visualizer_page import (H_TOK, T_LAT, VIS_ID, W_TOK, NoVueRenderer, VisualizerServer,
+                                          cards_screenshot, exercise_chart, frontend_version, load_and_run, open_page,
+                                          open_template_cards, pack_errors, sort_templates_a_to_z)
+
+# Its own server (about 20 s to start and write the tiny Wan) and about 5-10 s a test in the browser.
+pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 

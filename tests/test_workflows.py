@@ -18,7 +18,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from server_env import shrink_prompt, skip_missing
+
+from stas_harness.server import FrontendPage, find_comfyui, shrink_prompt, skip_missing
 
 ROOT = Path(__file__).resolve().parents[1]
 WF_DIR = ROOT / "example_workflows"
@@ -42,11 +43,8 @@ DISPLAY_WIDGETS = {("PreviewAny", "preview"), ("PreviewAny", "previewMode")}
 
 def standin_dirs() -> dict:
     """File name -> models folder, as tools/make_standins.py writes them (an independent oracle)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("make_standins", ROOT / "tools" / "make_standins.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return {**{n: "diffusion_models" for n in mod.DIFFUSION}, **mod.PLACEHOLDERS}
+    from tools.make_standins import DIFFUSION, PLACEHOLDERS
+    return {**{n: "diffusion_models" for n in DIFFUSION}, **PLACEHOLDERS}
 
 
 def load(name: str) -> dict:
@@ -166,7 +164,6 @@ async (wf) => {
 @pytest.fixture(scope="module")
 def loaded(standins, browser):
     """Each workflow loaded once in its own page: what the frontend reported, and its API prompt."""
-    from server_env import FrontendPage
     out = {}
     for name in WORKFLOWS:
         ctx = browser.new_context(viewport={"width": 1600, "height": 1000})
@@ -178,6 +175,9 @@ def loaded(standins, browser):
     return out
 
 
+@pytest.mark.integration
+@pytest.mark.browser
+@pytest.mark.slow
 @pytest.mark.parametrize("name", WORKFLOWS)
 def test_loads_in_frontend(loaded, name):
     r = loaded[name]
@@ -206,6 +206,9 @@ def _check_value(node_type: str, name: str, value, spec) -> str | None:
     return None  # sockets given a literal are caught by ComfyUI itself when the prompt runs
 
 
+@pytest.mark.integration
+@pytest.mark.browser
+@pytest.mark.slow
 @pytest.mark.parametrize("name", WORKFLOWS)
 def test_nodes_and_widget_values_match_object_info(loaded, standins, name):
     info = standins.object_info()
@@ -258,6 +261,9 @@ def shrink_for_cpu(prompt: dict) -> dict:
     return out
 
 
+@pytest.mark.integration
+@pytest.mark.browser
+@pytest.mark.slow
 @pytest.mark.parametrize("name", WORKFLOWS)
 def test_runs_on_standins(loaded, standins, name):
     prompt = shrink_for_cpu(loaded[name]["prompt"])
@@ -277,6 +283,8 @@ def test_runs_on_standins(loaded, standins, name):
         assert any(t.startswith("Temporal Seam Meter: 9 frames") and "A - B: seam ratio" in t for t in texts), texts
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_testbed_left_untouched(standins):
     """The server ran from the testbed without writing into it (all state lives in its base dir)."""
     changed = []
@@ -291,9 +299,10 @@ def test_testbed_left_untouched(standins):
 
 # -- README's first-run command ----------------------------------------------------------------
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_first_run_command(tmp_path):
     """`python3 scripts/first_run.py --comfyui PATH` (README, "First run") on this testbed."""
-    from server_env import find_comfyui
     found = find_comfyui()
     if found is None:
         skip_missing("real ComfyUI not found: set COMFYUI_PATH to a ComfyUI checkout (see README, 'Tests')")

@@ -1,7 +1,7 @@
 """Build example_workflows/*.json and their .jpg thumbnails in the real ComfyUI frontend.
 
 Each workflow below is a list of nodes (type, position, widget values by name) and links (by
-slot name). A real ComfyUI server with this pack is started (tests/server_env.py), headless
+slot name). A real ComfyUI server with this pack is started (stas_harness/server.py), headless
 Chromium creates the nodes with the frontend's own LiteGraph, connects them, and saves the graph
 the way the frontend does (``app.graphToPrompt().workflow``); the thumbnail is a screenshot of
 that graph. Build with the OLDEST supported ComfyUI so every newer frontend can load the files:
@@ -21,7 +21,8 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _repo import ROOT  # first: the repository root on sys.path (tools/_repo.py)
+
 OUT = ROOT / "example_workflows"
 
 NEGATIVE = ("blurry, low quality, jpeg artifacts, overexposed, static frame, still image, subtitles, text, "
@@ -127,13 +128,10 @@ def wan_text(g: Graph, pos, prompt: str):
     return clip, p, n
 
 
-STAS_DEFAULTS = dict(alpha=1.0, blend=1.0, blocks="middle", channels="auto", threshold=50.0, top_k=4,
-                     start_percent=0.0, end_percent=0.4, apply_to="cond")
-
-
 def stas(g: Graph, pos, model_src: int, title: str | None = None, **overrides) -> int:
-    """STAS Model Patch at the node's defaults (the paper's setting), fed by ``model_src``."""
-    st = g.add("STASModelPatch", pos, title=title, color=STAS_COLOR, **{**STAS_DEFAULTS, **overrides})
+    """STAS Model Patch at the node's defaults (the paper's setting: the frontend creates the node with
+    the defaults its schema declares), ``overrides`` on top, fed by ``model_src``."""
+    st = g.add("STASModelPatch", pos, title=title, color=STAS_COLOR, **overrides)
     g.link(model_src, "MODEL", st, "model")
     return st
 
@@ -530,8 +528,7 @@ def save_thumbnail(png: bytes, path: Path, blurb: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from server_env import CHROMIUM, CHROMIUM_ARGS, ComfyServer, FrontendPage, ensure_playwright, find_comfyui
+    from stas_harness.server import CHROMIUM, CHROMIUM_ARGS, ComfyServer, FrontendPage, ensure_playwright, find_comfyui
 
     found = find_comfyui()
     if found is None:

@@ -2,7 +2,7 @@
 
     <ComfyUI's python> tools/export_api_prompts.py --comfyui /path/to/ComfyUI --out DIR [NAME ...]
 
-A real ComfyUI server with this pack starts headless (tests/server_env.py, state in a temporary
+A real ComfyUI server with this pack starts headless (stas_harness/server.py, state in a temporary
 folder), Debian's Chromium loads each workflow in the frontend, and ``app.graphToPrompt()`` turns
 it into the API prompt that the Queue button would send; each is written to DIR/<name>.json.
 bench/workflows_gpu.py runs these prompts on a GPU machine, which has neither a browser nor a
@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from server_env import CHROMIUM, CHROMIUM_ARGS, ComfyServer, FrontendPage, comfy_python_for, ensure_playwright  # noqa: E402
+from _repo import ROOT  # first: the repository root on sys.path (tools/_repo.py)
+
+from stas_harness.server import CHROMIUM, CHROMIUM_ARGS, ComfyServer, FrontendPage, comfy_python_for, ensure_playwright
 
 TO_PROMPT = """
 async (wf) => {

@@ -77,13 +77,8 @@ WAN_14B = dict(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40)
 
 
 def _hunyuan_video():
-    import comfy.ldm.hunyuan_video.model as hm
-    from comfy_env import dataclass_kwargs  # tests/: the params dataclass's fields vary by ComfyUI version
-    params = dataclass_kwargs(hm.HunyuanVideoParams, dict(
-        in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096, hidden_size=3072,
-        mlp_ratio=4.0, num_heads=24, depth=20, depth_single_blocks=40, axes_dim=[16, 56, 56],
-        theta=256, patch_size=[1, 2, 2], qkv_bias=True, guidance_embed=True, byt5=False, meanflow=False))
-    return hm.HunyuanVideo(image_model="hunyuan_video", operations=_ops(), **params)
+    from stas_harness.models import hunyuan_video_module  # the tests' builder, at the released size
+    return hunyuan_video_module(depth=20, depth_single=40, hidden=3072, heads=24)
 
 
 def _comfy_json(*parts: str) -> dict:

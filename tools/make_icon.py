@@ -5,16 +5,15 @@ rows, dark unsteered interior). Standard library + numpy + torch only:
     python3 tools/make_icon.py
 """
 import struct
-import sys
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from stas_core.layout import BoundarySpec  # noqa: E402
-from stas_core.plot import mask_preview  # noqa: E402
+from _repo import ROOT  # first: the repository root on sys.path (tools/_repo.py)
+
+from stas_core.layout import BoundarySpec
+from stas_core.plot import mask_preview
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:

@@ -5,7 +5,7 @@
 The tests never write into the working tree; this is the one command that renews the README's
 and docs/'s figures. It starts that ComfyUI headless on the CPU with this pack and the test-only
 nodes (all state in a temporary folder), drives Debian's Chromium through Playwright, and runs the
-same page as tests/test_web_visualizer.py (tests/visualizer_page.py):
+same page as tests/test_web_visualizer.py (stas_harness/visualizer_page.py):
 
 - ma_visualizer_chart.png, ma_visualizer_node.png, ma_visualizer_chart_zoomed.png,
   ma_visualizer_summary.png: the MA Visualizer's in-node chart (LiteGraph renderer), hovered,
@@ -22,16 +22,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+from _repo import ROOT  # first: the repository root on sys.path (tools/_repo.py)
 
-from server_env import CHROMIUM, CHROMIUM_ARGS, comfy_python_for, ensure_playwright  # noqa: E402
-from visualizer_page import (NoVueRenderer, VisualizerServer, cards_screenshot, exercise_chart,  # noqa: E402
-                             frontend_version, load_and_run, open_page, open_template_cards,
-                             sort_templates_a_to_z)
+from stas_harness.server import CHROMIUM, CHROMIUM_ARGS, comfy_python_for, ensure_playwright
+from stas_harness.visualizer_page import (NoVueRenderer, VisualizerServer, cards_screenshot, exercise_chart,
+                                          frontend_version, load_and_run, open_page, open_template_cards,
+                                          sort_templates_a_to_z)
 
 
 def main(argv=None) -> int:

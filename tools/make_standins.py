@@ -6,7 +6,7 @@ machine without the real weights (tests, the first run, a GPU smoke run).
     <ComfyUI's python> tools/make_standins.py --full [--device cuda] --comfyui ... --models DIR [NAME ...]
 
 Run it with the python that runs that ComfyUI: the diffusion models are built from ComfyUI's own
-model classes (tests/comfy_env.py) and loaded once through ComfyUI's own loader before they are
+model classes (stas_harness/models.py) and loaded once through ComfyUI's own loader before they are
 saved, so ComfyUI's detection recognises each file as the architecture its name says (Wan 2.1
 T2V / I2V, Wan 2.2 TI2V 5B, Wan 2.2 A14B experts, HunyuanVideo), only tiny.
 
@@ -27,10 +27,7 @@ ComfyUI copy lacks it.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # file name -> (models subfolder, builder key, seed)
 DIFFUSION = {
@@ -54,18 +51,10 @@ MA_CHANNELS = (77,)     # planted massive-activation channel (--plant-ma)
 MA_GAIN = 10000.0
 
 
-def setup_comfy(src: Path, cpu: bool = True) -> None:
-    sys.path.insert(0, str(src))
-    sys.path.insert(0, str(ROOT / "tests"))
-    from comfy.cli_args import args
-    args.cpu = cpu
-    import comfy.model_management  # noqa: F401  (after args.cpu)
-
-
 def build(kind: str, seed: int):
     """A tiny model of ``kind`` through ComfyUI's loader; returns its diffusion model's state dict."""
-    import comfy_env as ce
-    mp = ce.tiny_hunyuan_video(seed=seed) if kind == "hunyuan_video" else ce.tiny_wan_variant(kind, seed=seed)
+    from stas_harness.models import tiny_hunyuan_video, tiny_wan_variant
+    mp = tiny_hunyuan_video(seed=seed) if kind == "hunyuan_video" else tiny_wan_variant(kind, seed=seed)
     return {k: v.detach().to("cpu").contiguous() for k, v in mp.model.diffusion_model.state_dict().items()}
 
 
@@ -82,8 +71,7 @@ def plant_ma(sd: dict) -> dict:
 
 def write_full(src: Path, models: Path, names: list[str], device: str, ma_gain: float) -> list[Path]:
     """Full-size stand-ins (tools/full_standins.py), each from its own fixed seed."""
-    sys.path.insert(0, str(ROOT / "tools"))
-    import full_standins as fs
+    from tools import full_standins as fs
     unknown = [n for n in names if n not in fs.SPECS]
     if unknown:
         raise SystemExit(f"unknown stand-in {unknown}; known: {sorted(fs.SPECS)}")
@@ -127,7 +115,8 @@ def main(argv=None) -> int:
                     help="with --full: scale planted massive-activation channel 77 by this (0 = none)")
     ap.add_argument("names", nargs="*", help="file names to write (default: all)")
     a = ap.parse_args(argv)
-    setup_comfy(a.comfyui.resolve(), cpu=a.device == "cpu")
+    from stas_harness.comfy_env import import_comfyui
+    import_comfyui(a.comfyui.resolve(), cpu=a.device == "cpu")
     if a.full:
         written = write_full(a.comfyui.resolve(), a.models, a.names or [*DIFFUSION, *PLACEHOLDERS], a.device, a.ma_gain)
     else:
@@ -138,4 +127,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    import _repo  # noqa: F401  (run as a script: the repository root on sys.path, for stas_harness)
     raise SystemExit(main())

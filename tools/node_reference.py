@@ -123,8 +123,8 @@ def main() -> int:
     ap.add_argument("--python", help="python that runs that ComfyUI (default: a venv beside it, else this one)")
     ap.add_argument("--write", action="store_true", help="update docs/nodes.md and web/docs/ in place")
     a = ap.parse_args()
-    sys.path.insert(0, str(ROOT / "tests"))
-    from server_env import ComfyServer
+    import _repo  # noqa: F401  (run as a script: the repository root on sys.path, for stas_harness)
+    from stas_harness.server import ComfyServer
 
     with ComfyServer(a.comfyui, a.python, test_nodes=False) as srv:
         info = srv.object_info()

@@ -1,7 +1,7 @@
 """Test-only ComfyUI nodes: deterministic stand-ins for the multi-gigabyte text encoders, CLIP
 vision model and video VAEs, so example workflows run end to end on the CPU in tests.
 
-tests/server_env.py links this folder into the test server's custom_nodes (never shipped with
+stas_harness/server.py links this folder into the test server's custom_nodes (never shipped with
 the pack, never loaded by a user's ComfyUI). The diffusion models themselves are NOT faked: the
 tests load tiny random-weight files of the real architectures through ComfyUI's UNETLoader.
 Each stand-in returns duck-typed objects with exactly the methods ComfyUI's own nodes call.

@@ -1,13 +1,12 @@
-"""A real ComfyUI server (and a headless Chromium page on its frontend) for integration tests.
+"""A real ComfyUI server (and a headless Chromium page on its frontend) with this pack.
 
 The server runs a ComfyUI testbed *without modifying it*: every path ComfyUI writes to (models,
 custom_nodes, input, output, temp, user, its database) lives in a temporary ``--base-directory``
 whose ``custom_nodes/`` holds a symlink to this pack (plus ``tests/comfy_test_nodes``, test-only
-stand-ins for the text encoder, CLIP vision and VAE). Bytecode writing is off.
+stand-ins for the text encoder, CLIP vision and VAE). Bytecode writing is off. Importing this
+module needs only the standard library (scripts/first_run.py runs with any python3)::
 
-Usage (the pytest fixtures at the bottom do this; importing this module needs only the stdlib)::
-
-    from server_env import ComfyServer, find_comfyui
+    from stas_harness.server import ComfyServer, find_comfyui
     src, python = find_comfyui()              # $COMFYUI_PATH (+ $COMFYUI_PYTHON or a venv beside it)
     with ComfyServer(src, python) as srv:      # start(): waits until /object_info answers
         srv.url, srv.models_dir, srv.input_dir, srv.output_dir
@@ -16,16 +15,8 @@ Usage (the pytest fixtures at the bottom do this; importing this module needs on
         entry["outputs"]                       # per node id: {"images": [...], ...}
         srv.log_tail()                         # the server's output, for failure messages
 
-Fixtures, registered for every test module by tests/conftest.py (``pytest_plugins``): use them by
-name, do not import them (an imported fixture is a second definition, with its own instance):
-
-- ``comfy_server`` (session): a started ComfyServer; skips (saying why) when no ComfyUI is found.
-- ``browser`` (module): a Playwright Chromium (Debian's /usr/bin/chromium, never a downloaded one);
-  installs the ``playwright`` package into the running interpreter if missing; skips (saying why)
-  when Chromium is absent.
-- ``frontend_page`` (function): a FrontendPage on ``comfy_server``: the ComfyUI frontend loaded on an
-  empty graph, ``window.app`` ready; ``.errors()`` = console errors (less known-benign start-up
-  noise) + uncaught page errors; ``.evaluate(js, arg)``; any other attribute is the Playwright page's.
+The pytest fixtures on top of it (comfy_server, browser, frontend_page) are in
+stas_harness/fixtures.py.
 """
 from __future__ import annotations
 
@@ -43,7 +34,7 @@ import uuid
 from pathlib import Path
 
 PACK_DIR = Path(__file__).resolve().parents[1]
-TEST_NODES_DIR = Path(__file__).resolve().parent / "comfy_test_nodes"
+TEST_NODES_DIR = PACK_DIR / "tests" / "comfy_test_nodes"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"]
@@ -395,58 +386,10 @@ class FrontendPage:
         return getattr(self.page, name)
 
 
-try:
-    import pytest
-except ImportError:  # the harness is also used by scripts/first_run.py, outside pytest
-    pytest = None
-
 def skip_missing(reason: str):
     """Skip a test whose environment is missing, or fail it where scripts/test.sh demands that
     environment (STAS_REQUIRE_ENV=1 on testbed runs under CI), so a skip cannot pass for a run."""
+    import pytest  # only tests call this; the scripts using this module need only the stdlib
     if os.environ.get("STAS_REQUIRE_ENV", "") not in ("", "0"):
         pytest.fail(f"required by STAS_REQUIRE_ENV: {reason}", pytrace=False)
     pytest.skip(reason)
-
-
-if pytest is not None:
-    @pytest.fixture(scope="session")
-    def comfy_server():
-        found = find_comfyui()
-        if found is None:
-            skip_missing("real ComfyUI not found: set COMFYUI_PATH to a ComfyUI checkout (see README, 'Tests')")
-        srv = ComfyServer(*found)
-        srv.start()
-        yield srv
-        srv.cleanup()
-
-    _playwright: dict = {}  # the one running Playwright + Chromium, shared by every fixture instance
-
-    @pytest.fixture(scope="module")
-    def browser():
-        """Module scope: while Playwright's sync API runs, the main thread has a running asyncio loop,
-        so asyncio.run() (in-process ComfyUI tests) would fail in later modules. Shared: a module
-        that imports this fixture gets its own fixture definition, and a second sync Playwright
-        cannot start while one runs."""
-        if not Path(CHROMIUM).exists():
-            skip_missing(f"Chromium not found at {CHROMIUM}: apt-get install -y chromium (see README, 'Tests')")
-        sync_api = ensure_playwright()
-        if sync_api is None:
-            skip_missing("the playwright Python package is missing and could not be installed (pip install playwright)")
-        if not _playwright:
-            pw = sync_api.sync_playwright().start()
-            _playwright.update(pw=pw, users=0,
-                               browser=pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True))
-        _playwright["users"] += 1
-        yield _playwright["browser"]
-        _playwright["users"] -= 1
-        if _playwright["users"] == 0:
-            _playwright.pop("browser").close()
-            _playwright.pop("pw").stop()
-            _playwright.clear()
-
-    @pytest.fixture
-    def frontend_page(comfy_server, browser):
-        ctx = browser.new_context(viewport={"width": 1600, "height": 1000})
-        fp = FrontendPage(ctx.new_page(), comfy_server).open()
-        yield fp
-        ctx.close()

@@ -10,21 +10,20 @@ import subprocess
 import time
 from pathlib import Path
 
-from server_env import ComfyServer, FrontendPage
+from stas_harness.server import PACK_DIR, ComfyServer, FrontendPage
 
-VIS_NODES = Path(__file__).resolve().parent / "visualizer_test_nodes"
+VIS_NODES = PACK_DIR / "tests" / "visualizer_test_nodes"
 VIS_ID = "10"
 T_LAT, H_TOK, W_TOK = 6, 6, 8  # latent frames and token grid of the graph below (96x128 px, 21 frames)
 
 
 WRITE_TINY_WAN = """
 import sys
-sys.path.insert(0, sys.argv[1])
-from comfy.cli_args import args
-args.cpu = True
-import comfy_env as ce
 from safetensors.torch import save_file
-save_file(ce.tiny_state_dict(ce.tiny_wan_module()), sys.argv[2])
+from stas_harness.comfy_env import import_comfyui
+from stas_harness.models import random_state_dict, wan_module
+import_comfyui(sys.argv[1], cpu=True)
+save_file(random_state_dict(wan_module()), sys.argv[2])
 """
 
 
@@ -41,7 +40,7 @@ class VisualizerServer(ComfyServer):
         path = d / "stas_tiny_wan.safetensors"
         if not path.exists():  # ComfyUI's own WanModel class gives the real key layout; in the server's python
             subprocess.run([self.python, "-c", WRITE_TINY_WAN, str(self.src), str(path)], check=True,
-                           cwd=str(Path(__file__).resolve().parent), env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"),
+                           cwd=str(PACK_DIR), env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"),
                            capture_output=True, timeout=300)
 
 

@@ -1,0 +1,204 @@
+"""Random-weight video DiTs built from ComfyUI's own classes and loaded through ComfyUI's own
+loader (comfy.sd.load_diffusion_model_state_dict), so ComfyUI's detection picks the model_base
+class exactly as for a real checkpoint: tiny ones for the tests and tools, any size for the bench.
+
+Each module is built only to get a state dict of the right keys and shapes (``meta=True``: on the
+meta device, no memory, for the bench's real sizes); random_state_dict() draws the weights from
+a seeded generator, so a seed gives the same model at any size, on any device, in any dtype.
+"""
+from __future__ import annotations
+
+import contextlib
+
+
+def random_state_dict(module, seed: int = 0, scale: float = 0.02, dtype=None, device="cpu") -> dict:
+    """N(0, scale^2) weights (drawn in float32 from one seeded generator, in state-dict order), then ``dtype``."""
+    import torch
+    g = torch.Generator(device=device).manual_seed(seed)
+    out = {}
+    for k, v in module.state_dict().items():
+        t = torch.randn(v.shape, generator=g, device=device, dtype=torch.float32) * scale
+        out[k] = t if dtype is None else t.to(dtype)
+    return out
+
+
+def load_random(module, seed: int = 0, dtype=None, device="cpu", **kw):
+    """``module``'s keys with random weights, loaded with comfy.sd.load_diffusion_model_state_dict (``kw``)."""
+    import comfy.sd
+    mp = comfy.sd.load_diffusion_model_state_dict(random_state_dict(module, seed=seed, dtype=dtype, device=device),
+                                                  **kw)
+    assert mp is not None, f"ComfyUI did not recognise the random-weight {type(module).__name__}"
+    return mp
+
+
+def _built(meta: bool):
+    """(operations, context) to build a ComfyUI module in: real tensors, or shapes only on the meta device."""
+    import comfy.ops
+    import torch
+    if meta:
+        return comfy.ops.disable_weight_init, torch.device("meta")
+    return comfy.ops.manual_cast, contextlib.nullcontext()
+
+
+def dataclass_kwargs(dc, given):
+    """Constructor kwargs for a ComfyUI params dataclass whose fields vary between versions:
+    the fields of ``given`` it has, plus a neutral value (None / False / []) for every other
+    required field."""
+    import dataclasses
+    names = {f.name for f in dataclasses.fields(dc)}
+    out = {k: v for k, v in given.items() if k in names}
+    for f in dataclasses.fields(dc):
+        if f.name in out or f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+            continue
+        t = str(f.type)
+        out[f.name] = False if "bool" in t else ([] if "list" in t else None)
+    return out
+
+
+# -- Wan -------------------------------------------------------------------------------------
+
+def wan_module(cls_name: str = "WanModel", num_layers: int = 4, dim: int = 128, ffn_dim: int | None = None,
+               num_heads: int = 2, meta: bool = False, **kw):
+    """A ``comfy.ldm.wan.model.<cls_name>`` (WanModel, VaceWanModel, CameraWanModel): by default tiny (dim 128,
+    4 blocks); Wan 2.1 1.3B is dim 1536, ffn_dim 8960, 12 heads, 30 blocks."""
+    import comfy.ldm.wan.model as wm
+    ops, where = _built(meta)
+    kw.setdefault("in_dim", 16)
+    kw.setdefault("out_dim", 16)
+    with where:
+        return getattr(wm, cls_name)(dim=dim, ffn_dim=ffn_dim or 2 * dim, num_heads=num_heads, num_layers=num_layers,
+                                     text_dim=4096, freq_dim=256, operations=ops, **kw)
+
+
+def tiny_wan(num_layers: int = 4, dim: int = 128, **kw):
+    """Tiny random-weight Wan 2.1 T2V (``kw``: more WanModel arguments), loaded through ComfyUI's loader."""
+    return load_random(wan_module(num_layers=num_layers, dim=dim, **kw))
+
+
+WAN_VARIANTS = {
+    "t2v": ("WanModel", {}),
+    "i2v": ("WanModel", dict(model_type="i2v", in_dim=36)),
+    "flf": ("WanModel", dict(model_type="i2v", in_dim=36, flf_pos_embed_token_number=514)),
+    "vace": ("VaceWanModel", dict(vace_layers=2, vace_in_dim=96)),
+    "camera": ("CameraWanModel", dict(model_type="camera", in_dim=32)),
+    "fun_ref": ("WanModel", dict(model_type="i2v", in_dim=48, in_dim_ref_conv=16)),
+    "ti2v_5b": ("WanModel", dict(in_dim=48, out_dim=48)),
+}
+
+
+def tiny_wan_variant(variant: str, seed: int = 0, num_layers: int = 4):
+    """Tiny random-weight Wan of one variant, loaded through ComfyUI's loader.
+
+    t2v (Wan 2.1 T2V, also one A14B expert), i2v, flf (first-last-frame: img_emb.emb_pos),
+    vace, camera, fun_ref (Fun 1.1 control: in_dim 48 + ref_conv), ti2v_5b (Wan 2.2 5B:
+    48-channel latent).
+    """
+    cls_name, kw = WAN_VARIANTS[variant]
+    return load_random(wan_module(cls_name, num_layers=num_layers, **kw), seed=seed)
+
+
+def wan(dim: int, ffn_dim: int, num_heads: int, num_layers: int, dtype, device, seed: int = 0):
+    """A Wan 2.1 T2V of the given dims in ``dtype`` on ``device`` (the bench's sizes; built on the meta device)."""
+    return load_random(wan_module(num_layers=num_layers, dim=dim, ffn_dim=ffn_dim, num_heads=num_heads, meta=True),
+                       seed=seed, dtype=dtype, device=device, model_options={"dtype": dtype})
+
+
+# -- HunyuanVideo (1.0, 1.5) and HunyuanImage 2.1 ----------------------------------------------
+
+def hunyuan_video_module(depth: int = 2, depth_single: int = 2, hidden: int = 128, heads: int = 1,
+                         meta: bool = False):
+    """A HunyuanVideo (T2V layout: 16-ch latent, llama text 4096, clip pooled 768, guidance): by default tiny
+    (hidden 128); the real model is hidden 3072, 24 heads, 20 double- and 40 single-stream blocks."""
+    import comfy.ldm.hunyuan_video.model as hm
+    pe = hidden // heads
+    axes = [pe - 2 * (pe * 7 // 16), pe * 7 // 16, pe * 7 // 16]   # [16, 56, 56] for 128 / 1 and 3072 / 24
+    params = dataclass_kwargs(hm.HunyuanVideoParams, dict(
+        in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096, hidden_size=hidden,
+        mlp_ratio=4.0, num_heads=heads, depth=depth, depth_single_blocks=depth_single, axes_dim=axes,
+        theta=256, patch_size=[1, 2, 2], qkv_bias=True, guidance_embed=True, byt5=False, meanflow=False))
+    ops, where = _built(meta)
+    with where:
+        return hm.HunyuanVideo(image_model="hunyuan_video", operations=ops, **params)
+
+
+def tiny_hunyuan_video(depth: int = 2, depth_single: int = 2, seed: int = 0):
+    """Tiny random-weight HunyuanVideo, loaded through ComfyUI's loader."""
+    return load_random(hunyuan_video_module(depth, depth_single), seed=seed)
+
+
+def hunyuan_video(depth: int, depth_single: int, dtype, device, hidden: int = 3072, heads: int = 24, seed: int = 0):
+    """A HunyuanVideo in ``dtype`` on ``device`` (the bench's sizes; built on the meta device)."""
+    return load_random(hunyuan_video_module(depth, depth_single, hidden, heads, meta=True), seed=seed, dtype=dtype,
+                       device=device, model_options={"dtype": dtype})
+
+
+def has_hunyuan_video15() -> bool:
+    """HunyuanVideo 1.5 (vision_in / cond_type_embedding in ComfyUI's HunyuanVideo class) came after 0.3.64."""
+    import dataclasses
+    import comfy.ldm.hunyuan_video.model as hm
+    return "vision_in_dim" in {f.name for f in dataclasses.fields(hm.HunyuanVideoParams)}
+
+
+def tiny_hunyuan_video15(depth: int = 2, depth_single: int = 0, seed: int = 0, meanflow: bool = False,
+                         in_channels: int = 65):
+    """Tiny HunyuanVideo 1.5 (its real layout but hidden 128: 32-ch latent + 32-ch image concat + mask = 65
+    input channels, patch 1, Qwen2.5-VL text 3584, byT5 1472, SigLIP vision 1152, condition-type embedding,
+    no CLIP pooled input, no guidance embedding; the real model has 54 double- and no single-stream block).
+    T2V and I2V checkpoints have the same layout; ComfyUI loads both as model_base.HunyuanVideo15.
+    ``in_channels=98`` (+ meanflow): the super-resolution model, model_base.HunyuanVideo15_SR_Distilled."""
+    import comfy.ldm.hunyuan_video.model as hm
+    import comfy.ops
+    params = dataclass_kwargs(hm.HunyuanVideoParams, dict(
+        in_channels=in_channels, out_channels=32, vec_in_dim=None, context_in_dim=3584, hidden_size=128,
+        mlp_ratio=4.0, num_heads=1, depth=depth, depth_single_blocks=depth_single, axes_dim=[16, 56, 56],
+        theta=256, patch_size=[1, 1, 1], qkv_bias=True, guidance_embed=False, byt5=True, meanflow=meanflow,
+        use_cond_type_embedding=True, vision_in_dim=1152, meanflow_sum=meanflow))
+    m = hm.HunyuanVideo(image_model="hunyuan_video", operations=comfy.ops.manual_cast, **params)
+    return load_random(m, seed=seed)
+
+
+def tiny_hunyuan_image21(refiner: bool = False, seed: int = 0):
+    """Tiny HunyuanImage 2.1 (2-D patch) or its refiner (patch 1x1x1): image models in the HunyuanVideo class."""
+    import comfy.ldm.hunyuan_video.model as hm
+    import comfy.ops
+    params = dataclass_kwargs(hm.HunyuanVideoParams, dict(
+        in_channels=64, out_channels=64, vec_in_dim=None, context_in_dim=3584, hidden_size=128, mlp_ratio=4.0,
+        num_heads=1, depth=1, depth_single_blocks=1, axes_dim=[16, 56, 56] if refiner else [64, 64], theta=256,
+        patch_size=[1, 1, 1] if refiner else [1, 1], qkv_bias=True, guidance_embed=refiner, byt5=not refiner,
+        meanflow=False))
+    m = hm.HunyuanVideo(image_model="hunyuan_video", operations=comfy.ops.manual_cast, **params)
+    return load_random(m, seed=seed)
+
+
+# -- other families ------------------------------------------------------------------------------
+
+def tiny_cogvideox(num_layers: int = 3, v15: bool = False, seed: int = 0):
+    """Tiny CogVideoX (ComfyUI >= 0.2x native): 1.0 layout (Conv2d patch 2, no temporal patch)
+    or 1.5 layout (Linear patch, patch_size_t 2). Rotary positions, T5 text 4096."""
+    import comfy.ldm.cogvideo.model as cm
+    import comfy.ops
+    m = cm.CogVideoXTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=64, in_channels=16, out_channels=16, time_embed_dim=64,
+        text_embed_dim=4096, num_layers=num_layers, patch_size=2, patch_size_t=2 if v15 else None,
+        use_rotary_positional_embeddings=True, use_learned_positional_embeddings=False,
+        operations=comfy.ops.manual_cast)
+    return load_random(m, seed=seed)
+
+
+def tiny_sd3(seed: int = 0):
+    """Tiny SD3-style MMDiT (an image DiT STAS does not support); hidden = 64 * depth."""
+    import comfy.ldm.modules.diffusionmodules.mmdit as mm
+    import comfy.ops
+    m = mm.MMDiT(input_size=None, patch_size=2, in_channels=16, out_channels=16, depth=2, adm_in_channels=2048,
+                 context_embedder_config={"target": "torch.nn.Linear", "params": {"in_features": 4096, "out_features": 128}},
+                 pos_embed_max_size=16, num_patches=256, pos_embed_scaling_factor=None, operations=comfy.ops.manual_cast)
+    return load_random(m, seed=seed)
+
+
+def tiny_ltxv(seed: int = 0):
+    """Tiny LTX-Video (a video DiT STAS does not support)."""
+    import comfy.ldm.lightricks.model as lm
+    import comfy.ops
+    m = lm.LTXVModel(in_channels=128, cross_attention_dim=128, attention_head_dim=4, num_attention_heads=32,
+                     caption_channels=4096, num_layers=1, operations=comfy.ops.manual_cast)
+    return load_random(m, seed=seed)
