@@ -14,7 +14,7 @@ from .families import BlockRef, Family
 WRAPPER_KEY = "comfyui-stas"
 STEER_OBSERVERS = WRAPPER_KEY + ".steer_observers"
 """transformer_options key of a tuple of observers with ``stas_steer(phase, ref, h, vis_start, grid,
-token_idx, channels, valid, samples)``, called by STAS with phase "before" and "after" it steers a
+token_idx, channels, valid, samples, steered)``, called by STAS with phase "before" and "after" it steers a
 block (the MA Recorder puts itself there in the calls it records)."""
 
 

@@ -168,21 +168,19 @@ class StasPlan(Plan):
         ctx.backend.steer_(v)
 
     def _steer_observed(self, observers, v: BlockView, ref: BlockRef, ctx: "CallContext") -> None:
-        """A recorded call: observers see the values before and after steering (the recorder
-        reads sigma on the host in the calls it records, so this may too)."""
+        """A recorded call: observers see the values before and after steering, and (a device bool,
+        never read here) whether this call's sigma lies in the window."""
         p, call = v.p, v.call
         if p.detect:
             ctx.backend.detect_(v)
-        steered = ctx.run.window.contains(float(call.sigma.reshape(-1)[0]))
+        s = call.sigma.reshape(-1)[0].float()
         seen = (ref, v.h, v.vis_start, ctx.grid, call.token_idx[:p.n_tok], call.chans[v.slot, :p.n_chans],
-                call.valid[v.slot, :p.n_chans], ctx.samples)
-        if steered:
-            for o in observers:
-                o.stas_steer("before", *seen)
+                call.valid[v.slot, :p.n_chans], ctx.samples, (s > p.lo) & (s <= p.hi))
+        for o in observers:
+            o.stas_steer("before", *seen)
         ctx.backend.steer_(v)
-        if steered:
-            for o in observers:
-                o.stas_steer("after", *seen)
+        for o in observers:
+            o.stas_steer("after", *seen)
 
     # -- before and after a run ------------------------------------------------------------------
     def preflight(self, run: RunState, sigmas) -> None:

@@ -5,6 +5,7 @@ call, flushed to the CPU in one transfer after the call. A failure never stops t
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
@@ -12,7 +13,7 @@ import torch
 
 from ..stas_core.channels import detect_ma_channels
 from ..stas_core.record import (Recording, RunLayout, RunRecording, channel_stats, describe_bytes,
-                                fingerprint, flush_to_cpu, kept_rows_cols, parse_steps, stride_for)
+                                fingerprint, kept_rows_cols, pack_flat, parse_steps, stride_for, unpack_flat)
 from .families import BlockRef
 from ..stas_core.record import CHUNK_NAMES
 from .guiders import PROMPTS, passes_of
@@ -75,9 +76,11 @@ class RecorderPlan(Plan):
         self.recording.make_room(need)
         run = RunRecording(layout, budget_bytes=max(need, self.recording.remaining()))
         run.passes = passes_of(guider)
+        run.inflight = InFlight()
         return run
 
     def end_run(self, run: RunRecording) -> None:
+        run.inflight.drain()
         run.release_device()
 
     def finish_run(self, run: RunRecording, out) -> None:
@@ -104,15 +107,14 @@ class RecorderPlan(Plan):
             ctx.flush()
 
     def _call(self, run: RunRecording, x, t, model, to, kwargs) -> Optional["RecCall"]:
+        """This call's RecCall. Its step is known only once its sigma reaches the host, after the
+        call (``RecCall.flush``): nothing here reads a device tensor."""
+        run.inflight.process_ready()
         lay, passes = run.layout, run.passes
         dm = model.diffusion_model
-        step = lay.step_of(float(t.reshape(-1)[0]))  # one host read per model call
-        if step is None or step not in lay.steps:
-            return None
         cou = list(to.get("cond_or_uncond") or [0])
         if x.shape[0] % len(cou):
-            run.note("calls whose batch does not split into CFG chunks were not recorded")
-            return None
+            return RecCall.skipped(self, run, t, dm, "calls whose batch does not split into CFG chunks were not recorded")
         per = x.shape[0] // len(cou)
         # chunk 0 / 1 = the user's positive / negative prompt, whichever pass the guider gives it
         chunk_rows = tuple((c, cou.index(i) * per, per) for c in lay.chunks
@@ -120,13 +122,11 @@ class RecorderPlan(Plan):
         if not chunk_rows:
             return None
         if per != lay.batch:
-            run.note("calls with another batch size than the latent were not recorded")
-            return None
+            return RecCall.skipped(self, run, t, dm, "calls with another batch size than the latent were not recorded")
         fam = self.family
         grid = fam.grid(dm, tuple(x.shape))
         if tuple(grid[1:]) != tuple(lay.grid[1:]):
-            run.note("calls on a cropped latent (area conditioning) were not recorded")
-            return None
+            return RecCall.skipped(self, run, t, dm, "calls on a cropped latent (area conditioning) were not recorded")
         frames = None
         cw = to.get("context_window")
         if cw is not None and getattr(cw, "dim", None) == 2 and getattr(cw, "index_list", None) is not None:
@@ -136,7 +136,7 @@ class RecorderPlan(Plan):
                 latent = [anchor] + latent
             pt = fam.patch_size(dm)[0]
             frames = [latent[j * pt] // pt for j in range(len(latent) // pt)]
-        return RecCall(self, run, step, grid, fam.prefix_tokens(dm, kwargs), dm, chunk_rows, frames)
+        return RecCall(self, run, t, grid, fam.prefix_tokens(dm, kwargs), dm, chunk_rows, frames)
 
     def tracked_channels(self, run: RunRecording, ref: BlockRef, vis: torch.Tensor) -> torch.Tensor:
         """Channels whose per-token values are recorded for ``ref``: explicit, or the top_k by
@@ -171,21 +171,58 @@ def _rows_steered(rows: Optional[Tuple[int, ...]], r0: int, per: int) -> bool:
     return rows is None or any(r0 <= r < r0 + per for r in rows)
 
 
+class InFlight:
+    """Recorded calls whose data is on its way to the host (an asynchronous copy each), stored
+    in call order once it has arrived: the recorder never waits for the GPU during a run."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: List[Tuple[Any, torch.Tensor, Any]] = []  # (RecCall, host buffer, CUDA event or None)
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def push(self, call: "RecCall", host: torch.Tensor, event) -> None:
+        with self._lock:
+            self._queue.append((call, host, event))
+        if event is None:
+            self.process_ready()
+
+    def process_ready(self, wait: bool = False) -> None:
+        with self._lock:
+            while self._queue:
+                call, host, event = self._queue[0]
+                if event is not None:
+                    if wait:
+                        event.synchronize()
+                    elif not event.query():
+                        return
+                self._queue.pop(0)
+                call.store(host)
+
+    def drain(self) -> None:
+        self.process_ready(wait=True)
+
+
 class RecCall:
-    """One recorded model call: what to record, and the small device tensors gathered so far."""
+    """One recorded model call: the small device tensors gathered in it, and where they go."""
 
     steer = True  # patching's block patches act on a context whose ``steer`` is set
 
-    def __init__(self, plan: RecorderPlan, run: RunRecording, step: int, grid, prefix: int, diffusion_model,
-                 chunk_rows: Tuple[Tuple[int, int, int], ...], frames: Optional[List[int]]):
-        self.plan, self.run, self.step = plan, run, step
+    def __init__(self, plan: RecorderPlan, run: RunRecording, sigma: torch.Tensor, grid, prefix: int, diffusion_model,
+                 chunk_rows: Tuple[Tuple[int, int, int], ...], frames: Optional[List[int]], note: str = ""):
+        self.plan, self.run, self.sigma = plan, run, sigma
         self.grid, self.prefix, self.diffusion_model = grid, prefix, diffusion_model
         self.chunk_rows = chunk_rows  # (chunk id, first row, rows) per recorded CFG chunk
         self.frames = frames          # global token-frame of each local frame (context windows), or None
+        self.note = note              # noted for the run if this call's step is recorded (and nothing gathered)
         self.pending: List[Tuple[str, int, int, List[int], int, List[torch.Tensor]]] = []
-        self._todo: Dict[Tuple[int, int], List[int]] = {}
         self._recorded: set = set()
-        self._steered: Dict[int, Tuple[Optional[Tuple[int, ...]], bool]] = {}
+        self._steered: Dict[int, Tuple[Optional[Tuple[int, ...]], bool, int]] = {}  # block -> rows, steered first, item
+
+    @classmethod
+    def skipped(cls, plan, run, sigma, dm, note: str) -> "RecCall":
+        return cls(plan, run, sigma, None, 0, dm, (), None, note)
 
     def __deepcopy__(self, memo):
         return self
@@ -211,16 +248,10 @@ class RecCall:
             return None
         return self.frames
 
-    def todo(self, block: int, chunk: int, frames: List[int]) -> List[int]:
-        key = (block, chunk)
-        js = self._todo.get(key)
-        if js is None:
-            js = self.run.claim(block, self.step, chunk, frames)
-            self._todo[key] = js
-        return js
-
-    # -- block hook (recorder's own patch) -------------------------------------------------
+    # -- block hook (recorder's own patch): gather every frame; which are kept is decided in store
     def record_block(self, h: torch.Tensor, ref: BlockRef, to) -> None:
+        if not self.chunk_rows:
+            return
         try:
             fam, run = self.plan.family, self.run
             grid = fam.call_grid(self.grid, to)
@@ -234,92 +265,132 @@ class RecCall:
                 return
             vis = h.narrow(1, start, n_vis)
             chans = self.plan.tracked_channels(run, ref, vis)
+            tok = run.local_tokens(range(len(frames)), grid, h.device)
             for c, r0, per in self.chunk_rows:
-                js = self.todo(ref.flat, c, frames)
-                if not js:
-                    continue
-                tok = run.local_tokens(js, grid, h.device)
                 rows = vis.narrow(0, r0, per)
                 vals = rows.index_select(1, tok).index_select(2, chans)   # a copy: later in-place edits don't reach it
                 peak, asum = channel_stats(rows)
-                self.pending.append(("block", ref.flat, c, [frames[j] for j in js], n_vis, [chans, vals, peak, asum]))
+                self.pending.append(("block", ref.flat, c, frames, n_vis, [chans, vals, peak, asum]))
             self._recorded.add(ref.flat)
         except Exception as e:  # a diagnostic must never stop the render
             self._fail(f"block {ref.flat}", e)
 
     # -- STAS observer (hooks.STEER_OBSERVERS) ----------------------------------------
     def stas_steer(self, phase: str, ref: BlockRef, h: torch.Tensor, vis_start: int, grid, token_idx: torch.Tensor,
-                   channels: torch.Tensor, valid: Optional[torch.Tensor], rows: Optional[Tuple[int, ...]]) -> None:
+                   channels: torch.Tensor, valid: Optional[torch.Tensor], rows: Optional[Tuple[int, ...]],
+                   steered: Optional[torch.Tensor] = None) -> None:
         """hooks.STEER_OBSERVERS: STAS is about to steer (phase "before") or has steered ("after")
-        ``channels`` (those with ``valid`` False are left alone) at ``token_idx`` of rows ``rows``."""
-        if ref.flat not in self.plan.block_set:
+        ``channels`` (those with ``valid`` False are left alone) at ``token_idx`` of rows ``rows``;
+        ``steered``: a device bool, whether this call's sigma lies in STAS's window."""
+        if ref.flat not in self.plan.block_set or not self.chunk_rows:
             return
         try:
-            if phase == "before":
-                self._steered.setdefault(ref.flat, (rows, ref.flat not in self._recorded))
+            if phase == "before" and ref.flat not in self._steered:
+                on = steered if steered is not None else torch.ones((), dtype=torch.bool, device=h.device)
+                self._steered[ref.flat] = (rows, ref.flat not in self._recorded, len(self.pending))
+                self.pending.append(("steered", ref.flat, -1, [], 0, [on.reshape(1)]))
             frames = self.frames_for(grid)
             if frames is None:
                 return
             n_vis = grid[0] * grid[1] * grid[2]
             vis = h.narrow(1, vis_start, n_vis)
+            tok = self.run.local_tokens(range(len(frames)), grid, h.device)
             for c, r0, per in self.chunk_rows:
                 if not _rows_steered(rows, r0, per):
                     continue
-                js = self.todo(ref.flat, c, frames)
-                if not js:
-                    continue
-                tok = self.run.local_tokens(js, grid, h.device)
                 vals = vis.narrow(0, r0, per).index_select(1, tok).index_select(2, channels)
-                g = [frames[j] for j in js]
                 if phase == "before":
                     ok = valid if valid is not None else torch.ones_like(channels, dtype=torch.bool)
-                    self.pending.append(("before", ref.flat, c, g, 0, [channels, vals, torch.isin(tok, token_idx), ok]))
+                    self.pending.append(("before", ref.flat, c, frames, 0, [channels, vals, torch.isin(tok, token_idx), ok]))
                 else:
-                    self.pending.append(("after", ref.flat, c, g, 0, [vals]))
+                    self.pending.append(("after", ref.flat, c, frames, 0, [vals]))
         except Exception as e:
             self._fail(f"STAS observer at block {ref.flat}", e)
 
-    def _view(self, block: int, chunk: int) -> str:
-        st = self._steered.get(block)
-        if st is None:
-            return "unsteered"
-        rows, steer_first = st
-        r0, per = next((r0, per) for c, r0, per in self.chunk_rows if c == chunk)
-        if not _rows_steered(rows, r0, per):
-            return "unsteered"
-        return "after steering" if steer_first else "before steering"
-
     def flush(self) -> None:
-        """Move everything this call gathered to the CPU in one transfer and store it."""
-        if not self.pending:
-            return
+        """After the call: start one asynchronous copy of this call's sigma and gathered tensors to
+        the host; ``store`` files them once they are there."""
         try:
-            tensors = [t for item in self.pending for t in item[5]]
-            cpu = flush_to_cpu(tensors)
-            i, befores = 0, {}
-            items = []
+            flat = pack_flat([self.sigma.reshape(-1)[:1]] + [t for item in self.pending for t in item[5]])
+            if flat.is_cuda:
+                host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
+                host.copy_(flat, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record()
+            else:
+                host, event = flat, None
+            self.run.inflight.push(self, host, event)
+        except Exception as e:
+            self.pending = []
+            self._fail("flush", e)
+
+    def store(self, host: torch.Tensor) -> None:
+        """File this call's data into the run (on the host, in call order)."""
+        run = self.run
+        try:
+            step = run.layout.step_of(float(host[0]))
+            if step is None or step not in run.layout.steps or run.failed:
+                return
+            if self.note:
+                run.note(self.note)
+            cpu = unpack_flat(host[1:], [t for item in self.pending for t in item[5]])
+            items, i = [], 0
             for kind, block, chunk, frames, n_vis, ts in self.pending:
                 items.append((kind, block, chunk, frames, n_vis, cpu[i:i + len(ts)]))
                 i += len(ts)
-            run = self.run
-            for kind, block, chunk, frames, n_vis, ts in items:
-                if kind == "block":
-                    chans, vals, peak, asum = ts
-                    run.write_block(block, self.step, chunk, frames, chans, vals, peak, asum, n_vis,
-                                    self._view(block, chunk))
-            for kind, block, chunk, frames, _, ts in items:
-                if kind == "before":
-                    befores[(block, chunk)] = ts
-                elif kind == "after" and (block, chunk) in befores:
-                    chans, before, mask, ok = befores.pop((block, chunk))
-                    keep = ok.bool()  # auto channels under STAS's threshold were not steered: leave them out
-                    if bool(keep.any()):
-                        run.write_steer(block, self.step, chunk, frames, chans[keep], before[..., keep],
-                                        ts[0][..., keep], mask)
+            self._store(step, items)
         except Exception as e:
-            self._fail("flush", e)
+            self._fail("store", e)
         finally:
             self.pending = []
+
+    def _keep(self, block: int, step: int, chunk: int, frames: List[int], vals: torch.Tensor):
+        """(frames not recorded yet for (block, step, chunk), their part of ``vals`` [b, F*P, ...])."""
+        js = self.run.claim(block, step, chunk, frames)
+        if len(js) == len(frames):
+            return frames, vals
+        p = vals.shape[1] // max(1, len(frames))
+        v = vals.reshape(vals.shape[0], len(frames), p, *vals.shape[2:])[:, js]
+        return [frames[j] for j in js], v.reshape(vals.shape[0], len(js) * p, *vals.shape[2:])
+
+    def _view(self, block: int, chunk: int, items) -> str:
+        st = self._steered.get(block)
+        if st is None:
+            return "unsteered"
+        rows, steer_first, at = st
+        r0, per = next((r0, per) for c, r0, per in self.chunk_rows if c == chunk)
+        if not _rows_steered(rows, r0, per) or not bool(items[at][5][0].item()):
+            return "unsteered"
+        return "after steering" if steer_first else "before steering"
+
+    def _store(self, step: int, items) -> None:
+        run, kept = self.run, {}
+        for kind, block, chunk, frames, n_vis, ts in items:
+            if kind == "block":
+                chans, vals, peak, asum = ts
+                frames, vals = self._keep(block, step, chunk, frames, vals)
+                kept[(block, chunk)] = set(frames)
+                if frames:
+                    run.write_block(block, step, chunk, frames, chans, vals, peak, asum, n_vis,
+                                    self._view(block, chunk, items))
+        befores = {}
+        for kind, block, chunk, frames, _, ts in items:
+            if kind == "before":
+                befores[(block, chunk)] = (frames, ts)
+            elif kind == "after" and (block, chunk) in befores:
+                frames, (chans, before, mask, ok) = befores.pop((block, chunk))
+                if self._view(block, chunk, items) == "unsteered":
+                    continue
+                keep = ok.bool()  # auto channels under STAS's threshold were not steered: leave them out
+                if (block, chunk) not in kept:  # STAS's block was not recorded by the block hook
+                    kept[(block, chunk)] = set(self._keep(block, step, chunk, frames, before)[0])
+                js = [j for j, f in enumerate(frames) if f in kept[(block, chunk)]]
+                if not js or not bool(keep.any()):
+                    continue
+                p = before.shape[1] // len(frames)
+                sel = torch.tensor([j * p + q for j in js for q in range(p)], dtype=torch.long)
+                run.write_steer(block, step, chunk, [frames[j] for j in js], chans[keep], before[:, sel][..., keep],
+                                ts[0][:, sel][..., keep], mask[sel])
 
 
 def chunk_ids(record: str) -> Tuple[int, ...]:

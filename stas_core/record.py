@@ -377,19 +377,27 @@ def channel_stats(h_rows: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return peak, asum
 
 
-def flush_to_cpu(tensors: Sequence[torch.Tensor]) -> List[torch.Tensor]:
-    """Move small device tensors to the CPU in ONE transfer (one host synchronisation):
-    flattened to float32, concatenated, copied, split and reshaped back (dtypes restored)."""
-    if not tensors:
-        return []
-    flat = torch.cat([t.reshape(-1).float() for t in tensors]).cpu()
+def pack_flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Small tensors flattened to float32 and concatenated (one buffer to move in one copy)."""
+    return torch.cat([t.reshape(-1).float() for t in tensors])
+
+
+def unpack_flat(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+    """``pack_flat``'s buffer split back into tensors shaped and typed like ``like``."""
     out, i = [], 0
-    for t in tensors:
+    for t in like:
         n = t.numel()
         v = flat[i:i + n].reshape(t.shape)
         out.append(v.to(t.dtype) if t.dtype != torch.float32 else v)
         i += n
     return out
+
+
+def flush_to_cpu(tensors: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+    """Move small device tensors to the CPU in ONE transfer (one host synchronisation)."""
+    if not tensors:
+        return []
+    return unpack_flat(pack_flat(tensors).cpu(), tensors)
 
 
 # -- run identity ---------------------------------------------------------------------------
