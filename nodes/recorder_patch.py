@@ -1,6 +1,6 @@
 """What the MA Recorder installs on a MODEL clone: ``RecorderPlan`` (the recorder side of the
 shared stack in ``hooks.py``), one ``RunRecording`` per run and a ``RecCall`` per recorded model
-call, flushed to the CPU in one transfer after the call. A failure never stops the sampler.
+call, copied to the host asynchronously after the call (``InFlight``). A failure never stops the sampler.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Recording massive activations during a sampling run (pure torch: no ComfyUI import).
 Per (block, step, CFG pass) an ``Entry`` holds |h| of the tracked MA channels on a strided token
 subsample, per-channel peak and |h| sums over all tokens, and STAS's values before and after
-steering; one CPU transfer per recorded model call, checked against the user's memory budget."""
+steering; one asynchronous CPU copy per recorded model call, checked against the user's memory budget."""
 from __future__ import annotations
 
 import bisect
