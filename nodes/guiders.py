@@ -103,8 +103,8 @@ def _runs(pos: bool, neg: bool, other: bool = False) -> FrozenSet[str]:
 
 
 def cond_rows(cond_or_uncond: Optional[List[int]], batch: int, steered: FrozenSet[int]) -> Tuple[int, ...]:
-    """Batch rows of a batched model call whose chunk (an index into the guider's conds list,
-    see ``GuiderPasses.indices``) is steered; a call with no chunk list is one positive pass."""
+    """Batch rows of a batched model call whose pass (an index into the guider's conds list,
+    see ``GuiderPasses.indices``) is steered; a call with no pass list is one positive pass."""
     if not cond_or_uncond:
         return tuple(range(batch)) if 0 in steered else ()
     per = batch // len(cond_or_uncond)

@@ -8,7 +8,7 @@ from ..stas_core.record import Recording, parse_steps
 from .families import family_of, select_blocks
 from .fingerprint import model_fingerprint
 from .guiders import PROMPTS
-from .recorder_patch import RecorderPlan, chunk_ids
+from .recorder_patch import RecorderPlan, prompt_ids
 from .types import StasRecording
 
 
@@ -72,7 +72,7 @@ class MARecorder(io.ComfyNode):
         desc = f"{fam.name} blocks {[r.flat for r in refs]}, steps {steps!r}, {record}"
         recording = Recording(desc, budget_bytes=int(max_memory_mb) << 20, model_fingerprint=model_fingerprint(model))
         plan = RecorderPlan(
-            family=fam, blocks=tuple(refs), steps_text=steps, chunks=chunk_ids(record), channels=sel.explicit,
+            family=fam, blocks=tuple(refs), steps_text=steps, prompts=prompt_ids(record), channels=sel.explicit,
             top_k=int(top_k), token_stride=int(token_stride), budget_bytes=int(max_memory_mb) << 20,
             hidden_size=hidden, n_blocks=len(fam.blocks(dm)), recording=recording)
         return io.NodeOutput(plan.install(model), recording)

@@ -9,7 +9,7 @@ import torch
 from comfy_api.latest import io
 
 from ..stas_core import plot, stats
-from ..stas_core.record import CHUNK_IDS, CHUNK_NAMES
+from ..stas_core.record import PROMPT_IDS, PROMPT_NAMES
 from .types import StasMask, StasRecording
 
 MAX_UI_POINTS = 65536
@@ -34,7 +34,7 @@ def _round(v: float):
     return None if not np.isfinite(v) else float(f"{v:.5g}")
 
 
-def chart_data(run, block: int, step: int, chunk: int, sample: int, channel, values: np.ndarray,
+def chart_data(run, block: int, step: int, prompt: int, sample: int, channel, values: np.ndarray,
                classes: np.ndarray, log: bool, means) -> dict:
     """What web/stas_visualizer.js draws: kept-token values in (frame, position) order."""
     lay = run.layout
@@ -51,7 +51,7 @@ def chart_data(run, block: int, step: int, chunk: int, sample: int, channel, val
         "grid": list(lay.grid), "rows": [lay.rows[i] for i in ri], "cols": [lay.cols[i] for i in ci],
         "values": [_round(v) for v in vals.reshape(-1).tolist()],
         "classes": [int(c) for c in cls.reshape(-1).tolist()],
-        "block": block, "step": step, "sigma": lay.sigmas[step], "chunk": CHUNK_NAMES.get(chunk, chunk),
+        "block": block, "step": step, "sigma": lay.sigmas[step], "prompt": PROMPT_NAMES.get(prompt, prompt),
         "sample": sample, "channel": "max" if channel is None else channel, "log": bool(log),
         "means": stats.json_safe(means), "model": lay.model, "family": lay.family,
     }
@@ -75,7 +75,8 @@ class MAVisualizer(io.ComfyNode):
                 io.Int.Input("step", default=0, min=-100000, max=100000,
                              tooltip="Recorded step to show: 0 = the first (massive activations and steering are strongest early), -1 = the last recorded step."),
                 io.Int.Input("sample", default=0, min=0, max=4096, tooltip="Batch item to show (0 = first)."),
-                io.Combo.Input("chunk", options=list(CHUNK_IDS), default="cond",
+                # input id "chunk" (the prompt pass to show) kept: saved API-format workflows name it
+                io.Combo.Input("chunk", options=list(PROMPT_IDS), default="cond",
                                tooltip="CFG pass to show (it must have been recorded: see 'record' on the MA Recorder)."),
                 io.String.Input("channel", default="max",
                                 tooltip="Magnitude shown per token: 'max' = its largest |h| over the recorded MA channels, or one recorded channel index."),
@@ -101,15 +102,16 @@ class MAVisualizer(io.ComfyNode):
     @classmethod
     def execute(cls, recording, latent, block, step, sample, chunk, channel, threshold, log_scale, export,
                 filename_prefix, mask=None) -> io.NodeOutput:
-        if chunk not in CHUNK_IDS:
-            raise ValueError(f"MA Visualizer: chunk must be one of {list(CHUNK_IDS)}, got {chunk!r}.")
+        prompt = chunk  # the input's id is "chunk" (see define_schema)
+        if prompt not in PROMPT_IDS:
+            raise ValueError(f"MA Visualizer: chunk must be one of {list(PROMPT_IDS)}, got {prompt!r}.")
         ch = parse_channel(channel)
         run = recording.run_for(latent["samples"])
         failed = [k for k in run.notes if k.startswith("recording failed")]
         if failed:
             raise ValueError(f"MA Visualizer: the recording of this run is incomplete ({failed[0]}). "
                              "Please report this with the workflow; sampling itself was not affected.")
-        c = CHUNK_IDS[chunk]
+        c = PROMPT_IDS[prompt]
         try:
             b, s, entry = stats.pick(run, block, step, c, sample)
             summary = stats.summarize(run, b, s, c, sample, mask, threshold, top_k=8, channel=ch)
@@ -119,13 +121,13 @@ class MAVisualizer(io.ComfyNode):
         lay = run.layout
         classes = stats.kept_classes(run, mask)
         what = f"channel {ch}" if ch is not None else "max over MA channels"
-        head = f"block {b}, step {s} (sigma {lay.sigmas[s]:.3g}), {chunk}, sample {sample}, {what}, {entry.view}"
+        head = f"block {b}, step {s} (sigma {lay.sigmas[s]:.3g}), {prompt}, sample {sample}, {what}, {entry.view}"
         profile = plot.token_profile_image(values, classes, lay.positions().numpy(), lay.grid,
                                            f"MA magnitude per token: {head}", log=log_scale)
         heat = plot.frame_heatmaps_image(values.reshape(lay.grid[0], len(lay.rows), len(lay.cols)),
                                          f"MA magnitude per latent frame: {head}", log=log_scale)
         mat, blocks, steps = stats.hierarchy_matrix(run, c, sample, mask, ch)
-        hier = plot.hierarchy_image(mat, blocks, steps, f"mean MA magnitude by token group ({chunk}, sample {sample}, log colour)")
+        hier = plot.hierarchy_image(mat, blocks, steps, f"mean MA magnitude by token group ({prompt}, sample {sample}, log colour)")
         arr = stats.steering_arrays(run, entry, sample)
         if arr is not None and arr[0].size:
             tok, before, after, sch = arr

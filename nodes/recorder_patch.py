@@ -15,7 +15,7 @@ from ..stas_core.channels import detect_ma_channels
 from ..stas_core.record import (Recording, RunLayout, RunRecording, channel_stats, describe_bytes,
                                 fingerprint, kept_rows_cols, pack_flat, parse_steps, stride_for, unpack_flat)
 from .families import BlockRef
-from ..stas_core.record import CHUNK_NAMES
+from ..stas_core.record import PROMPT_NAMES
 from .guiders import PROMPTS, passes_of
 from .hooks import STEER_OBSERVERS, WRAPPER_KEY, Plan
 
@@ -26,7 +26,7 @@ log = logging.getLogger("comfyui-stas")
 @dataclass(eq=False)
 class RecorderPlan(Plan):
     steps_text: str
-    chunks: Tuple[int, ...]
+    prompts: Tuple[int, ...]
     channels: Optional[Tuple[int, ...]]
     top_k: int
     token_stride: int
@@ -64,13 +64,13 @@ class RecorderPlan(Plan):
             family=self.family.name, model=type(cfg).__name__ if cfg is not None else type(dm).__name__,
             hidden_size=self.hidden_size, n_blocks=self.n_blocks, latent_shape=tuple(int(s) for s in shape),
             grid=tuple(int(g) for g in grid), sigmas=tuple(sig), steps=tuple(steps),
-            blocks=tuple(r.flat for r in self.blocks), chunks=self.chunks, batch=int(shape[0]), stride=stride,
+            blocks=tuple(r.flat for r in self.blocks), prompts=self.prompts, batch=int(shape[0]), stride=stride,
             rows=rows, cols=cols, top_k=self.top_k, explicit_channels=self.channels)
         need = layout.estimate_bytes()
         if need > self.budget_bytes:
             raise ValueError(
                 f"MA Recorder: recording {len(layout.blocks)} block(s) x {len(steps)} step(s) x "
-                f"{len(self.chunks)} chunk(s) of this {grid[0]}x{grid[1]}x{grid[2]}-token latent (batch {shape[0]}) needs "
+                f"{len(self.prompts)} prompt(s) of this {grid[0]}x{grid[1]}x{grid[2]}-token latent (batch {shape[0]}) needs "
                 f"about {describe_bytes(need)}, over max_memory_mb ({describe_bytes(self.budget_bytes)}). Record fewer "
                 "blocks or steps, raise token_stride, or raise max_memory_mb.")
         self.recording.make_room(need)
@@ -114,12 +114,12 @@ class RecorderPlan(Plan):
         dm = model.diffusion_model
         cou = list(to.get("cond_or_uncond") or [0])
         if x.shape[0] % len(cou):
-            return RecCall.skipped(self, run, t, dm, "calls whose batch does not split into CFG chunks were not recorded")
+            return RecCall.skipped(self, run, t, dm, "calls whose batch does not split into CFG passes were not recorded")
         per = x.shape[0] // len(cou)
-        # chunk 0 / 1 = the user's positive / negative prompt, whichever pass the guider gives it
-        chunk_rows = tuple((c, cou.index(i) * per, per) for c in lay.chunks
-                           for i in sorted(passes.indices(PROMPTS[CHUNK_NAMES[c]], model)) if i in cou)
-        if not chunk_rows:
+        # prompt 0 / 1 = the user's positive / negative prompt, whichever pass the guider gives it
+        prompt_rows = tuple((c, cou.index(i) * per, per) for c in lay.prompts
+                            for i in sorted(passes.indices(PROMPTS[PROMPT_NAMES[c]], model)) if i in cou)
+        if not prompt_rows:
             return None
         if per != lay.batch:
             return RecCall.skipped(self, run, t, dm, "calls with another batch size than the latent were not recorded")
@@ -136,7 +136,7 @@ class RecorderPlan(Plan):
                 latent = [anchor] + latent
             pt = fam.patch_size(dm)[0]
             frames = [latent[j * pt] // pt for j in range(len(latent) // pt)]
-        return RecCall(self, run, t, grid, fam.prefix_tokens(dm, kwargs), dm, chunk_rows, frames)
+        return RecCall(self, run, t, grid, fam.prefix_tokens(dm, kwargs), dm, prompt_rows, frames)
 
     def tracked_channels(self, run: RunRecording, ref: BlockRef, vis: torch.Tensor) -> torch.Tensor:
         """Channels whose per-token values are recorded for ``ref``: explicit, or the top_k by
@@ -210,10 +210,10 @@ class RecCall:
     steer = True  # patching's block patches act on a context whose ``steer`` is set
 
     def __init__(self, plan: RecorderPlan, run: RunRecording, sigma: torch.Tensor, grid, prefix: int, diffusion_model,
-                 chunk_rows: Tuple[Tuple[int, int, int], ...], frames: Optional[List[int]], note: str = ""):
+                 prompt_rows: Tuple[Tuple[int, int, int], ...], frames: Optional[List[int]], note: str = ""):
         self.plan, self.run, self.sigma = plan, run, sigma
         self.grid, self.prefix, self.diffusion_model = grid, prefix, diffusion_model
-        self.chunk_rows = chunk_rows  # (chunk id, first row, rows) per recorded CFG chunk
+        self.prompt_rows = prompt_rows  # (prompt id, first row, rows) per recorded CFG pass
         self.frames = frames          # global token-frame of each local frame (context windows), or None
         self.note = note              # noted for the run if this call's step is recorded (and nothing gathered)
         self.pending: List[Tuple[str, int, int, List[int], int, List[torch.Tensor]]] = []
@@ -250,7 +250,7 @@ class RecCall:
 
     # -- block hook (recorder's own patch): gather every frame; which are kept is decided in store
     def record_block(self, h: torch.Tensor, ref: BlockRef, to) -> None:
-        if not self.chunk_rows:
+        if not self.prompt_rows:
             return
         try:
             fam, run = self.plan.family, self.run
@@ -266,7 +266,7 @@ class RecCall:
             vis = h.narrow(1, start, n_vis)
             chans = self.plan.tracked_channels(run, ref, vis)
             tok = run.local_tokens(range(len(frames)), grid, h.device)
-            for c, r0, per in self.chunk_rows:
+            for c, r0, per in self.prompt_rows:
                 rows = vis.narrow(0, r0, per)
                 vals = rows.index_select(1, tok).index_select(2, chans)   # a copy: later in-place edits don't reach it
                 peak, asum = channel_stats(rows)
@@ -282,7 +282,7 @@ class RecCall:
         """hooks.STEER_OBSERVERS: STAS is about to steer (phase "before") or has steered ("after")
         ``channels`` (those with ``valid`` False are left alone) at ``token_idx`` of rows ``rows``;
         ``steered``: a device bool, whether this call's sigma lies in STAS's window."""
-        if ref.flat not in self.plan.block_set or not self.chunk_rows:
+        if ref.flat not in self.plan.block_set or not self.prompt_rows:
             return
         try:
             if phase == "before" and ref.flat not in self._steered:
@@ -295,7 +295,7 @@ class RecCall:
             n_vis = grid[0] * grid[1] * grid[2]
             vis = h.narrow(1, vis_start, n_vis)
             tok = self.run.local_tokens(range(len(frames)), grid, h.device)
-            for c, r0, per in self.chunk_rows:
+            for c, r0, per in self.prompt_rows:
                 if not _rows_steered(rows, r0, per):
                     continue
                 vals = vis.narrow(0, r0, per).index_select(1, tok).index_select(2, channels)
@@ -335,8 +335,8 @@ class RecCall:
                 run.note(self.note)
             cpu = unpack_flat(host[1:], [t for item in self.pending for t in item[5]])
             items, i = [], 0
-            for kind, block, chunk, frames, n_vis, ts in self.pending:
-                items.append((kind, block, chunk, frames, n_vis, cpu[i:i + len(ts)]))
+            for kind, block, prompt, frames, n_vis, ts in self.pending:
+                items.append((kind, block, prompt, frames, n_vis, cpu[i:i + len(ts)]))
                 i += len(ts)
             self._store(step, items)
         except Exception as e:
@@ -344,55 +344,55 @@ class RecCall:
         finally:
             self.pending = []
 
-    def _keep(self, block: int, step: int, chunk: int, frames: List[int], vals: torch.Tensor):
-        """(frames not recorded yet for (block, step, chunk), their part of ``vals`` [b, F*P, ...])."""
-        js = self.run.claim(block, step, chunk, frames)
+    def _keep(self, block: int, step: int, prompt: int, frames: List[int], vals: torch.Tensor):
+        """(frames not recorded yet for (block, step, prompt), their part of ``vals`` [b, F*P, ...])."""
+        js = self.run.claim(block, step, prompt, frames)
         if len(js) == len(frames):
             return frames, vals
         p = vals.shape[1] // max(1, len(frames))
         v = vals.reshape(vals.shape[0], len(frames), p, *vals.shape[2:])[:, js]
         return [frames[j] for j in js], v.reshape(vals.shape[0], len(js) * p, *vals.shape[2:])
 
-    def _view(self, block: int, chunk: int, items) -> str:
+    def _view(self, block: int, prompt: int, items) -> str:
         st = self._steered.get(block)
         if st is None:
             return "unsteered"
         rows, steer_first, at = st
-        r0, per = next((r0, per) for c, r0, per in self.chunk_rows if c == chunk)
+        r0, per = next((r0, per) for c, r0, per in self.prompt_rows if c == prompt)
         if not _rows_steered(rows, r0, per) or not bool(items[at][5][0].item()):
             return "unsteered"
         return "after steering" if steer_first else "before steering"
 
     def _store(self, step: int, items) -> None:
         run, kept = self.run, {}
-        for kind, block, chunk, frames, n_vis, ts in items:
+        for kind, block, prompt, frames, n_vis, ts in items:
             if kind == "block":
                 chans, vals, peak, asum = ts
-                frames, vals = self._keep(block, step, chunk, frames, vals)
-                kept[(block, chunk)] = set(frames)
+                frames, vals = self._keep(block, step, prompt, frames, vals)
+                kept[(block, prompt)] = set(frames)
                 if frames:
-                    run.write_block(block, step, chunk, frames, chans, vals, peak, asum, n_vis,
-                                    self._view(block, chunk, items))
+                    run.write_block(block, step, prompt, frames, chans, vals, peak, asum, n_vis,
+                                    self._view(block, prompt, items))
         befores = {}
-        for kind, block, chunk, frames, _, ts in items:
+        for kind, block, prompt, frames, _, ts in items:
             if kind == "before":
-                befores[(block, chunk)] = (frames, ts)
-            elif kind == "after" and (block, chunk) in befores:
-                frames, (chans, before, mask, ok) = befores.pop((block, chunk))
-                if self._view(block, chunk, items) == "unsteered":
+                befores[(block, prompt)] = (frames, ts)
+            elif kind == "after" and (block, prompt) in befores:
+                frames, (chans, before, mask, ok) = befores.pop((block, prompt))
+                if self._view(block, prompt, items) == "unsteered":
                     continue
                 keep = ok.bool()  # auto channels under STAS's threshold were not steered: leave them out
-                if (block, chunk) not in kept:  # STAS's block was not recorded by the block hook
-                    kept[(block, chunk)] = set(self._keep(block, step, chunk, frames, before)[0])
-                js = [j for j, f in enumerate(frames) if f in kept[(block, chunk)]]
+                if (block, prompt) not in kept:  # STAS's block was not recorded by the block hook
+                    kept[(block, prompt)] = set(self._keep(block, step, prompt, frames, before)[0])
+                js = [j for j, f in enumerate(frames) if f in kept[(block, prompt)]]
                 if not js or not bool(keep.any()):
                     continue
                 p = before.shape[1] // len(frames)
                 sel = torch.tensor([j * p + q for j in js for q in range(p)], dtype=torch.long)
-                run.write_steer(block, step, chunk, [frames[j] for j in js], chans[keep], before[:, sel][..., keep],
+                run.write_steer(block, step, prompt, [frames[j] for j in js], chans[keep], before[:, sel][..., keep],
                                 ts[0][:, sel][..., keep], mask[sel])
 
 
-def chunk_ids(record: str) -> Tuple[int, ...]:
-    """The recorded passes of the MA Recorder's ``record`` choice (ids of record.CHUNK_NAMES)."""
-    return tuple(c for c, name in CHUNK_NAMES.items() if PROMPTS[name] <= PROMPTS[record])
+def prompt_ids(record: str) -> Tuple[int, ...]:
+    """The recorded passes of the MA Recorder's ``record`` choice (ids of record.PROMPT_NAMES)."""
+    return tuple(c for c, name in PROMPT_NAMES.items() if PROMPTS[name] <= PROMPTS[record])

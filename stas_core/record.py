@@ -18,8 +18,9 @@ from .layout import Grid
 from .tagged_file import read_tagged
 
 FORMAT = "comfyui-stas/ma-recording/1"
-CHUNK_NAMES = {0: "cond", 1: "uncond"}
-CHUNK_IDS = {v: k for k, v in CHUNK_NAMES.items()}
+PROMPT_NAMES = {0: "cond", 1: "uncond"}
+"""The recorded CFG passes by id: 0 = the positive prompt, 1 = the negative prompt."""
+PROMPT_IDS = {v: k for k, v in PROMPT_NAMES.items()}
 AUTO_MAX_TOKENS = 32768
 """token_stride 0 (auto) keeps every token up to this many per recorded block call."""
 
@@ -76,7 +77,7 @@ class RunLayout:
     sigmas: Tuple[float, ...]
     steps: Tuple[int, ...]
     blocks: Tuple[int, ...]
-    chunks: Tuple[int, ...]
+    prompts: Tuple[int, ...]
     batch: int
     stride: int
     rows: Tuple[int, ...]
@@ -105,7 +106,7 @@ class RunLayout:
 
     def estimate_bytes(self) -> int:
         """Upper bound of the recorded data of this run without steering values (checked before step 1)."""
-        return len(self.blocks) * len(self.steps) * len(self.chunks) * self.entry_bytes()
+        return len(self.blocks) * len(self.steps) * len(self.prompts) * self.entry_bytes()
 
     def to_json(self) -> Dict[str, Any]:
         return asdict(self)
@@ -113,7 +114,9 @@ class RunLayout:
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> "RunLayout":
         d = dict(d)
-        for k in ("latent_shape", "grid", "sigmas", "steps", "blocks", "chunks", "rows", "cols"):
+        if "chunks" in d:  # recordings saved before "chunks" was renamed "prompts"
+            d.setdefault("prompts", d.pop("chunks"))
+        for k in ("latent_shape", "grid", "sigmas", "steps", "blocks", "prompts", "rows", "cols"):
             d[k] = tuple(d[k])
         if d.get("explicit_channels") is not None:
             d["explicit_channels"] = tuple(d["explicit_channels"])
@@ -141,7 +144,7 @@ class RunLayout:
 
 @dataclass
 class Entry:
-    """Recorded data of one (block, step, chunk); see the module docstring."""
+    """Recorded data of one (block, step, prompt); see the module docstring."""
 
     mag: torch.Tensor                   # float32 [B, T, P, K]
     filled: torch.Tensor                # bool [T]
@@ -205,10 +208,10 @@ class RunRecording:
     def nbytes(self) -> int:
         return self._bytes
 
-    def claim(self, block: int, step: int, chunk: int, frames: Sequence[int]) -> List[int]:
+    def claim(self, block: int, step: int, prompt: int, frames: Sequence[int]) -> List[int]:
         """Local indices j of ``frames`` (global token-frames of this call) not recorded yet for
-        (block, step, chunk); they are marked as taken (first call to reach a frame wins)."""
-        key = (block, step, chunk)
+        (block, step, prompt); they are marked as taken (first call to reach a frame wins)."""
+        key = (block, step, prompt)
         with self._lock:
             taken = self._claimed.setdefault(key, set())
             js = [j for j, f in enumerate(frames) if f not in taken]
@@ -241,8 +244,8 @@ class RunRecording:
             self.dev_channels.clear()
 
     # -- writes (CPU, under the lock) ----------------------------------------------------
-    def _entry(self, block: int, step: int, chunk: int, k: int, d: int) -> Optional[Entry]:
-        key = (block, step, chunk)
+    def _entry(self, block: int, step: int, prompt: int, k: int, d: int) -> Optional[Entry]:
+        key = (block, step, prompt)
         e = self.entries.get(key)
         if e is None:
             lay = self.layout
@@ -258,12 +261,12 @@ class RunRecording:
             self._bytes += e.nbytes()
         return e
 
-    def write_block(self, block: int, step: int, chunk: int, frames: Sequence[int], channels: torch.Tensor,
+    def write_block(self, block: int, step: int, prompt: int, frames: Sequence[int], channels: torch.Tensor,
                     vals: torch.Tensor, peak: torch.Tensor, abs_sum: torch.Tensor, n_tokens: int, view: str) -> None:
         """Store one call's data: ``vals`` [b, len(frames)*P, K] (|h| or signed, abs taken here)."""
         with self._lock:
             k = channels.numel()
-            e = self._entry(block, step, chunk, k, peak.shape[1])
+            e = self._entry(block, step, prompt, k, peak.shape[1])
             if e is None:
                 return
             fr = torch.tensor(list(frames), dtype=torch.long)
@@ -277,11 +280,11 @@ class RunRecording:
             e.view = view
             self.channels.setdefault(block, channels.long())
 
-    def write_steer(self, block: int, step: int, chunk: int, frames: Sequence[int], channels: torch.Tensor,
+    def write_steer(self, block: int, step: int, prompt: int, frames: Sequence[int], channels: torch.Tensor,
                     before: torch.Tensor, after: torch.Tensor, mask: torch.Tensor) -> None:
         """Store STAS's channels at the kept tokens before and after steering (signed)."""
         with self._lock:
-            e = self.entries.get((block, step, chunk))
+            e = self.entries.get((block, step, prompt))
             if e is None:  # the block record was not kept (budget): nothing to attach to
                 return
             ks = channels.numel()
@@ -309,7 +312,7 @@ class RunRecording:
     def recorded_blocks(self) -> List[int]:
         return sorted({b for (b, _, _) in self.entries})
 
-    def recorded_chunks(self) -> List[int]:
+    def recorded_prompts(self) -> List[int]:
         return sorted({c for (_, _, c) in self.entries})
 
     # -- export / import -----------------------------------------------------------------
@@ -317,7 +320,7 @@ class RunRecording:
         tensors: Dict[str, torch.Tensor] = {"positions": self._positions.clone()}
         views = {}
         for (b, s, c), e in sorted(self.entries.items()):
-            p = f"b{b}.s{s}.c{c}."
+            p = f"b{b}.s{s}.c{c}."  # c = the prompt id (the saved files' key format, unchanged)
             tensors[p + "mag"] = e.mag
             tensors[p + "filled"] = e.filled
             tensors[p + "channels"] = e.channels

@@ -11,7 +11,7 @@ import torch
 
 from .layout import BoundarySpec, TokenClass, token_classes
 from .profile import MAProfile
-from .record import CHUNK_NAMES, Entry, RunRecording
+from .record import PROMPT_NAMES, Entry, RunRecording
 
 GROUPS = ("first_frame", "boundary", "interior")
 
@@ -70,17 +70,17 @@ def ratios_of(means: Dict[str, Optional[float]]) -> Dict[str, Optional[float]]:
             "first_frame/boundary": r("first_frame", "boundary")}
 
 
-def channel_ratios(run: RunRecording, block: int, chunk: Optional[int] = None) -> torch.Tensor:
-    """Peak-to-mean ratio per channel of ``block``, max over recorded steps (and chunks): [D]."""
-    rs = [e.ratios() for (b, _, c), e in run.entries.items() if b == block and (chunk is None or c == chunk)]
+def channel_ratios(run: RunRecording, block: int, prompt: Optional[int] = None) -> torch.Tensor:
+    """Peak-to-mean ratio per channel of ``block``, max over recorded steps (and prompts): [D]."""
+    rs = [e.ratios() for (b, _, c), e in run.entries.items() if b == block and (prompt is None or c == prompt)]
     if not rs:
         raise ValueError(f"block {block} has no recorded data (recorded blocks: {run.recorded_blocks()}).")
     return torch.stack(rs).amax(0)
 
 
-def channel_peaks(run: RunRecording, block: int, chunk: Optional[int] = None) -> torch.Tensor:
+def channel_peaks(run: RunRecording, block: int, prompt: Optional[int] = None) -> torch.Tensor:
     """Max |h| per channel of ``block`` over recorded steps and batch rows: [D]."""
-    ps = [e.peak.amax(0) for (b, _, c), e in run.entries.items() if b == block and (chunk is None or c == chunk)]
+    ps = [e.peak.amax(0) for (b, _, c), e in run.entries.items() if b == block and (prompt is None or c == prompt)]
     return torch.stack(ps).amax(0)
 
 
@@ -91,7 +91,7 @@ def detect_channels(ratios: torch.Tensor, threshold: float, top_k: int) -> List[
     return [(int(i), float(r)) for r, i in zip(top.tolist(), idx.tolist()) if r >= float(threshold)]
 
 
-def hierarchy_matrix(run: RunRecording, chunk: int, sample: int = 0, spec: Optional[BoundarySpec] = None,
+def hierarchy_matrix(run: RunRecording, prompt: int, sample: int = 0, spec: Optional[BoundarySpec] = None,
                      channel: Optional[int] = None) -> Tuple[np.ndarray, List[int], List[int]]:
     """Mean MA magnitude per group for every recorded (block, step): float [3, n_blocks, n_steps]
     (NaN where nothing was recorded), with the block and step labels."""
@@ -99,7 +99,7 @@ def hierarchy_matrix(run: RunRecording, chunk: int, sample: int = 0, spec: Optio
     groups = class_groups(kept_classes(run, spec))
     out = np.full((3, len(blocks), len(steps)), np.nan)
     for (b, s, c), e in run.entries.items():
-        if c != chunk:
+        if c != prompt:
             continue
         try:
             m = group_means(token_magnitude(e, sample, channel), groups)
@@ -127,29 +127,29 @@ def steering_arrays(run: RunRecording, entry: Entry, sample: int = 0):
     return token.numpy(), before[ok].numpy(), after[ok].numpy(), entry.steer_channels.numpy()
 
 
-def pick(run: RunRecording, block: int = -1, step: int = -1, chunk: int = 0, sample: int = 0) -> Tuple[int, int, Entry]:
+def pick(run: RunRecording, block: int = -1, step: int = -1, prompt: int = 0, sample: int = 0) -> Tuple[int, int, Entry]:
     """Resolve the visualizer's (block, step) choice to an entry, or a ValueError that lists what
     was recorded.  Negative values count from the end of what was recorded, as Python indices do
     (-1 = the last recorded block / step), the same meaning ``-1`` has on the MA Recorder."""
-    blocks, chunks = run.recorded_blocks(), run.recorded_chunks()
+    blocks, prompts = run.recorded_blocks(), run.recorded_prompts()
     if not run.entries:
         notes = "; ".join(f"{k} ({v}x)" for k, v in run.notes.items()) or "no model call fell in the recorded steps"
         raise ValueError(f"the run recorded nothing ({notes}). Check the MA Recorder's blocks and steps.")
-    if chunk not in chunks:
-        raise ValueError(f"chunk {CHUNK_NAMES.get(chunk, chunk)!r} was not recorded (recorded: "
-                         f"{[CHUNK_NAMES.get(c, c) for c in chunks]}); set 'record' on the MA Recorder.")
+    if prompt not in prompts:
+        raise ValueError(f"prompt {PROMPT_NAMES.get(prompt, prompt)!r} was not recorded (recorded: "
+                         f"{[PROMPT_NAMES.get(c, c) for c in prompts]}); set 'record' on the MA Recorder.")
     b = _from_end(blocks, block)
     if b not in blocks:
         raise ValueError(f"block {block} was not recorded (recorded blocks: {blocks}); pick one of them "
                          "(-1 = the last recorded block).")
-    s_avail = sorted(s for (bb, s, c) in run.entries if bb == b and c == chunk)
+    s_avail = sorted(s for (bb, s, c) in run.entries if bb == b and c == prompt)
     s = _from_end(s_avail, step)
     if s not in s_avail:
         raise ValueError(f"step {step} was not recorded for block {b} (recorded steps: {s_avail}); pick one "
                          "(-1 = the last recorded step).")
     if not 0 <= sample < run.layout.batch:
         raise ValueError(f"sample {sample} does not exist: the batch has {run.layout.batch} (valid 0-{run.layout.batch - 1}).")
-    return b, s, run.entries[(b, s, chunk)]
+    return b, s, run.entries[(b, s, prompt)]
 
 
 def _from_end(recorded: List[int], index: int) -> Optional[int]:
@@ -159,11 +159,11 @@ def _from_end(recorded: List[int], index: int) -> Optional[int]:
     return recorded[index] if -len(recorded) <= index else None
 
 
-def summarize(run: RunRecording, block: int = -1, step: int = -1, chunk: int = 0, sample: int = 0,
+def summarize(run: RunRecording, block: int = -1, step: int = -1, prompt: int = 0, sample: int = 0,
               spec: Optional[BoundarySpec] = None, threshold: float = 50.0, top_k: int = 8,
               channel: Optional[int] = None) -> Dict[str, Any]:
     """Everything the text summary and the JSON export say, as plain Python values."""
-    b, s, e = pick(run, block, step, chunk, sample)
+    b, s, e = pick(run, block, step, prompt, sample)
     lay = run.layout
     groups = class_groups(kept_classes(run, spec))
     means = group_means(token_magnitude(e, sample, channel), groups)
@@ -182,9 +182,9 @@ def summarize(run: RunRecording, block: int = -1, step: int = -1, chunk: int = 0
         "family": lay.family, "model": lay.model, "hidden_size": lay.hidden_size, "n_blocks": lay.n_blocks,
         "latent_shape": list(lay.latent_shape), "grid": list(lay.grid), "batch": lay.batch,
         "steps_in_run": len(lay.sigmas) - 1, "recorded_blocks": run.recorded_blocks(),
-        "recorded_steps": run.recorded_steps(), "recorded_chunks": [CHUNK_NAMES.get(c, c) for c in run.recorded_chunks()],
+        "recorded_steps": run.recorded_steps(), "recorded_prompts": [PROMPT_NAMES.get(c, c) for c in run.recorded_prompts()],
         "token_stride": lay.stride, "kept_tokens": lay.grid[0] * lay.n_positions,
-        "shown": {"block": b, "step": s, "sigma": lay.sigmas[s], "chunk": CHUNK_NAMES.get(chunk, chunk),
+        "shown": {"block": b, "step": s, "sigma": lay.sigmas[s], "prompt": PROMPT_NAMES.get(prompt, prompt),
                   "sample": sample, "channel": "max over tracked" if channel is None else f"channel {int(channel)}",
                   "view": e.view, "tracked_channels": [int(c) for c in e.channels.tolist()]},
         "threshold": float(threshold),
@@ -207,7 +207,7 @@ def summary_text(d: Dict[str, Any]) -> str:
     lines = [
         f"MA recording: {d['family']} ({d['model']}), hidden size {d['hidden_size']}, {d['n_blocks']} blocks; "
         f"latent {'x'.join(map(str, d['latent_shape']))} -> {t}x{h}x{w} tokens, {d['steps_in_run']} steps.",
-        f"Recorded blocks {d['recorded_blocks']}, steps {d['recorded_steps']}, chunks {d['recorded_chunks']}; "
+        f"Recorded blocks {d['recorded_blocks']}, steps {d['recorded_steps']}, prompts {d['recorded_prompts']}; "
         f"{d['kept_tokens']} of {t * h * w} tokens per call (stride {d['token_stride']}); {d['recorded_mb']:.2f} MB.",
         f"Detected MA channels (peak |h| / mean |h| >= {d['threshold']:g}):",
     ]
@@ -220,7 +220,7 @@ def summary_text(d: Dict[str, Any]) -> str:
         lines.append(f"  block {b}: {chans}")
     m, r = d["group_means"], d["ratios"]
     lines += [
-        f"Mean MA magnitude, block {sh['block']} step {sh['step']} (sigma {sh['sigma']:.4g}), {sh['chunk']}, sample "
+        f"Mean MA magnitude, block {sh['block']} step {sh['step']} (sigma {sh['sigma']:.4g}), {sh['prompt']}, sample "
         f"{sh['sample']}, {sh['channel']} (channels {sh['tracked_channels']}), {sh['view']}:",
         f"  first frame {_f(m['first_frame'])} | boundary {_f(m['boundary'])} | interior {_f(m['interior'])}",
         f"  first/interior {_f(r['first_frame/interior'], '{:.2f}x')} | boundary/interior "
@@ -233,7 +233,7 @@ def summary_text(d: Dict[str, Any]) -> str:
     elif d["any_steering"]:
         lines.append("STAS steering: none at this block/step (other blocks or steps were steered).")
     else:
-        lines.append("STAS steering: none recorded (unpatched model, or outside STAS's blocks/steps/chunk).")
+        lines.append("STAS steering: none recorded (unpatched model, or outside STAS's blocks/steps/prompts).")
     for note, n in d["notes"].items():
         lines.append(f"Note: {note} ({n}x).")
     return "\n".join(lines)

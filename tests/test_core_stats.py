@@ -42,18 +42,18 @@ def planted(batch=1, grid=GRID, d=D, seed=0, scale=1.0):
     return h
 
 
-def layout(grid=GRID, stride=1, steps=(0, 1, 2), blocks=(2,), chunks=(0,), batch=1, top_k=4, sigmas=None):
+def layout(grid=GRID, stride=1, steps=(0, 1, 2), blocks=(2,), prompts=(0,), batch=1, top_k=4, sigmas=None):
     rows, cols = kept_rows_cols(grid[1], grid[2], stride)
     sig = sigmas or tuple(np.linspace(1.0, 0.0, len(steps) + 1).tolist())
     return RunLayout("Wan", "WAN21_T2V", D, 4, (batch, 16, grid[0], grid[1] * 2, grid[2] * 2), grid, sig,
-                     tuple(steps), tuple(blocks), tuple(chunks), batch, stride, rows, cols, top_k)
+                     tuple(steps), tuple(blocks), tuple(prompts), batch, stride, rows, cols, top_k)
 
 
-def record(run, h, block=2, step=0, chunk=0, frames=None, channels=None, view="unsteered"):
+def record(run, h, block=2, step=0, prompt=0, frames=None, channels=None, view="unsteered"):
     """What RecCall.record_block + flush do, on the CPU."""
     lay = run.layout
     frames = list(range(lay.grid[0])) if frames is None else frames
-    js = run.claim(block, step, chunk, frames)
+    js = run.claim(block, step, prompt, frames)
     if not js:
         return
     chans = torch.tensor(channels or (17, 99, 5, 6))
@@ -61,7 +61,7 @@ def record(run, h, block=2, step=0, chunk=0, frames=None, channels=None, view="u
     vals = h.index_select(1, tok).index_select(2, chans)
     peak, asum = channel_stats(h)
     chans, vals, peak, asum = flush_to_cpu([chans, vals, peak, asum])
-    run.write_block(block, step, chunk, [frames[j] for j in js], chans, vals, peak, asum, h.shape[1], view)
+    run.write_block(block, step, prompt, [frames[j] for j in js], chans, vals, peak, asum, h.shape[1], view)
 
 
 @pytest.fixture
@@ -122,6 +122,7 @@ def test_summary_recovers_planted_channels_ratios_and_groups(run):
     assert d["ratios"]["first_frame/boundary"] == pytest.approx(2.5)
     text = stats.summary_text(d)
     assert "ch 17" in text and "ch 99" in text and "first/interior 10.00x" in text and "boundary/interior 4.00x" in text
+    assert "Recorded blocks [2], steps [0, 1, 2], prompts ['cond'];" in text and ", cond, sample 0," in text
 
 
 def test_one_channel_and_mask_widths(run):
@@ -147,8 +148,8 @@ def test_pick_errors_list_what_was_recorded(run):
         stats.pick(run, block=3)
     with pytest.raises(ValueError, match=r"recorded steps: \[0, 1, 2\]"):
         stats.pick(run, step=7)
-    with pytest.raises(ValueError, match="'uncond' was not recorded"):
-        stats.pick(run, chunk=1)
+    with pytest.raises(ValueError, match=r"^prompt 'uncond' was not recorded \(recorded: \['cond'\]\)"):
+        stats.pick(run, prompt=1)
     with pytest.raises(ValueError, match="batch has 1"):
         stats.pick(run, sample=1)
     with pytest.raises(ValueError, match="recorded nothing"):
@@ -374,11 +375,27 @@ def test_export_round_trip(run, tmp_path):
         assert stats.summary_text(stats.summarize(back)) == stats.summary_text(d)
         doc = json.loads(open(js).read())  # strict JSON (no NaN)
         assert doc["summary"]["detected"]["2"]["channels"][0][0] in CHANS
-        assert doc["layout"]["grid"] == list(GRID)
+        assert doc["layout"]["grid"] == list(GRID) and doc["layout"]["prompts"] == [0]
+        assert doc["summary"]["recorded_prompts"] == ["cond"] and doc["summary"]["shown"]["prompt"] == "cond"
     with pytest.raises(ValueError, match="not a comfyui-stas MA recording"):
         prof = MAProfile("Wan", D, 4, {2: CHANS})
         prof.save(str(tmp_path / "p.safetensors"))
         RunRecording.load(str(tmp_path / "p.safetensors"))
+
+
+def test_recording_saved_with_the_old_chunks_key_loads(run, tmp_path):
+    """Recordings exported before RunLayout's "chunks" became "prompts" still load."""
+    from safetensors.torch import save_file
+
+    run.fingerprint = fingerprint(torch.randn(1, 16, 5, 16, 16))
+    tensors, meta = run.to_tensors()
+    old = json.loads(meta["layout"])
+    old["chunks"] = old.pop("prompts")
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata={**meta, "layout": json.dumps(old)})
+    back = RunRecording.load(str(tmp_path / "old.safetensors"))
+    assert back.layout == run.layout and back.layout.prompts == (0,)
+    assert RunLayout.from_json(old) == run.layout
+    assert stats.summary_text(stats.summarize(back)) == stats.summary_text(stats.summarize(run))
 
 
 def test_profile_save_load_info(tmp_path):

@@ -514,15 +514,15 @@ def test_hunyuan_video15_steers_exactly_the_video_tokens(pk, variant, single):
         assert len(rec[flat][0].calls) == 4, "cond and uncond differ in text length: two calls per step"
     for i in range(4):
         calls = {f: (rec[f][0].calls[i], rec[f][1].calls[i]) for f in range(len(refs))}
-        chunk = calls[0][0]["cond_or_uncond"]
-        assert len(chunk) == 1
+        passes = calls[0][0]["cond_or_uncond"]
+        assert len(passes) == 1
         for f in (0, 1):
             a, b = calls[f]
-            assert a["txt"].shape[1] == n_txt[chunk[0]], "byT5 / vision tokens did not reach the text stream"
+            assert a["txt"].shape[1] == n_txt[passes[0]], "byT5 / vision tokens did not reach the text stream"
             check_call(a, b, 0, grid, 0, apply_to=(0, 1))
         if single:
             img_start, nt = _image_start_in_single(calls[1][1], calls[2][0])
-            assert nt == n_txt[chunk[0]]
+            assert nt == n_txt[passes[0]]
             for f in range(2, 2 + single):
                 a, b = calls[f]
                 check_call(a, b, img_start, grid, nt, apply_to=(0, 1))

@@ -8,7 +8,7 @@ head/tail token rows of later frames 400, interior 100, in channels 17 (+) and 9
   values equal the block output bit for bit, the images and the chart data have the
   documented layout, the export round-trips, and recording never changes what is sampled;
 * with STAS: values before and after steering, whichever side of STAS the recorder sits;
-* CFG chunks (batched and separate calls), batch > 1, context windows, HunyuanVideo and
+* CFG passes (batched and separate calls), batch > 1, context windows, HunyuanVideo and
   CogVideoX (object patches);
 * profile save -> load -> STAS steers exactly as with the same channels given explicitly;
   a profile of another model is refused;
@@ -105,10 +105,10 @@ def recorder(pk, model, blocks="2", steps="all", record="cond", channels="auto",
     return out.result[0], out.result[1]
 
 
-def visualize(pk, rec, samples, block=-1, step=0, sample=0, chunk="cond", channel="max", threshold=50.0,
+def visualize(pk, rec, samples, block=-1, step=0, sample=0, prompt="cond", channel="max", threshold=50.0,
               log_scale=False, export=False, prefix="stas/test", mask=None):
     return pk.vis.execute(recording=rec, latent={"samples": samples}, block=block, step=step, sample=sample,
-                          chunk=chunk, channel=channel, threshold=threshold, log_scale=log_scale, export=export,
+                          chunk=prompt, channel=channel, threshold=threshold, log_scale=log_scale, export=export,
                           filename_prefix=prefix, mask=mask)
 
 
@@ -158,6 +158,7 @@ def test_record_visualize_summary_images_export(pk, dirs):
     chart = res.ui["stas_profile"][0]
     assert chart["grid"] == [T, HP, WP] and len(chart["values"]) == T * HP * WP == len(chart["classes"])
     assert chart["values"][0] == 1000.0 and chart["classes"][0] == 3 and chart["summary"] == text
+    assert chart["prompt"] == "cond" and "prompts ['cond'];" in text
     # export: safetensors + JSON in the output folder, round trip
     files = sorted(os.listdir(dirs.out / "stas"))
     assert [f.rsplit(".", 1)[1] for f in files] == ["json", "safetensors"]
@@ -226,7 +227,7 @@ def test_stas_values_before_and_after_steering(pk):
     assert float(e2.mag[0, 1, 0].max()) == pytest.approx(400.0)
 
 
-def test_cfg_chunks_and_batch(pk):
+def test_cfg_prompts_and_batch(pk):
     model, _ = planted_model(pk)
     rm, rec = recorder(pk, model, record="both")
     samples = ce.sample(rm, latent(b=2), steps=2)
@@ -234,18 +235,18 @@ def test_cfg_chunks_and_batch(pk):
     assert sorted(run.entries) == [(2, s, c) for s in range(2) for c in (0, 1)]
     for e in run.entries.values():
         assert e.mag.shape[:3] == (2, T, HP * WP) and not torch.isnan(e.mag).any()
-    for chunk in ("cond", "uncond"):
+    for prompt in ("cond", "uncond"):
         for sample in (0, 1):
-            text = visualize(pk, rec, samples, chunk=chunk, sample=sample).result[4]
-            assert f"{chunk}, sample {sample}" in text and "first/interior 10.00x" in text
+            text = visualize(pk, rec, samples, prompt=prompt, sample=sample).result[4]
+            assert f"{prompt}, sample {sample}" in text and "first/interior 10.00x" in text
     with pytest.raises(ValueError, match="sample 2 does not exist"):
         visualize(pk, rec, samples, sample=2)
     # cfg 1: ComfyUI skips the uncond pass, so only cond is recorded - and the visualizer says so
     rm1, rec1 = recorder(pk, model, record="both")
     s1 = ce.sample(rm1, latent(), steps=2, cfg=1.0)
     assert {c for _, _, c in rec1.runs[-1].entries} == {0}
-    with pytest.raises(ValueError, match="'uncond' was not recorded"):
-        visualize(pk, rec1, s1, chunk="uncond")
+    with pytest.raises(ValueError, match="prompt 'uncond' was not recorded"):
+        visualize(pk, rec1, s1, prompt="uncond")
 
 
 def _context_windows(model, length, overlap):
@@ -274,7 +275,7 @@ def test_context_windows_fill_every_frame(pk):
     assert "first frame 1000" in visualize(pk, rec, samples).result[4]
 
 
-def test_hunyuan_video_separate_chunk_calls(pk):
+def test_hunyuan_video_separate_prompt_calls(pk):
     base = models.tiny_hunyuan_video(depth=2, depth_single=2)
     g = torch.Generator().manual_seed(7)
     pooled = dict(pooled_output=torch.randn(1, 768, generator=g))

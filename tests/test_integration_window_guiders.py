@@ -4,7 +4,7 @@ part) says so before the first step.
 
 Observed from outside: a test patch placed after STAS's block patch records, per model call,
 its sigma, which batch rows STAS changed, and (through a model function wrapper) which prompt
-each batch chunk carries, recognised by its text embedding.
+each batch pass carries, recognised by its text embedding.
 """
 from __future__ import annotations
 
@@ -430,13 +430,13 @@ def test_recorder_records_the_users_prompt_under_each_guider(env, kind):
     that pass steered at every step, and one that records 'uncond' sees the negative pass unsteered."""
     rec_node = pack_module("nodes.ma_recorder").MARecorder
     seen = {}
-    for record, chunk in (("cond", 0), ("uncond", 1)):
+    for record, prompt in (("cond", 0), ("uncond", 1)):
         out = rec_node.execute(model=stas(env.high), blocks=str(BLOCK), steps="all", record=record, channels="3,17",
                                top_k=4, token_stride=0, max_memory_mb=64)
         model, recording = out.result[0], out.result[1]
         guider_sample(make_guider(kind, model, prompts()))
         run = recording.runs[-1]
-        entries = [e for (b, _, c), e in run.entries.items() if b == BLOCK and c == chunk]
+        entries = [e for (b, _, c), e in run.entries.items() if b == BLOCK and c == prompt]
         assert entries, (kind, record, sorted(run.entries))
         seen[record] = {e.has_steer for e in entries}
     assert seen == {"cond": {True}, "uncond": {False}}, (kind, seen)

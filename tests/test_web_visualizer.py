@@ -61,6 +61,7 @@ def test_in_node_chart(vis_server, browser, renderer, tmp_path):  # noqa: F811
         entry = load_and_run(vis_server, fp)
         ui = entry["outputs"][VIS_ID]["stas_profile"][0]
         assert ui["grid"] == [T_LAT, H_TOK, W_TOK] and len(ui["values"]) == T_LAT * H_TOK * W_TOK
+        assert ui["prompt"] == "cond"
 
         info = fp.evaluate(f"""() => {{
             const c = window.app.graph.getNodeById({VIS_ID}).stasChart;
@@ -71,7 +72,7 @@ def test_in_node_chart(vis_server, browser, renderer, tmp_path):  # noqa: F811
         }}""")
         assert info["grid"] == [T_LAT, H_TOK, W_TOK] and info["n"] == T_LAT * H_TOK * W_TOK
         assert info["first"] == pytest.approx(1000.0) and info["classes"] == [3, 3, 3]
-        assert "block 2, step 0" in info["title"] and "ch 17" in info["summary"]
+        assert "block 2, step 0" in info["title"] and ", cond, sample 0" in info["title"] and "ch 17" in info["summary"]
         assert info["options"] == T_LAT + 1
         version = frontend_version(fp)
         if renderer == "vue" and version[:2] <= (1, 27):

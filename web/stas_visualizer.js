@@ -155,7 +155,7 @@ class StasChart {
     this.frame = null;
     const ch = d.channel === "max" ? "max over MA channels" : "channel " + d.channel;
     this.title.textContent = `${d.family} ${d.model}: block ${d.block}, step ${d.step} (sigma ${fmt(d.sigma)}), ` +
-      `${d.chunk}, sample ${d.sample}, ${ch}${d.view ? ", " + d.view : ""}`;
+      `${d.prompt}, sample ${d.sample}, ${ch}${d.view ? ", " + d.view : ""}`;
     this.pre.textContent = d.summary || "";
     this.root.dataset.points = String(T * P);
     this.root.dataset.frames = String(T);
