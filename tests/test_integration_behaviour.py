@@ -172,7 +172,7 @@ def test_explicit_channels_formula_exact(env, alpha):
     p = rec.instrument(stas(rec.with_inner(env.wan), alpha=alpha, channels="3,17,100"))
     sample(p, latent(), steps=3, cfg=2.0)
     assert check(rec, env.wan, (3, 17, 100), alpha=alpha) == 3
-    for call in rec.calls:  # the cond chunk really changed, the uncond chunk is the block's own output
+    for call in rec.calls:  # the cond pass really changed, the uncond pass is the block's own output
         cond = call.cond_or_uncond.index(0)
         assert not torch.equal(call.out[cond], call.raw[cond])
         assert torch.equal(call.out[1 - cond], call.raw[1 - cond])
@@ -244,7 +244,7 @@ def test_other_blocks_and_unsteered_run_untouched(env):
     assert not torch.equal(out, base)
 
 
-# -- 2. outside the window / excluded chunk / bypassed: the unpatched result -------------
+# -- 2. outside the window / excluded pass / bypassed: the unpatched result -------------
 
 def test_outside_sigma_window_bit_identical(env):
     base = sample(env.wan, latent(), steps=4)
@@ -262,7 +262,7 @@ def test_outside_sigma_window_bit_identical(env):
 
 def call_model(mp, x, sigma, cond_or_uncond, context):
     """One model call the way a sampler makes it: the MODEL's wrappers merged into a copy of its
-    transformer_options (as sampler_helpers.prepare_model_patcher does), plus the chunk list."""
+    transformer_options (as sampler_helpers.prepare_model_patcher does), plus the pass list."""
     import comfy.model_patcher
     import comfy.patcher_extension as pe
     to = comfy.model_patcher.create_model_options_clone(mp.model_options).setdefault("transformer_options", {})
@@ -272,8 +272,8 @@ def call_model(mp, x, sigma, cond_or_uncond, context):
         return mp.model.apply_model(x, sigma, c_crossattn=context, transformer_options=to)
 
 
-@pytest.mark.parametrize("apply_to,steered_chunk", [("cond", 0), ("uncond", 1)])
-def test_excluded_chunk_bit_identical(env, apply_to, steered_chunk):
+@pytest.mark.parametrize("apply_to,steered_pass", [("cond", 0), ("uncond", 1)])
+def test_excluded_pass_bit_identical(env, apply_to, steered_pass):
     g = torch.Generator().manual_seed(3)
     x = torch.randn(2, *LATENT[1:], generator=g)
     ctx = torch.randn(2, 8, 4096, generator=g)
@@ -281,9 +281,9 @@ def test_excluded_chunk_bit_identical(env, apply_to, steered_chunk):
     base = call_model(env.wan, x, sigma, [0, 1], ctx)
     p = stas(env.wan, apply_to=apply_to)
     out = call_model(p, x, sigma, [0, 1], ctx)
-    other = 1 - steered_chunk
+    other = 1 - steered_pass
     assert torch.equal(out[other], base[other])
-    assert not torch.equal(out[steered_chunk], base[steered_chunk])
+    assert not torch.equal(out[steered_pass], base[steered_pass])
     both = call_model(stas(env.wan, apply_to="both"), x, sigma, [0, 1], ctx)
     assert not torch.equal(both[other], base[other])
 
@@ -389,7 +389,7 @@ def test_batch_two_each_sample_its_own_max(env):
     assert call.out[r0, 0, MA[0]].item() != call.out[r1, 0, MA[0]].item()
 
 
-def test_cfg1_cond_steered_without_uncond_chunk(env):
+def test_cfg1_cond_steered_without_uncond_pass(env):
     rec = Recorder()
     p = rec.instrument(stas(rec.with_inner(env.wan), apply_to="both"))
     sample(p, latent(), steps=2, cfg=1.0)
