@@ -312,13 +312,16 @@ class RecCall:
         the host; ``store`` files them once they are there."""
         try:
             flat = pack_flat([self.sigma.reshape(-1)[:1]] + [t for item in self.pending for t in item[5]])
+            host, event = flat, None
             if flat.is_cuda:
-                host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
-                host.copy_(flat, non_blocking=True)
-                event = torch.cuda.Event()
-                event.record()
-            else:
-                host, event = flat, None
+                try:
+                    host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
+                except RuntimeError:  # no pinned memory here: a plain (synchronous) copy
+                    host = flat.cpu()
+                else:
+                    host.copy_(flat, non_blocking=True)
+                    event = torch.cuda.Event()
+                    event.record()
             self.run.inflight.push(self, host, event)
         except Exception as e:
             self.pending = []
