@@ -59,19 +59,25 @@ def run(nodes, model, latent, kw, record, cond):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--comfyui", required=True, help="ComfyUI checkout (its main.py folder)")
-    ap.add_argument("--old", required=True, help="the commit to compare with (e.g. the one before a refactor)")
+    old = ap.add_mutually_exclusive_group(required=True)
+    old.add_argument("--old", help="the commit to compare with (e.g. the one before a refactor)")
+    old.add_argument("--old-dir", help="or a folder holding that commit's pack (where there is no git history)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: the Triton path and async copies")
     a = ap.parse_args()
     import torch
     from stas_harness.comfy_env import import_comfyui, latent, text_cond
     from stas_harness.models import tiny_hunyuan_video, tiny_wan
 
     torch.set_num_threads(1)
-    import_comfyui(a.comfyui, cpu=True)
+    import_comfyui(a.comfyui, cpu=a.device == "cpu")
     with tempfile.TemporaryDirectory() as tmp:
-        old_dir = Path(tmp) / "comfyui-stas-old"
-        old_dir.mkdir()
-        tar = subprocess.run(["git", "-C", str(ROOT), "archive", a.old], check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(old_dir)], input=tar, check=True)
+        if a.old_dir:
+            old_dir = Path(a.old_dir).resolve()
+        else:
+            old_dir = Path(tmp) / "comfyui-stas-old"
+            old_dir.mkdir()
+            tar = subprocess.run(["git", "-C", str(ROOT), "archive", a.old], check=True, capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(old_dir)], input=tar, check=True)
         new, old = load(ROOT), load(old_dir)
         models = {"wan": tiny_wan(), "hunyuan": tiny_hunyuan_video()}
         g = torch.Generator().manual_seed(7)
@@ -88,7 +94,7 @@ def main() -> int:
             bad += not same
             print(f"{'same' if same else 'DIFFERENT'}  {name} {kw}"
                   f"{f' + MA Recorder {record} ({len(rec_new)} entries)' if record is not None else ''}")
-    print(f"{len(CASES) - bad} of {len(CASES)} cases bit-identical to {a.old}")
+    print(f"{len(CASES) - bad} of {len(CASES)} cases bit-identical to {a.old or a.old_dir} ({a.device})")
     return 1 if bad else 0
 
 
