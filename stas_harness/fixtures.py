@@ -31,15 +31,22 @@ def pk():
     return Pack()
 
 
-@pytest.fixture(scope="session")
-def comfy_server():
+def serve(server_cls=ComfyServer):
+    """A fixture body: ``server_cls`` started on the ComfyUI found (a skip when there is none), then cleaned up."""
     found = find_comfyui()
     if found is None:
         skip_missing("real ComfyUI not found: set COMFYUI_PATH to a ComfyUI checkout (see README, 'Tests')")
-    srv = ComfyServer(*found)
+    srv = server_cls(*found)
     srv.start()
-    yield srv
-    srv.cleanup()
+    try:
+        yield srv
+    finally:
+        srv.cleanup()
+
+
+@pytest.fixture(scope="session")
+def comfy_server():
+    yield from serve(ComfyServer)
 
 
 _playwright: dict = {}  # the one running Playwright + Chromium, shared by every fixture instance

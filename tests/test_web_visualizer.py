@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from stas_harness.server import find_comfyui, skip_missing
+from stas_harness.fixtures import serve
 from stas_harness.visualizer_page import (H_TOK, T_LAT, VIS_ID, W_TOK, NoVueRenderer, VisualizerServer,
                                           cards_screenshot, exercise_chart, frontend_version, load_and_run, open_page,
                                           open_template_cards, pack_errors, sort_templates_a_to_z)
@@ -40,13 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def vis_server():
-    found = find_comfyui()
-    if found is None:
-        skip_missing("real ComfyUI not found: set COMFYUI_PATH to a ComfyUI checkout (see README, 'Tests')")
-    srv = VisualizerServer(*found)
-    srv.start()
-    yield srv
-    srv.cleanup()
+    yield from serve(VisualizerServer)
 
 
 @pytest.mark.parametrize("renderer", ["litegraph", "vue"])
