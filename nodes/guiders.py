@@ -8,12 +8,15 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
+from ..stas_core.record import PROMPT_NAMES
+
 POSITIVE, NEGATIVE, OTHER = "positive", "negative", "other"
 ALL_ROLES: FrozenSet[str] = frozenset({POSITIVE, NEGATIVE, OTHER})
 STANDARD: Tuple[str, ...] = (POSITIVE, NEGATIVE)
 EVERY: FrozenSet[int] = frozenset(range(64))  # every pass index, more than any guider runs
 
-PROMPTS: Dict[str, FrozenSet[str]] = {"cond": frozenset({POSITIVE}), "uncond": frozenset({NEGATIVE}), "both": ALL_ROLES}
+PROMPTS: Dict[str, FrozenSet[str]] = {PROMPT_NAMES[0]: frozenset({POSITIVE}), PROMPT_NAMES[1]: frozenset({NEGATIVE}),
+                                      "both": ALL_ROLES}
 """The user's choice of pass (STAS Model Patch's apply_to, the MA Recorder's record) -> roles."""
 
 
@@ -102,8 +105,8 @@ def _runs(pos: bool, neg: bool, other: bool = False) -> FrozenSet[str]:
     return frozenset(r for r, on in ((POSITIVE, pos), (NEGATIVE, neg), (OTHER, other)) if on)
 
 
-def cond_rows(cond_or_uncond: Optional[List[int]], batch: int, steered: FrozenSet[int]) -> Tuple[int, ...]:
-    """Batch rows of a batched model call whose pass (an index into the guider's conds list,
+def steered_samples(cond_or_uncond: Optional[List[int]], batch: int, steered: FrozenSet[int]) -> Tuple[int, ...]:
+    """Samples of a batched model call whose pass (an index into the guider's conds list,
     see ``GuiderPasses.indices``) is steered; a call with no pass list is one positive pass."""
     if not cond_or_uncond:
         return tuple(range(batch)) if 0 in steered else ()

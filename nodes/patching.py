@@ -18,7 +18,7 @@ from ..stas_core.schedule import SigmaWindow
 from ..stas_core.steer_fast import (Backend, BlockView, SteerCall, StepParams, backend_for, check_params, compiling,
                                     device_guard, steer_traced_, view_of)
 from .families import BlockRef
-from .guiders import ALL_ROLES, DEFAULT, NEGATIVE, POSITIVE, GuiderPasses, cond_rows, passes_of, prompt_name
+from .guiders import ALL_ROLES, DEFAULT, NEGATIVE, POSITIVE, GuiderPasses, passes_of, prompt_name, steered_samples
 from .hooks import STEER_OBSERVERS, PerDevice, Plan
 
 log = logging.getLogger("comfyui-stas")
@@ -126,7 +126,8 @@ class StasPlan(Plan):
         dev = x.device
         if run is None:  # called outside a sampler run: detection covers this call alone
             run = RunState(self.window, n_flat=self.n_flat)
-        picked = cond_rows(transformer_options.get("cond_or_uncond"), x.shape[0], run.passes.indices(self.apply_to, model))
+        picked = steered_samples(transformer_options.get("cond_or_uncond"), x.shape[0],
+                                 run.passes.indices(self.apply_to, model))
         grid = self.family.grid(dm, tuple(x.shape))
         prefix = self.family.prefix_tokens(dm, kwargs)
         tables = run.tables_for(self, dev) if self.auto else self.fixed_tables(dev)

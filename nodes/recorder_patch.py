@@ -117,9 +117,9 @@ class RecorderPlan(Plan):
             return RecCall.skipped(self, run, t, dm, "calls whose batch does not split into CFG passes were not recorded")
         per = x.shape[0] // len(cou)
         # prompt 0 / 1 = the user's positive / negative prompt, whichever pass the guider gives it
-        prompt_rows = tuple((c, cou.index(i) * per, per) for c in lay.prompts
+        prompt_samples = tuple((c, cou.index(i) * per, per) for c in lay.prompts
                             for i in sorted(passes.indices(PROMPTS[PROMPT_NAMES[c]], model)) if i in cou)
-        if not prompt_rows:
+        if not prompt_samples:
             return None
         if per != lay.batch:
             return RecCall.skipped(self, run, t, dm, "calls with another batch size than the latent were not recorded")
@@ -136,7 +136,7 @@ class RecorderPlan(Plan):
                 latent = [anchor] + latent
             pt = fam.patch_size(dm)[0]
             frames = [latent[j * pt] // pt for j in range(len(latent) // pt)]
-        return RecCall(self, run, t, grid, fam.prefix_tokens(dm, kwargs), dm, prompt_rows, frames)
+        return RecCall(self, run, t, grid, fam.prefix_tokens(dm, kwargs), dm, prompt_samples, frames)
 
     def tracked_channels(self, run: RunRecording, ref: BlockRef, vis: torch.Tensor) -> torch.Tensor:
         """Channels whose per-token values are recorded for ``ref``: explicit, or the top_k by
@@ -167,8 +167,8 @@ class IdleCall:
         return self
 
 
-def _rows_steered(rows: Optional[Tuple[int, ...]], r0: int, per: int) -> bool:
-    return rows is None or any(r0 <= r < r0 + per for r in rows)
+def _samples_steered(samples: Optional[Tuple[int, ...]], s0: int, per: int) -> bool:
+    return samples is None or any(s0 <= s < s0 + per for s in samples)
 
 
 class InFlight:
@@ -210,15 +210,15 @@ class RecCall:
     steer = True  # patching's block patches act on a context whose ``steer`` is set
 
     def __init__(self, plan: RecorderPlan, run: RunRecording, sigma: torch.Tensor, grid, prefix: int, diffusion_model,
-                 prompt_rows: Tuple[Tuple[int, int, int], ...], frames: Optional[List[int]], note: str = ""):
+                 prompt_samples: Tuple[Tuple[int, int, int], ...], frames: Optional[List[int]], note: str = ""):
         self.plan, self.run, self.sigma = plan, run, sigma
         self.grid, self.prefix, self.diffusion_model = grid, prefix, diffusion_model
-        self.prompt_rows = prompt_rows  # (prompt id, first row, rows) per recorded CFG pass
+        self.prompt_samples = prompt_samples  # (prompt id, first sample, samples) per recorded CFG pass
         self.frames = frames          # global token-frame of each local frame (context windows), or None
         self.note = note              # noted for the run if this call's step is recorded (and nothing gathered)
         self.pending: List[Tuple[str, int, int, List[int], int, List[torch.Tensor]]] = []
         self._recorded: set = set()
-        self._steered: Dict[int, Tuple[Optional[Tuple[int, ...]], bool, int]] = {}  # block -> rows, steered first, item
+        self._steered: Dict[int, Tuple[Optional[Tuple[int, ...]], bool, int]] = {}  # block -> steered samples, steered first, item
 
     @classmethod
     def skipped(cls, plan, run, sigma, dm, note: str) -> "RecCall":
@@ -250,7 +250,7 @@ class RecCall:
 
     # -- block hook (recorder's own patch): gather every frame; which are kept is decided in store
     def record_block(self, h: torch.Tensor, ref: BlockRef, to) -> None:
-        if not self.prompt_rows:
+        if not self.prompt_samples:
             return
         try:
             fam, run = self.plan.family, self.run
@@ -266,10 +266,10 @@ class RecCall:
             vis = h.narrow(1, start, n_vis)
             chans = self.plan.tracked_channels(run, ref, vis)
             tok = run.local_tokens(range(len(frames)), grid, h.device)
-            for c, r0, per in self.prompt_rows:
-                rows = vis.narrow(0, r0, per)
-                vals = rows.index_select(1, tok).index_select(2, chans)   # a copy: later in-place edits don't reach it
-                peak, asum = channel_stats(rows)
+            for c, s0, per in self.prompt_samples:
+                part = vis.narrow(0, s0, per)
+                vals = part.index_select(1, tok).index_select(2, chans)   # a copy: later in-place edits don't reach it
+                peak, asum = channel_stats(part)
                 self.pending.append(("block", ref.flat, c, frames, n_vis, [chans, vals, peak, asum]))
             self._recorded.add(ref.flat)
         except Exception as e:  # a diagnostic must never stop the render
@@ -277,17 +277,17 @@ class RecCall:
 
     # -- STAS observer (hooks.STEER_OBSERVERS) ----------------------------------------
     def stas_steer(self, phase: str, ref: BlockRef, h: torch.Tensor, vis_start: int, grid, token_idx: torch.Tensor,
-                   channels: torch.Tensor, valid: Optional[torch.Tensor], rows: Optional[Tuple[int, ...]],
+                   channels: torch.Tensor, valid: Optional[torch.Tensor], samples: Optional[Tuple[int, ...]],
                    steered: Optional[torch.Tensor] = None) -> None:
         """hooks.STEER_OBSERVERS: STAS is about to steer (phase "before") or has steered ("after")
-        ``channels`` (those with ``valid`` False are left alone) at ``token_idx`` of rows ``rows``;
+        ``channels`` (those with ``valid`` False are left alone) at ``token_idx`` of the batch's ``samples`` (None: all);
         ``steered``: a device bool, whether this call's sigma lies in STAS's window."""
-        if ref.flat not in self.plan.block_set or not self.prompt_rows:
+        if ref.flat not in self.plan.block_set or not self.prompt_samples:
             return
         try:
             if phase == "before" and ref.flat not in self._steered:
                 on = steered if steered is not None else torch.ones((), dtype=torch.bool, device=h.device)
-                self._steered[ref.flat] = (rows, ref.flat not in self._recorded, len(self.pending))
+                self._steered[ref.flat] = (samples, ref.flat not in self._recorded, len(self.pending))
                 self.pending.append(("steered", ref.flat, -1, [], 0, [on.reshape(1)]))
             frames = self.frames_for(grid)
             if frames is None:
@@ -295,10 +295,10 @@ class RecCall:
             n_vis = grid[0] * grid[1] * grid[2]
             vis = h.narrow(1, vis_start, n_vis)
             tok = self.run.local_tokens(range(len(frames)), grid, h.device)
-            for c, r0, per in self.prompt_rows:
-                if not _rows_steered(rows, r0, per):
+            for c, s0, per in self.prompt_samples:
+                if not _samples_steered(samples, s0, per):
                     continue
-                vals = vis.narrow(0, r0, per).index_select(1, tok).index_select(2, channels)
+                vals = vis.narrow(0, s0, per).index_select(1, tok).index_select(2, channels)
                 if phase == "before":
                     ok = valid if valid is not None else torch.ones_like(channels, dtype=torch.bool)
                     self.pending.append(("before", ref.flat, c, frames, 0, [channels, vals, torch.isin(tok, token_idx), ok]))
@@ -360,9 +360,9 @@ class RecCall:
         st = self._steered.get(block)
         if st is None:
             return "unsteered"
-        rows, steer_first, at = st
-        r0, per = next((r0, per) for c, r0, per in self.prompt_rows if c == prompt)
-        if not _rows_steered(rows, r0, per) or not bool(items[at][5][0].item()):
+        samples, steer_first, at = st
+        s0, per = next((s0, per) for c, s0, per in self.prompt_samples if c == prompt)
+        if not _samples_steered(samples, s0, per) or not bool(items[at][5][0].item()):
             return "unsteered"
         return "after steering" if steer_first else "before steering"
 
