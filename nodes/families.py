@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Tuple
 
 from ..stas_core.layout import Grid, grid_from_latent
 
@@ -55,11 +55,13 @@ class Family:
                 flat += 1
         return out
 
+    block_words: Dict[str, str] = {}  # what users call each kind of block ("blocks" where there is one kind)
+
     def describe_blocks(self, dm: Any) -> str:
         parts, flat = [], 0
         for kind, n in self.block_groups(dm):
             if n:   # HunyuanVideo 1.5 has no single-stream block
-                parts.append(f"{flat}-{flat + n - 1} {kind.replace('_', ' ')}s")
+                parts.append(f"{flat}-{flat + n - 1} {self.block_words.get(kind, 'blocks')}")
             flat += n
         return ", ".join(parts)
 
@@ -124,6 +126,8 @@ in parameters only, with video tokens where 1.0 has them.  HunyuanImage 2.1 (sam
                                        and getattr(dm, "vision_in", None) is None):
             return "HunyuanImage 2.1 models (an image model in ComfyUI's HunyuanVideo class)"
         return None
+
+    block_words = {"double_block": "double-stream blocks", "single_block": "single-stream blocks"}
 
     def block_groups(self, dm):
         return [("double_block", len(dm.double_blocks)), ("single_block", len(dm.single_blocks))]

@@ -9,7 +9,7 @@ from .families import family_of, select_blocks
 from .fingerprint import model_fingerprint
 from .guiders import PROMPTS
 from .recorder_patch import RecorderPlan, prompt_ids
-from .types import StasRecording
+from .types import StasRecording, named_errors
 
 
 class MARecorder(io.ComfyNode):
@@ -48,31 +48,29 @@ class MARecorder(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, blocks, steps, record, channels, top_k, token_stride, max_memory_mb) -> io.NodeOutput:
-        dm = model.get_model_object("diffusion_model")
-        fam = family_of(dm)
-        try:
-            refs = select_blocks(fam, dm, blocks)
-        except ValueError as e:
-            msg = str(e)
-            if "no block selected" in msg:
-                msg = (f"blocks {blocks!r} selects no block, so nothing would be recorded. Use 'middle', an index or "
-                       f"a range ({fam.name}: {fam.describe_blocks(dm)}).")
-            raise ValueError(f"MA Recorder: {msg}") from None
-        try:
+        with named_errors("MA Recorder"):
+            dm = model.get_model_object("diffusion_model")
+            fam = family_of(dm)
+            try:
+                refs = select_blocks(fam, dm, blocks)
+            except ValueError as e:
+                if "no block selected" not in str(e):
+                    raise
+                raise ValueError(f"blocks {blocks!r} selects no block, so nothing would be recorded. Use 'middle', an "
+                                 f"index or a range ({fam.name}: {fam.describe_blocks(dm)}).") from None
             parse_steps(steps, 1 << 20)  # syntax only; the run's own length is known when it starts
-        except ValueError as e:
-            raise ValueError(f"MA Recorder: {e}") from None
-        if record not in PROMPTS:
-            raise ValueError(f"MA Recorder: record must be one of {list(PROMPTS)}, got {record!r}.")
-        sel = parse_channels(channels, 0.0, top_k)
-        hidden = fam.hidden_size(dm)
-        sel.validate(hidden)
-        if token_stride < 0 or max_memory_mb < 1:
-            raise ValueError("MA Recorder: token_stride must be >= 0 and max_memory_mb >= 1.")
-        desc = f"{fam.name} blocks {[r.flat for r in refs]}, steps {steps!r}, {record}"
-        recording = Recording(desc, budget_bytes=int(max_memory_mb) << 20, model_fingerprint=model_fingerprint(model))
-        plan = RecorderPlan(
-            family=fam, blocks=tuple(refs), steps_text=steps, prompts=prompt_ids(record), channels=sel.explicit,
-            top_k=int(top_k), token_stride=int(token_stride), budget_bytes=int(max_memory_mb) << 20,
-            hidden_size=hidden, n_blocks=len(fam.blocks(dm)), recording=recording)
+            if record not in PROMPTS:
+                raise ValueError(f"record must be one of {list(PROMPTS)}, got {record!r}.")
+            sel = parse_channels(channels, 0.0, top_k)
+            hidden = fam.hidden_size(dm)
+            sel.validate(hidden)
+            if token_stride < 0 or max_memory_mb < 1:
+                raise ValueError("token_stride must be >= 0 and max_memory_mb >= 1.")
+            desc = f"{fam.name} blocks {[r.flat for r in refs]}, steps {steps!r}, {record}"
+            recording = Recording(desc, budget_bytes=int(max_memory_mb) << 20,
+                                  model_fingerprint=model_fingerprint(model))
+            plan = RecorderPlan(
+                family=fam, blocks=tuple(refs), steps_text=steps, prompts=prompt_ids(record), channels=sel.explicit,
+                top_k=int(top_k), token_stride=int(token_stride), budget_bytes=int(max_memory_mb) << 20,
+                hidden_size=hidden, n_blocks=len(fam.blocks(dm)), recording=recording)
         return io.NodeOutput(plan.install(model), recording)

@@ -12,7 +12,7 @@ from .families import family_of, select_blocks
 from .fingerprint import model_fingerprint
 from .guiders import PROMPTS
 from .patching import StasPlan
-from .types import StasMask, StasProfile
+from .types import StasMask, StasProfile, named_errors
 
 log = logging.getLogger("comfyui-stas")
 
@@ -80,32 +80,30 @@ class StasModelPatch(io.ComfyNode):
     @classmethod
     def execute(cls, model, alpha, blend, blocks, channels, threshold, top_k, start_percent, end_percent,
                 apply_to, mask=None, profile=None) -> io.NodeOutput:
-        dm = model.get_model_object("diffusion_model")
-        fam = family_of(dm)
-        refs = select_blocks(fam, dm, blocks)
-        hidden = fam.hidden_size(dm)
-        try:
+        with named_errors("STAS Model Patch"):
+            dm = model.get_model_object("diffusion_model")
+            fam = family_of(dm)
+            refs = select_blocks(fam, dm, blocks)
+            hidden = fam.hidden_size(dm)
             sel = parse_channels(channels, threshold, top_k)
             sel.validate(hidden)
-        except ValueError as e:
-            raise ValueError(f"STAS Model Patch: {e}") from None
-        if profile is not None:
-            if not sel.auto:
-                raise ValueError("STAS Model Patch: both a profile and an explicit channel list are given. "
-                                 "Set channels to 'auto' to use the profile, or disconnect the profile.")
-            check_profile(profile, model, fam.name, hidden, len(fam.blocks(dm)), [r.flat for r in refs])
-        if apply_to not in PROMPTS:
-            raise ValueError(f"STAS Model Patch: apply_to must be one of {list(PROMPTS)}, got {apply_to!r}.")
-        if not 0.0 <= blend <= 1.0 or alpha < 0.0:
-            raise ValueError("STAS Model Patch: alpha must be >= 0 and blend within 0..1.")
-        ms = model.get_model_object("model_sampling")
-        window = SigmaWindow.from_percents(start_percent, end_percent, ms.percent_to_sigma)
-        plan = StasPlan(
-            family=fam, blocks=tuple(refs), spec=mask if mask is not None else BoundarySpec(),
-            channels=sel, alpha=float(alpha), blend=float(blend), window=window,
-            apply_to=PROMPTS[apply_to], hidden_size=hidden, profile=profile, label=_label(cls),
-            model_blocks=len(fam.blocks(dm)),
-        )
+            if profile is not None:
+                if not sel.auto:
+                    raise ValueError("STAS Model Patch: both a profile and an explicit channel list are given. "
+                                     "Set channels to 'auto' to use the profile, or disconnect the profile.")
+                check_profile(profile, model, fam.name, hidden, len(fam.blocks(dm)), [r.flat for r in refs])
+            if apply_to not in PROMPTS:
+                raise ValueError(f"STAS Model Patch: apply_to must be one of {list(PROMPTS)}, got {apply_to!r}.")
+            if not 0.0 <= blend <= 1.0 or alpha < 0.0:
+                raise ValueError("STAS Model Patch: alpha must be >= 0 and blend within 0..1.")
+            ms = model.get_model_object("model_sampling")
+            window = SigmaWindow.from_percents(start_percent, end_percent, ms.percent_to_sigma)
+            plan = StasPlan(
+                family=fam, blocks=tuple(refs), spec=mask if mask is not None else BoundarySpec(),
+                channels=sel, alpha=float(alpha), blend=float(blend), window=window,
+                apply_to=PROMPTS[apply_to], hidden_size=hidden, profile=profile, label=_label(cls),
+                model_blocks=len(fam.blocks(dm)),
+            )
         return io.NodeOutput(plan.install(model))
 
 

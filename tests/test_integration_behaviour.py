@@ -541,7 +541,7 @@ def test_concurrent_cond_and_uncond_calls_from_two_threads(env):
 # -- 6. bad input: clear errors at node execution or before the first step ---------------
 
 @pytest.mark.parametrize("kw,msg", [
-    (dict(blocks="99"), r"block 99 does not exist; this model has 4 \(valid 0-3"),
+    (dict(blocks="99"), r"block 99 does not exist; this model has 4 \(valid 0-3.*\(Wan: 0-3 blocks\)"),
     (dict(blocks="2-1"), "runs backwards"),
     (dict(blocks="none"), "no block selected"),
     (dict(channels="3,128"), r"\[128\] out of range for this model's hidden size 128 \(valid 0-127\).*auto"),
@@ -549,8 +549,22 @@ def test_concurrent_cond_and_uncond_calls_from_two_threads(env):
     (dict(start_percent=0.5, end_percent=0.2), "start_percent .* must be below end_percent"),
 ])
 def test_bad_settings_fail_at_node_execution(env, kw, msg):
-    with pytest.raises(ValueError, match=msg):
+    with pytest.raises(ValueError, match=msg) as ei:
         stas(env.wan, **kw)
+    assert str(ei.value).startswith("STAS Model Patch: "), ei.value  # every error names the node
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(blocks="99"), "block 99 does not exist"),
+    (dict(blocks="none"), "selects no block"),
+    (dict(channels="x"), "channels: cannot read 'x'"),
+    (dict(steps="a-b"), "steps"),
+])
+def test_bad_recorder_settings_name_the_node(env, kw, msg):
+    rec = ce.pack_module("nodes.ma_recorder").MARecorder
+    with pytest.raises(ValueError, match=msg) as ei:
+        ce.run_node(rec, env.wan, **kw)
+    assert str(ei.value).startswith("MA Recorder: ") and not str(ei.value).startswith("MA Recorder: MA Recorder"), ei.value
 
 
 @pytest.mark.parametrize("kw", [

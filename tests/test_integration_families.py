@@ -537,9 +537,9 @@ def test_hunyuan_video15_blocks_and_recorder(pk):
     base = models.tiny_hunyuan_video15(depth=3, depth_single=0, meanflow=True)
     dm = base.model.diffusion_model
     fam = fam_mod.family_of(dm)
-    assert fam.name == "HunyuanVideo" and fam.describe_blocks(dm) == "0-2 double blocks"
+    assert fam.name == "HunyuanVideo" and fam.describe_blocks(dm) == "0-2 double-stream blocks"
     assert [r.flat for r in fam_mod.select_blocks(fam, dm, "middle")] == [1]
-    with pytest.raises(ValueError, match=r"block 3 does not exist.*\(HunyuanVideo: 0-2 double blocks\)\.$"):
+    with pytest.raises(ValueError, match=r"block 3 does not exist.*\(HunyuanVideo: 0-2 double-stream blocks\)\.$"):
         stas(base, blocks="3")
 
     rec_node = ce.pack_module("nodes.ma_recorder").MARecorder
@@ -627,6 +627,6 @@ def test_unsupported_model_is_refused_at_node_execution(pk, build, label):
     msg = str(ei.value)
     if label.startswith("HunyuanImage"):
         assert type(model.model.diffusion_model).__name__ == "HunyuanVideo"
-        assert msg.startswith("STAS does not support HunyuanImage 2.1 models"), msg
+        assert msg.startswith("STAS Model Patch: STAS does not support HunyuanImage 2.1 models"), msg
     for fam in ("Wan", "HunyuanVideo", "CogVideoX"):
         assert fam in msg, f"the error does not name {fam}: {msg}"
