@@ -33,17 +33,21 @@ class PerDevice:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.items: dict = {}
+        self.built: dict = {}
 
     def get(self, key: Any, device, make) -> Any:
         k = (key, device)
-        got = self.items.get(k)
+        got = self.built.get(k)
         if got is None:
             with self._lock:
-                got = self.items.get(k)
+                got = self.built.get(k)
                 if got is None:
-                    got = self.items[k] = make(device)
+                    got = self.built[k] = make(device)
         return got
+
+    def peek(self, key: Any, device) -> Any:
+        """What ``get`` built for (key, device), or None (never builds)."""
+        return self.built.get((key, device))
 
     def __deepcopy__(self, memo):
         return self

@@ -5,7 +5,6 @@ model call. docs/architecture.md follows a block call from here to the kernel.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, FrozenSet, Optional, Tuple
 
@@ -243,7 +242,7 @@ class StasPlan(Plan):
         if not self.auto:
             return
         silent, steered, chans = set(), set(), set()
-        for tables in list(run.tables.values()):
+        for tables in list(run.tables.built.values()):
             done = (tables.need == 0).cpu()
             valid = tables.valid.cpu()
             found = valid.any(dim=1)
@@ -303,10 +302,9 @@ class RunState:
     that auto detection fills at the first steered call of each block."""
 
     def __init__(self, window: SigmaWindow, passes: GuiderPasses = DEFAULT, n_flat: int = 0) -> None:
-        self._lock = threading.Lock()
         # int32 CPU [model blocks]: 1 where the op of a compiled graph ran for the block (eager runs leave it 0)
         self.op_ran = torch.zeros(n_flat, dtype=torch.int32)
-        self.tables: Dict[torch.device, ChannelTables] = {}
+        self.tables = PerDevice()  # "tables" -> ChannelTables, per device
         # The window in the sigmas of the model_sampling this run's sampler uses (a shift node placed
         # after STAS Model Patch replaces the one the node saw; each Wan 2.2 expert has its own).
         self.window = window
@@ -319,24 +317,19 @@ class RunState:
         return self
 
     def tables_for(self, plan: StasPlan, device: torch.device) -> ChannelTables:
-        got = self.tables.get(device)
-        if got is None:
-            with self._lock:
-                got = self.tables.get(device)
-                if got is None:
-                    n = len(plan.blocks)
-                    got = ChannelTables(torch.zeros(n, MAX_CHANNELS, dtype=torch.long, device=device),
-                                        torch.zeros(n, MAX_CHANNELS, dtype=torch.bool, device=device),
-                                        torch.ones(n, dtype=torch.int32, device=device), True, plan.n_chans())
-                    self.tables[device] = got
-        return got
+        def make(d):
+            n = len(plan.blocks)
+            return ChannelTables(torch.zeros(n, MAX_CHANNELS, dtype=torch.long, device=d),
+                                 torch.zeros(n, MAX_CHANNELS, dtype=torch.bool, device=d),
+                                 torch.ones(n, dtype=torch.int32, device=d), True, plan.n_chans())
+        return self.tables.get("tables", device, make)
 
     def detecting(self, device: torch.device) -> bool:
         """False once the host has seen every ``need`` flag of ``device`` cleared (read from a copy
         made after an earlier call, never waited for); the detection kernels are then not launched."""
         if device in self._detected:
             return False
-        tables = self.tables.get(device)
+        tables = self.tables.peek("tables", device)
         if tables is None:
             return True
         if device.type == "cuda":
@@ -358,7 +351,7 @@ class RunState:
         copy = self._need_copy.get(device)
         if copy is not None and not copy[1].query():
             return  # the last copy is still on its way
-        need = self.tables[device].need
+        need = self.tables.peek("tables", device).need
         with torch.cuda.device(device):
             if copy is None:
                 copy = self._need_copy[device] = (torch.empty(need.shape, dtype=need.dtype).pin_memory(),

@@ -17,7 +17,7 @@ from ..stas_core.record import (Recording, RunLayout, RunRecording, channel_stat
 from .families import BlockRef
 from ..stas_core.record import PROMPT_NAMES
 from .guiders import PROMPTS, passes_of
-from .hooks import STEER_OBSERVERS, WRAPPER_KEY, Plan
+from .hooks import STEER_OBSERVERS, WRAPPER_KEY, PerDevice, Plan
 
 RECORDER_KEY = WRAPPER_KEY + ".recorder"
 log = logging.getLogger("comfyui-stas")
@@ -77,10 +77,12 @@ class RecorderPlan(Plan):
         run = RunRecording(layout, budget_bytes=max(need, self.recording.remaining()))
         run.passes = passes_of(guider)
         run.inflight = InFlight()
+        run.channels_on = PerDevice()  # block -> auto channels on each device
         return run
 
     def end_run(self, run: RunRecording) -> None:
         run.inflight.drain()
+        run.channels_on = PerDevice()
         run.release_device()
 
     def finish_run(self, run: RunRecording, out) -> None:
@@ -144,16 +146,10 @@ class RecorderPlan(Plan):
         dev = vis.device
         if self.channels is not None:
             return run.device_tensor(("ch", self.channels), lambda: torch.tensor(self.channels, dtype=torch.long), dev)
-        key = (ref.flat, dev)
-        got = run.dev_channels.get(key)
-        if got is None:
-            with run._lock:
-                got = run.dev_channels.get(key)
-                if got is None:  # detected on another device (MultiGPU): the same channels everywhere
-                    other = next((v for (b, _), v in run.dev_channels.items() if b == ref.flat), None)
-                    got = other.to(dev) if other is not None else detect_ma_channels(vis, 0.0, self.top_k)[0]
-                    run.dev_channels[key] = got
-        return got
+        def make(d):  # detected on another device (MultiGPU): the same channels everywhere
+            other = next((v for (b, _), v in run.channels_on.built.items() if b == ref.flat), None)
+            return other.to(d) if other is not None else detect_ma_channels(vis, 0.0, self.top_k)[0]
+        return run.channels_on.get(ref.flat, dev, make)
 
 
 @dataclass

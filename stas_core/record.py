@@ -192,7 +192,6 @@ class RunRecording:
         self._claimed: Dict[Tuple[int, int, int], set] = {}
         self._positions = layout.positions()
         self._dev: Dict[Any, torch.Tensor] = {}
-        self.dev_channels: Dict[Tuple[int, Any], torch.Tensor] = {}  # (block, device) -> auto channels there
         self._lock = threading.Lock()
         self._bytes = 0
 
@@ -238,10 +237,9 @@ class RunRecording:
         return t
 
     def release_device(self) -> None:
-        """Drop the per-device index and channel tensors once the run is over (the data is on the CPU)."""
+        """Drop the per-device index tensors once the run is over (the data is on the CPU)."""
         with self._lock:
             self._dev.clear()
-            self.dev_channels.clear()
 
     # -- writes (CPU, under the lock) ----------------------------------------------------
     def _entry(self, block: int, step: int, prompt: int, k: int, d: int) -> Optional[Entry]:
@@ -394,13 +392,6 @@ def unpack_flat(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> List[torch.
         out.append(v.to(t.dtype) if t.dtype != torch.float32 else v)
         i += n
     return out
-
-
-def flush_to_cpu(tensors: Sequence[torch.Tensor]) -> List[torch.Tensor]:
-    """Move small device tensors to the CPU in ONE transfer (one host synchronisation)."""
-    if not tensors:
-        return []
-    return unpack_flat(pack_flat(tensors).cpu(), tensors)
 
 
 # -- run identity ---------------------------------------------------------------------------

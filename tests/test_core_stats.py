@@ -2,7 +2,7 @@
 
 A synthetic hidden state with planted massive activations (known channels; first frame >
 boundary rows > interior) goes through the same core functions the recorder calls on the
-device (channel_stats, local_tokens, flush_to_cpu, write_block); the summary must recover the
+device (channel_stats, local_tokens, pack_flat / unpack_flat, write_block); the summary must recover the
 planted channels, their peak-to-mean ratios (as channels.ma_ratio defines them) and the
 group magnitudes; the figures must have their documented layout; the export must round-trip.
 """
@@ -20,7 +20,7 @@ from stas_core.channels import ma_ratio
 from stas_core.layout import BoundarySpec, TokenClass, token_classes
 from stas_core.profile import MAProfile
 from stas_core.record import (Recording, RunLayout, RunRecording, auto_stride, channel_stats, fingerprint,
-                              fingerprint_matches, flush_to_cpu, kept_rows_cols, parse_steps)
+                              fingerprint_matches, kept_rows_cols, pack_flat, parse_steps, unpack_flat)
 
 GRID = (5, 8, 8)
 D = 128
@@ -60,7 +60,7 @@ def record(run, h, block=2, step=0, prompt=0, frames=None, channels=None, view="
     tok = run.local_tokens(js, lay.grid, h.device)
     vals = h.index_select(1, tok).index_select(2, chans)
     peak, asum = channel_stats(h)
-    chans, vals, peak, asum = flush_to_cpu([chans, vals, peak, asum])
+    chans, vals, peak, asum = unpack_flat(pack_flat([chans, vals, peak, asum]).cpu(), [chans, vals, peak, asum])
     run.write_block(block, step, prompt, [frames[j] for j in js], chans, vals, peak, asum, h.shape[1], view)
 
 
@@ -228,7 +228,7 @@ def test_channel_stats_and_flush():
     peak, asum = channel_stats(h)
     assert torch.allclose(peak, h.abs().amax(1)) and torch.allclose(asum, h.abs().sum(1), rtol=1e-5)
     ts = [torch.tensor([3, 5]), torch.tensor([True, False]), torch.randn(2, 3)]
-    out = flush_to_cpu(ts)
+    out = unpack_flat(pack_flat(ts).cpu(), ts)
     assert [o.dtype for o in out] == [t.dtype for t in ts]
     assert all(torch.equal(a, b) for a, b in zip(out, ts))
 
