@@ -111,7 +111,7 @@ def open_page(srv, browser, vue: bool) -> FrontendPage:
 
 def load_and_run(srv, fp: FrontendPage) -> dict:
     fp.evaluate("async (g) => { await window.app.loadApiJson(g, 'stas-visualizer-test'); }", graph())
-    fp.wait_for_function(f"() => window.app.graph.getNodeById({VIS_ID})?.stasChart !== undefined", timeout=30_000)
+    fp.wait_for_function(f"() => window.app.graph.getNodeById({VIS_ID})?.stasChart !== undefined", timeout=90_000)  # the first page of a run on a busy 2-core machine
     client_id = fp.evaluate("() => window.app.api.clientId")
     status, body = srv.post_json("/prompt", {"prompt": graph(), "client_id": client_id})
     assert status == 200, body
