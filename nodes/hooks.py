@@ -98,6 +98,11 @@ class Plan(Shared):
     def after_call(self, ctx: Any) -> None:
         """After the model call."""
 
+    @property
+    def layout(self) -> str:
+        """What a graph traced with this plan bakes in (its key and blocks), as a keyword name."""
+        return f"{self.key} " + " ".join(f"{r.kind}.{r.index}" for r in self.blocks)
+
     # -- one block call ------------------------------------------------------------------------
     def on_block(self, h, ref: BlockRef, ctx: Any, transformer_options) -> None:
         """Called by the block patch with the block's output ``h`` (in place)."""
@@ -163,6 +168,12 @@ class ApplyModel(Shared):
                                 transformer_options, kwargs)
         if ctx is None:
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+        # torch.compile: TorchCompileModel's guard filter drops every guard on transformer_options, so
+        # a graph traced with these block patches would run without them (STAS bypassed) or with
+        # others (blocks changed). Dynamo does guard the names of the forward's keyword arguments:
+        # one per active plan, named by its layout, gives each layout its own graph and lets a
+        # layout seen before find its graph again. Settings are tensors and need no new graph.
+        kwargs[plan.layout] = True
         with plan.call_guard(x):
             out = executor(x, t, c_concat, c_crossattn, control, plan.call_options(transformer_options, ctx), **kwargs)
         plan.after_call(ctx)

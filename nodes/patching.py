@@ -34,25 +34,11 @@ class StasPlan(Plan):
     hidden_size: int
     profile: Optional[MAProfile] = None
     label: str = "STAS Model Patch"  # names the node in the console
-    model_blocks: int = 0            # blocks in the model (the size of the slot map); 0: up to the last steered
     _dev: PerDevice = field(default_factory=PerDevice, repr=False)
     node_name: ClassVar[str] = "STAS Model Patch"
 
     def __post_init__(self) -> None:
         self._slot: Dict[int, int] = {ref.flat: i for i, ref in enumerate(self.blocks)}  # block -> slot in the tables
-
-    @property
-    def n_flat(self) -> int:
-        return max(self.model_blocks, 1 + max((ref.flat for ref in self.blocks), default=-1))
-
-    def block_slots(self) -> torch.Tensor:
-        """int64 CPU [n_flat]: each block's slot in the tables, -1 where this plan does not steer it."""
-        def make(_):
-            slots = torch.full((self.n_flat,), -1, dtype=torch.long)
-            for flat, i in self._slot.items():
-                slots[flat] = i
-            return slots
-        return self._dev.get("block_slots", torch.device("cpu"), make)
 
     def fixed_channels(self, ref: BlockRef) -> Optional[Tuple[int, ...]]:
         if self.profile is not None:
@@ -109,13 +95,12 @@ class StasPlan(Plan):
 
     def start_run(self, guider, dm, shape, sigmas) -> "RunState":
         run = RunState(self.window.for_model(guider.model_patcher.get_model_object("model_sampling")),
-                       passes_of(guider), self.n_flat)
+                       passes_of(guider))
         self.preflight(run, sigmas)
         return run
 
     def finish_run(self, run: "RunState", out) -> None:
         self.report_detection(run)
-        self.report_compiled_blocks(run)
 
     # -- one model call (hooks.ApplyModel) ------------------------------------------------------
     def call_context(self, run, model, x, t, transformer_options, kwargs) -> "CallContext":
@@ -124,7 +109,7 @@ class StasPlan(Plan):
         dm = model.diffusion_model
         dev = x.device
         if run is None:  # called outside a sampler run: detection covers this call alone
-            run = RunState(self.window, n_flat=self.n_flat)
+            run = RunState(self.window)
         picked = steered_samples(transformer_options.get("cond_or_uncond"), x.shape[0],
                                  run.passes.indices(self.apply_to, model))
         grid = self.family.grid(dm, tuple(x.shape))
@@ -135,7 +120,7 @@ class StasPlan(Plan):
         p = StepParams(self.alpha, lo, hi, self.channels.threshold, tables.detect and run.detecting(dev), prefix,
                        grid[0] * grid[1] * grid[2], n_tok, tables.n_chans)
         call = SteerCall(tables.chans, tables.valid, tables.need, token_idx, self.sample_blend(x.shape[0], picked, dev),
-                         t if t.device == dev else t.to(dev), p.pack(), self.block_slots(), run.op_ran)
+                         t if t.device == dev else t.to(dev), p.pack())
         check_params(p, call)
         return CallContext(grid=grid, prefix=prefix, samples=None if len(picked) == x.shape[0] else picked,
                            active=len(picked) > 0, run=run, diffusion_model=dm, call=call, p=p,
@@ -153,8 +138,7 @@ class StasPlan(Plan):
         """Steer block ``ref``'s output ``h`` in place. While compiled, the op decides everything
         that may change between calls from ``ctx.call``'s tensors."""
         if compiling():
-            steer_traced_(h, ctx.call, self._slot[ref.flat], self.family.visual_start(ref.kind, transformer_options, 0),
-                          ref.flat)
+            steer_traced_(h, ctx.call, self._slot[ref.flat], self.family.visual_start(ref.kind, transformer_options, 0))
             return
         if not ctx.active:  # no sample of this call is steered
             return
@@ -258,29 +242,6 @@ class StasPlan(Plan):
                 "there. Lower 'threshold', list channels explicitly, or look at the MA Visualizer's summary.",
                 sorted(silent), self.channels.threshold)
 
-    def report_compiled_blocks(self, run: RunState) -> None:
-        """After a run, warn about plan blocks a compiled graph never steered.  A graph traced
-        with another block set (TorchCompileModel's guard filter keeps it) calls the op only at
-        the blocks patched then; the op leaves those the plan dropped untouched and marks each
-        one it ran for.  Eager runs never call the op, so nothing is marked and nothing said."""
-        ran = run.op_ran
-        if not bool(ran.any()):
-            return
-        seen = set(ran.nonzero().flatten().tolist())
-        steered = {ref.flat for ref in self.blocks}
-        missed = sorted(steered - seen)
-        if not missed:
-            return
-        stale = sorted(seen - steered)
-        log.warning(
-            "%s: block(s) %s were never steered in this run. The model is compiled by TorchCompileModel and its "
-            "graph was traced with another block set%s, which ComfyUI keeps. Re-run with the old blocks, or make "
-            "TorchCompileModel compile anew (change one of its inputs and back).",
-            self.label, missed,
-            f" (block(s) {stale}, left untouched now)" if stale else "")
-
-
-
 
 @dataclass(frozen=True)
 class ChannelTables:
@@ -301,9 +262,7 @@ class RunState:
     """One sampling run: its sigma window and guider passes, and per device the channel tables
     that auto detection fills at the first steered call of each block."""
 
-    def __init__(self, window: SigmaWindow, passes: GuiderPasses = DEFAULT, n_flat: int = 0) -> None:
-        # int32 CPU [model blocks]: 1 where the op of a compiled graph ran for the block (eager runs leave it 0)
-        self.op_ran = torch.zeros(n_flat, dtype=torch.int32)
+    def __init__(self, window: SigmaWindow, passes: GuiderPasses = DEFAULT) -> None:
         self.tables = PerDevice()  # "tables" -> ChannelTables, per device
         # The window in the sigmas of the model_sampling this run's sampler uses (a shift node placed
         # after STAS Model Patch replaces the one the node saw; each Wan 2.2 expert has its own).

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
@@ -18,6 +19,9 @@ from .families import BlockRef
 from ..stas_core.record import PROMPT_NAMES
 from .guiders import PROMPTS, passes_of
 from .hooks import STEER_OBSERVERS, WRAPPER_KEY, PerDevice, Plan
+
+_stance = getattr(getattr(torch, "compiler", None), "set_stance", None)  # torch >= 2.6
+_eager = (lambda: _stance("force_eager")) if _stance is not None else None
 
 RECORDER_KEY = WRAPPER_KEY + ".recorder"
 log = logging.getLogger("comfyui-stas")
@@ -97,6 +101,11 @@ class RecorderPlan(Plan):
         if call is None and self.family.hook != "replace":
             return IdleCall(model.diffusion_model)  # object-patched blocks need a context in every call
         return call
+
+    def call_guard(self, x):
+        # A recorded call runs uncompiled (its bookkeeping is Python, which a compiled graph would
+        # not replay): under TorchCompileModel, the recorded values are the eager ones.
+        return _eager() if _eager is not None else nullcontext()
 
     def call_options(self, transformer_options: dict, ctx) -> dict:
         if not isinstance(ctx, RecCall):

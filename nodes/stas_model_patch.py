@@ -102,7 +102,6 @@ class StasModelPatch(io.ComfyNode):
                 family=fam, blocks=tuple(refs), spec=mask if mask is not None else BoundarySpec(),
                 channels=sel, alpha=float(alpha), blend=float(blend), window=window,
                 apply_to=PROMPTS[apply_to], hidden_size=hidden, profile=profile, label=_label(cls),
-                model_blocks=len(fam.blocks(dm)),
             )
         return io.NodeOutput(plan.install(model))
 

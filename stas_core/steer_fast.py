@@ -50,14 +50,12 @@ class StepParams:
 
 @dataclass(frozen=True)
 class SteerCall:
-    """The tensors of one model call for one STAS plan (on ``h``'s device, except params,
-    block_slots and ran, which live on the CPU).
+    """The tensors of one model call for one STAS plan (on ``h``'s device, except params, on the CPU).
 
     chans int64 / valid bool [slots, >= n_chans], need int32 [slots]: the run's channel tables,
     one slot per steered block. token_idx int64 [>= n_tok]: steered tokens, relative to the first
     video token. blend float32 [B]: the blend of each sample (0 = not steered). sigma [B] or [1].
-    params: ``StepParams.pack()``. block_slots int64 [model blocks]: each block's slot, -1 where
-    not steered; ran int32 [model blocks]: marked by the compiled op for each block it ran for.
+    params: ``StepParams.pack()``.
     """
 
     chans: torch.Tensor
@@ -67,8 +65,6 @@ class SteerCall:
     blend: torch.Tensor
     sigma: torch.Tensor
     params: torch.Tensor
-    block_slots: Optional[torch.Tensor] = None
-    ran: Optional[torch.Tensor] = None
 
     def __deepcopy__(self, memo):
         return self
@@ -210,18 +206,6 @@ def steer_block_(h: torch.Tensor, call: SteerCall, slot: int, vis_offset: int = 
 
 # -- torch.compile: the same call as one opaque custom op ------------------------------------
 
-def resolve_slot(block_slots: Optional[torch.Tensor], ran: Optional[torch.Tensor], slot: int, flat: int) -> int:
-    """The slot of block ``flat`` in the current plan (-1: not steered), marking it in ``ran``.
-    A compiled graph keeps the slots it was traced with, so the op asks the current map."""
-    if block_slots is None or flat < 0:
-        return slot
-    if flat >= block_slots.numel():
-        return -1
-    if ran is not None and flat < ran.numel():
-        ran[flat] = 1
-    return int(block_slots[flat])
-
-
 OP_NAME = "comfyui_stas::steer_block_"
 
 
@@ -238,17 +222,14 @@ def _register_op():
     if custom_op is None:  # torch < 2.4: dynamo traces the eager function instead
         return None
 
-    @custom_op(OP_NAME, mutates_args=("h", "chans", "valid", "need", "ran"))
+    @custom_op(OP_NAME, mutates_args=("h", "chans", "valid", "need"))
     def _op(h: torch.Tensor, chans: torch.Tensor, valid: torch.Tensor, need: torch.Tensor,
             token_idx: torch.Tensor, blend: torch.Tensor, sigma: torch.Tensor, params: torch.Tensor,
-            block_slots: Optional[torch.Tensor], ran: Optional[torch.Tensor], slot: int, flat: int,
-            vis_offset: int) -> None:
-        s = resolve_slot(block_slots, ran, slot, flat)
-        if s >= 0:
-            steer_block_(h, SteerCall(chans, valid, need, token_idx, blend, sigma, params), s, vis_offset)
+            slot: int, vis_offset: int) -> None:
+        steer_block_(h, SteerCall(chans, valid, need, token_idx, blend, sigma, params), slot, vis_offset)
 
     @_op.register_fake
-    def _(h, chans, valid, need, token_idx, blend, sigma, params, block_slots, ran, slot, flat, vis_offset):
+    def _(h, chans, valid, need, token_idx, blend, sigma, params, slot, vis_offset):
         return None
 
     return _op
@@ -273,11 +254,11 @@ def compiling() -> bool:
     return bool(_is_compiling())
 
 
-def steer_traced_(h: torch.Tensor, call: SteerCall, slot: int, vis_offset: int, flat: int) -> None:
+def steer_traced_(h: torch.Tensor, call: SteerCall, slot: int, vis_offset: int) -> None:
     """A block call inside a graph that torch.compile traces: the custom op (``steer_block_``
-    where torch has no custom ops). ``flat``: the block's index in the model (see ``resolve_slot``)."""
+    where torch has no custom ops)."""
     if _OP is not None:
         _OP(h, call.chans, call.valid, call.need, call.token_idx, call.blend, call.sigma, call.params,
-            call.block_slots, call.ran, slot, flat, vis_offset)
+            slot, vis_offset)
     else:  # dynamo traces the eager call
         steer_block_(h, call, slot, vis_offset)

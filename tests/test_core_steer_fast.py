@@ -264,7 +264,7 @@ def test_compiled_call_one_graph_no_recompile_and_eager_result():
 
     def block(h, to):
         h = h * 1.0 + 0.0  # some graph around the op
-        fast.steer_traced_(h, to["stas"].call, 0, 2, -1)
+        fast.steer_traced_(h, to["stas"].call, 0, 2)
         return h * 2.0
 
     torch._dynamo.reset()
@@ -424,15 +424,15 @@ def test_triton_kernels_match_fallback_in_interpreter(tmp_path):
 
 
 @pytest.mark.skipif(fast._OP is None, reason="torch.library.custom_op needs torch >= 2.4")
-def test_compiled_block_follows_the_current_block_map():
-    """A compiled graph bakes the patched block's flat index (here 2) and its old row: the op must
-    take the row from the current map, leave the block alone where the map says -1, and mark it."""
+def test_compiled_block_equals_eager_and_reads_settings_from_tensors():
+    """A compiled block call is the eager call, and new settings (tensors) reuse the one graph."""
     import dataclasses
     import torch._dynamo
+    from torch._dynamo.utils import counters
 
     def block(h, call):
         h = h * 1.0
-        fast.steer_traced_(h, call, 0, 2, 2)  # traced as flat block 2, slot 0
+        fast.steer_traced_(h, call, 1, 2)  # slot 1, video from token 2
         return h
 
     torch._dynamo.reset()
@@ -441,16 +441,13 @@ def test_compiled_block_follows_the_current_block_map():
     c = torch.tensor([[7, 33, 0, 0], [50, 0, 0, 0]])
     v = torch.tensor([[True, True, False, False], [True, False, False, False]])
     base = mkcall(c, v, torch.zeros(2, dtype=torch.int32), torch.arange(80), [1.0, 1.0], [0.5], prefix=3)
-
-    def with_map(rows):
-        return dataclasses.replace(base, block_slots=torch.tensor(rows), ran=torch.zeros(4, dtype=torch.int32))
-
-    for rows, want_row in (([-1, -1, 0, -1], 0), ([-1, -1, 1, 0], 1), ([-1, 0, -1, -1], None)):
-        call = with_map(rows)
+    graphs = None
+    for blend in ([1.0, 1.0], [0.3, 0.0], [0.0, 0.0]):
+        call = dataclasses.replace(base, blend=torch.tensor(blend))
         got = f(h.clone(), call)
         want = h.clone()
-        if want_row is not None:
-            fast.steer_block_(want, base, want_row, 2)
-        assert torch.equal(got, want), rows
-        assert call.ran.tolist() == [0, 0, 1, 0], rows  # the op ran for block 2, whatever its row
-    assert not torch.equal(f(h.clone(), with_map([-1, -1, 0, -1])), h)  # the graph does steer
+        fast.steer_block_(want, call, 1, 2)
+        assert torch.equal(got, want), blend
+        assert torch.equal(got, h) == (blend == [0.0, 0.0]), blend
+        graphs = graphs or counters["stats"]["unique_graphs"]
+    assert counters["stats"]["unique_graphs"] == graphs
