@@ -8,8 +8,10 @@ interleaved round by round:
 
   op       the steering op alone, with CUDA events: the straightforward torch version
            (steer.steer_) against the gated torch fallback and the Triton kernels, at Wan 2.1
-           1.3B 480x832x81 (32,760 video tokens, CFG batch 2, hidden 1536), Wan 14B 720p and
-           HunyuanVideo 720p dims; bit-exactness, temporaries and host syncs checked too.
+           1.3B 480x832x81 (32,760 video tokens, CFG batch 2, hidden 1536), Wan 14B 720p,
+           HunyuanVideo 720p, LTX-2 video stream (720p, 1080p) and Kandinsky 5 (Lite 512p, Pro
+           768p) dims, each also as a ratio to Wan 14B; bit-exactness, temporaries and host syncs
+           checked too.
   e2e      seconds per denoising step of Wan 2.1 1.3B at 480x832x81: unpatched (twice: the
            A/A pair shows the noise floor) vs STAS Model Patch at its defaults vs STAS on all
            blocks at every step vs the MA Recorder at its defaults; peak memory of each.
@@ -38,6 +40,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import platform
 import statistics
@@ -136,12 +139,39 @@ def card_name(device):
 
 def op_cases(tiny):
     if tiny:
-        return [("tiny Wan (2x4x6 grid, D=128)", (2, 4, 6), 128, 0)]
+        return [("tiny Wan (2x4x6 grid, D=128)", (2, 4, 6), 128, 0),
+                ("tiny LTX-2 video stream (2x3x5 grid, D=256)", (2, 3, 5), 256, 0)]
     return [
         ("Wan 2.1 1.3B 480x832x81", (21, 30, 52), 1536, 0),
         ("Wan 14B 720x1280x81", (21, 45, 80), 5120, 0),
         ("HunyuanVideo 720x1280x129 single block", (33, 45, 80), 3072, 256),
+        # LTX-2 19B video stream (inner dim 4096; VAE 8x time, 32x space, patch 1), 121 frames
+        ("LTX-2 video stream 1280x704x121", (16, 22, 40), 4096, 0),
+        ("LTX-2 video stream 1920x1088x121", (16, 34, 60), 4096, 0),
+        # Kandinsky 5 video (HunyuanVideo VAE 4x time, 8x space; patch 1x2x2), 121 frames
+        ("Kandinsky 5 Lite 768x512x121", (31, 32, 48), 1792, 0),
+        ("Kandinsky 5 Pro 1280x768x121", (31, 48, 80), 4096, 0),
     ]
+
+
+def op_reference(tiny):
+    """The op case the others are compared with (issue 20: LTX-2 and Kandinsky 5 within 1.5x of it)."""
+    return op_cases(tiny)[0 if tiny else 1]
+
+
+def ratio_rows(iso, cases, ref):
+    """Each case's isolated time over the reference case's, per dtype and variant (and per video token)."""
+    rows = []
+    n_ref = math.prod(ref[1])
+    for (case, dname, name), t in iso.items():
+        t_ref = iso.get((ref[0], dname, name))
+        if case == ref[0] or t_ref is None or not t_ref:
+            continue
+        n = math.prod(cases[case])
+        r = t / t_ref
+        rows.append([case, dname, name, fmt_us(t), fmt_us(t_ref), f"{r:.2f}x", f"{r * n_ref / n:.2f}x",
+                     "yes" if r <= 1.5 else "NO"])
+    return rows
 
 
 def time_isolated(fn, device, n):
@@ -258,7 +288,7 @@ def section_op(rep, pack, device, tiny, dtype_names):
     core = lambda name: pack_module(pack, f"stas_core.{name}")  # noqa: E731
     layout, steer_mod, fast, channels = core("layout"), core("steer"), core("steer_fast"), core("channels")
     tk = fast._triton_module() if device == "cuda" else None
-    rows, checks = [], []
+    rows, checks, iso_of = [], [], {}
     n_iso, n_b2b = (5, 5) if tiny else (200, 200)
     for case, grid, D, prefix in op_cases(tiny):
         for dname in dtype_names:
@@ -314,7 +344,7 @@ def section_op(rep, pack, device, tiny, dtype_names):
                 for _ in range(3):
                     fn()
                 sync(device)
-                iso = time_isolated(fn, device, n_iso)
+                iso = iso_of[(case, dname, name)] = time_isolated(fn, device, n_iso)
                 b2b = time_back_to_back(fn, device, n_b2b)
                 gr = time_graph(fn, device) if not tiny else None
                 xb = extra_bytes(fn, device)
@@ -333,7 +363,12 @@ def section_op(rep, pack, device, tiny, dtype_names):
               ["size", "dtype", "variant", "isolated (us)", "back-to-back (us)", "GPU time, graph (us)",
                "temporaries (MiB)", "host syncs"], rows)
     rep.table("Fast path = straightforward op (fresh random inputs)", ["case", "check", "result"], checks)
-    rep.data["sections"]["op"] = {"rows": rows, "checks": checks}
+    ref = op_reference(tiny)
+    ratios = ratio_rows(iso_of, {c[0]: c[1] for c in op_cases(tiny)}, ref)
+    rep.table(f"Each size against {ref[0]} (isolated time; per token: divided by the ratio of video tokens)",
+              ["size", "dtype", "variant", "isolated (us)", "reference (us)", "ratio", "ratio per token",
+               "within 1.5x"], ratios)
+    rep.data["sections"]["op"] = {"rows": rows, "checks": checks, "ratios": ratios}
 
 
 def check_op(rep, fast, steer_mod, channels, tk, h0, prefix, N, tok, device, dtype, case):

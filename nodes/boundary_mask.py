@@ -40,9 +40,9 @@ class BoundaryMaskBuilder(io.ComfyNode):
                 io.Latent.Input("latent", optional=True,
                                 tooltip="Optional video LATENT to preview the mask on (e.g. from EmptyHunyuanLatentVideo or WanImageToVideo)."),
                 io.Int.Input("patch_t", default=1, min=1, max=8, optional=True,
-                             tooltip="Temporal patch size of the model, for the preview (Wan, HunyuanVideo 1.0/1.5, CogVideoX 1.0: 1; CogVideoX 1.5: 2)."),
+                             tooltip="Temporal patch size of the model, for the preview (1 for every supported model but CogVideoX 1.5, which has 2)."),
                 io.Int.Input("patch_hw", default=2, min=1, max=16, optional=True,
-                             tooltip="Spatial patch size of the model, for the preview (2 for Wan, HunyuanVideo and CogVideoX; 1 for HunyuanVideo 1.5)."),
+                             tooltip="Spatial patch size of the model, for the preview (2 for Wan, HunyuanVideo, CogVideoX, Kandinsky 5 and Mochi; 1 for HunyuanVideo 1.5, LTX-Video and LTX-2)."),
             ],
             outputs=[
                 StasMask.Output(display_name="mask", tooltip="Steering mask for STAS Model Patch."),
@@ -58,6 +58,7 @@ class BoundaryMaskBuilder(io.ComfyNode):
             preview = torch.zeros(1, 64, 64, 3)
         else:
             samples = latent["samples"]
+            samples = samples.unbind()[0] if getattr(samples, "is_nested", False) else samples  # LTX-2: (video, audio)
             if samples.dim() != 5:
                 raise ValueError(f"Boundary Mask Builder: the latent has shape {tuple(samples.shape)}, not a video "
                                  "latent [B, C, T, H, W]. Connect a video latent (Wan, HunyuanVideo, CogVideoX).")

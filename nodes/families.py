@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Mapping, Tuple
 from ..stas_core.layout import Grid, grid_from_latent
 
 SUPPORTED = ("Wan 2.1/2.2 (T2V, I2V, FLF, VACE, Fun, Camera, TI2V 5B, A14B), HunyuanVideo (1.0 and 1.5), "
-             "CogVideoX")
+             "CogVideoX, LTX-Video, LTX-2 (audio-video), Kandinsky 5 (video), Mochi")
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,23 @@ class Family:
         return ", ".join(parts)
 
     # -- per call -----------------------------------------------------------------------
-    def grid(self, dm: Any, x_shape: Tuple[int, ...]) -> Grid:
-        return grid_from_latent(x_shape, self.patch_size(dm))
+    @staticmethod
+    def latent_shape(shape: Tuple[int, ...], latent_shapes=None) -> Tuple[int, ...]:
+        """The video latent's shape [B, C, T, H, W] of a sampler or model input of ``shape``. A
+        NestedTensor latent (LTX-2: video, audio) reaches them packed flat [B, 1, N], its parts'
+        shapes in ``latent_shapes``, video first."""
+        if latent_shapes is not None and len(latent_shapes) > 1:
+            return (int(shape[0]),) + tuple(int(s) for s in latent_shapes[0][1:])
+        return tuple(shape)
+
+    def grid(self, dm: Any, x_shape: Tuple[int, ...], cond: Mapping[str, Any] | None = None) -> Grid:
+        """The video's token grid in a model call with input shape ``x_shape`` and ``cond`` (the call's
+        model kwargs; None for the sampler's latent)."""
+        return grid_from_latent(self.latent_shape(x_shape, (cond or {}).get("latent_shapes")), self.patch_size(dm))
+
+    def block_hidden(self, out: Any):
+        """The video hidden states [B, N, C] in what a hooked block returns (edited in place)."""
+        return out["img"]
 
     def prefix_tokens(self, dm: Any, cond_kwargs: Mapping[str, Any]) -> int:
         """Tokens the model puts before the video tokens (reference latents)."""
@@ -81,6 +96,10 @@ class Family:
         return ctx_grid
 
     def object_patch_name(self, ref: BlockRef) -> str:
+        raise NotImplementedError
+
+    def block_module(self, dm: Any, ref: BlockRef) -> Any:
+        """The module an object patch of ``ref`` stands in for (``hook = "object"`` only)."""
         raise NotImplementedError
 
 
@@ -173,8 +192,92 @@ class CogVideoXFamily(Family):
     def object_patch_name(self, ref):
         return f"diffusion_model.blocks.{ref.index}.forward"
 
+    def block_module(self, dm, ref):
+        return dm.blocks[ref.index]
 
-FAMILIES: Tuple[Family, ...] = (WanFamily(), HunyuanVideoFamily(), CogVideoXFamily())
+    def block_hidden(self, out):
+        return out[0]  # (hidden_states, encoder_hidden_states)
+
+
+class LTXVideoFamily(Family):
+    """LTX-Video (0.9.x) and LTX-2: patch size 1, frame-major tokens, 8x temporal / 32x spatial VAE.
+    LTX-2 audio-video blocks get and return ``img`` = (video, audio); only the video is steered.
+    Guide frames (LTXVAddGuide) sit after the video latent's frames and their tokens after its tokens."""
+
+    name = "LTX-Video"
+    _classes = ("LTXVModel", "LTXAVModel")
+
+    def block_groups(self, dm):
+        return [("double_block", len(dm.transformer_blocks))]
+
+    def patch_size(self, dm):
+        return tuple(int(p) for p in dm.patchifier.patch_size)
+
+    def hidden_size(self, dm):
+        return int(dm.inner_dim)
+
+    def grid(self, dm, x_shape, cond=None):
+        t, h, w = super().grid(dm, x_shape, cond)
+        kf = (cond or {}).get("keyframe_idxs")
+        if kf is not None and kf.shape[2] and h * w:
+            t -= kf.shape[2] // (h * w)  # the guides' latent frames are not frames of the video
+        return (max(t, 1), h, w)
+
+    def block_hidden(self, out):
+        img = out["img"]
+        return img[0] if isinstance(img, (tuple, list)) else img
+
+
+class Kandinsky5Family(Family):
+    """Kandinsky 5 video (Lite, Pro): HunyuanVideo VAE (4x), patch 1x2x2, (t, h, w) tokens. Its
+    block-replace hook cannot run the block (ComfyUI bug), so blocks are object-patched."""
+
+    name = "Kandinsky 5"
+    hook = "object"
+    _classes = ("Kandinsky5",)
+
+    def refusal(self, dm):
+        if int(dm.visual_embed_dim) == int(dm.in_visual_dim) * math.prod(dm.patch_size):  # no image/mask concat
+            return "Kandinsky 5 image models (an image model in ComfyUI's Kandinsky5 class)"
+        return None
+
+    def block_groups(self, dm):
+        return [("block", len(dm.visual_transformer_blocks))]
+
+    def patch_size(self, dm):
+        return tuple(int(p) for p in dm.patch_size)
+
+    def hidden_size(self, dm):
+        return int(dm.model_dim)
+
+    def object_patch_name(self, ref):
+        return f"diffusion_model.visual_transformer_blocks.{ref.index}.forward"
+
+    def block_module(self, dm, ref):
+        return dm.visual_transformer_blocks[ref.index]
+
+    def block_hidden(self, out):
+        return out  # TransformerDecoderBlock returns the visual hidden states alone
+
+
+class MochiFamily(Family):
+    """Genmo Mochi 1: 6x temporal / 8x spatial VAE, patch 1x2x2, (t, h, w) tokens."""
+
+    name = "Mochi"
+    _classes = ("AsymmDiTJoint",)
+
+    def block_groups(self, dm):
+        return [("double_block", len(dm.blocks))]
+
+    def patch_size(self, dm):
+        return (1, int(dm.patch_size), int(dm.patch_size))
+
+    def hidden_size(self, dm):
+        return int(dm.hidden_size_x)
+
+
+FAMILIES: Tuple[Family, ...] = (WanFamily(), HunyuanVideoFamily(), CogVideoXFamily(), LTXVideoFamily(),
+                                Kandinsky5Family(), MochiFamily())
 
 
 def family_of(diffusion_model: Any) -> Family:
@@ -185,8 +288,8 @@ def family_of(diffusion_model: Any) -> Family:
         return fam
     raise ValueError(
         f"STAS does not support {what}. Supported: {SUPPORTED}. "
-        "Connect the MODEL output of a Wan, HunyuanVideo or CogVideoX loader (Wan S2V, HuMo and Animate "
-        "variants are not supported yet).")
+        "Connect the MODEL output of a loader of one of those (Wan S2V, HuMo and Animate, Cosmos, MiniMax and "
+        "image models are not supported).")
 
 
 def select_blocks(fam: Family, dm: Any, text: str) -> List[BlockRef]:

@@ -112,7 +112,7 @@ class StasPlan(Plan):
             run = RunState(self.window)
         picked = steered_samples(transformer_options.get("cond_or_uncond"), x.shape[0],
                                  run.passes.indices(self.apply_to, model))
-        grid = self.family.grid(dm, tuple(x.shape))
+        grid = self.family.grid(dm, tuple(x.shape), kwargs)
         prefix = self.family.prefix_tokens(dm, kwargs)
         tables = run.tables_for(self, dev) if self.auto else self.fixed_tables(dev)
         token_idx, n_tok = self.token_idx(grid, dev)

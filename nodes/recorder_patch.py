@@ -135,7 +135,7 @@ class RecorderPlan(Plan):
         if per != lay.batch:
             return RecCall.skipped(self, run, t, dm, "calls with another batch size than the latent were not recorded")
         fam = self.family
-        grid = fam.grid(dm, tuple(x.shape))
+        grid = fam.grid(dm, tuple(x.shape), kwargs)
         if tuple(grid[1:]) != tuple(lay.grid[1:]):
             return RecCall.skipped(self, run, t, dm, "calls on a cropped latent (area conditioning) were not recorded")
         frames = None

@@ -399,8 +399,16 @@ def unpack_flat(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> List[torch.
 FINGERPRINT_POINTS = 256
 
 
+def packed(x):
+    """A nested latent (LTX-2: video, audio) as the sampler packs it, [B, 1, N]; any other tensor as it is."""
+    if getattr(x, "is_nested", False):
+        return torch.cat([t.reshape(t.shape[0], 1, -1) for t in x.unbind()], dim=-1)
+    return x
+
+
 def fingerprint(x: torch.Tensor) -> Tuple[Tuple[int, ...], torch.Tensor]:
     """A small identity of a sampled latent: its shape and 256 evenly spaced values (CPU float32)."""
+    x = packed(x)
     flat = x.detach().reshape(-1)
     n = flat.numel()
     idx = torch.linspace(0, max(n - 1, 0), min(FINGERPRINT_POINTS, n)).round().long().to(flat.device)
@@ -410,6 +418,7 @@ def fingerprint(x: torch.Tensor) -> Tuple[Tuple[int, ...], torch.Tensor]:
 def fingerprint_matches(fp: Tuple[Tuple[int, ...], torch.Tensor], x: torch.Tensor) -> bool:
     """True when ``x`` is the latent ``fp`` was taken from (tolerates fp16 intermediates)."""
     shape, vals = fp
+    x = packed(x)
     if tuple(int(s) for s in x.shape) != tuple(shape):
         return False
     _, other = fingerprint(x)

@@ -195,10 +195,115 @@ def tiny_sd3(seed: int = 0):
     return load_random(m, seed=seed)
 
 
-def tiny_ltxv(seed: int = 0):
-    """Tiny LTX-Video (a video DiT STAS does not support)."""
+def tiny_ltxv(seed: int = 0, num_layers: int = 1):
+    """Tiny LTX-Video 0.9 (128-ch latent, patch 1, T5 text 4096; inner dim 128 = 32 heads x 4)."""
     import comfy.ldm.lightricks.model as lm
     import comfy.ops
     m = lm.LTXVModel(in_channels=128, cross_attention_dim=128, attention_head_dim=4, num_attention_heads=32,
-                     caption_channels=4096, num_layers=1, operations=comfy.ops.manual_cast)
+                     caption_channels=4096, num_layers=num_layers, operations=comfy.ops.manual_cast)
+    return load_random(m, seed=seed)
+
+
+# LTX-2 at tiny widths: video inner dim 128, audio 64, text 64 + 64 (ComfyUI detects only the video widths
+# and the layer count from the weights; the rest reaches the model as the checkpoint's "config" metadata).
+LTXAV_TINY = dict(in_channels=128, audio_in_channels=128, cross_attention_dim=128, audio_cross_attention_dim=64,
+                  attention_head_dim=4, audio_attention_head_dim=2, num_attention_heads=32,
+                  audio_num_attention_heads=32, caption_channels=64, connector_attention_head_dim=4,
+                  connector_num_attention_heads=16, connector_num_layers=1)
+
+
+def ltxav_module(num_layers: int = 2, meta: bool = False, **kw):
+    """A ``comfy.ldm.lightricks.av_model.LTXAVModel`` (LTX-2 audio-video), tiny by default (``LTXAV_TINY``)."""
+    import comfy.ldm.lightricks.av_model as am
+    ops, where = _built(meta)
+    with where:
+        return am.LTXAVModel(num_layers=num_layers, operations=ops, **{**LTXAV_TINY, **kw})
+
+
+def tiny_ltxav(num_layers: int = 2, seed: int = 0):
+    """Tiny random-weight LTX-2 (model_base.LTXAV): NestedTensor latent of video [B, 128, T, H, W] and audio
+    [B, 8, L, 16]; text conditioning 128 wide (video 64 + audio 64), with an integer attention_mask."""
+    import json
+    cfg = {**LTXAV_TINY, "num_layers": num_layers}
+    return load_random(ltxav_module(num_layers), seed=seed, metadata={"config": json.dumps({"transformer": cfg})})
+
+
+def has_ltxav() -> bool:
+    """LTX-2 (comfy.ldm.lightricks.av_model) came after 0.3.64."""
+    import importlib.util
+    return importlib.util.find_spec("comfy.ldm.lightricks.av_model") is not None
+
+
+def kandinsky5_module(num_visual_blocks: int = 3, model_dim: int = 128, ff_dim: int = 256, image: bool = False,
+                      meta: bool = False):
+    """A ``comfy.ldm.kandinsky5.model.Kandinsky5``: video (latent 16 + image 16 + mask 1 channels, patch 1x2x2,
+    Qwen2.5-VL text 3584, CLIP pooled 768) or ``image`` (16 channels, no concat; ComfyUI's Kandinsky5Image
+    needs model_dim 2560). Lite video is model_dim 1792, 32 blocks; Pro 4096, 60 blocks."""
+    import comfy.ldm.kandinsky5.model as km
+    ops, where = _built(meta)
+    with where:
+        return km.Kandinsky5(model_dim=model_dim, ff_dim=ff_dim, time_dim=64, num_text_blocks=1,
+                             num_visual_blocks=num_visual_blocks, visual_embed_dim=64 if image else 132,
+                             axes_dims=(32, 48, 48) if model_dim in (2560, 4096) else (16, 24, 24), operations=ops)
+
+
+def tiny_kandinsky5(num_visual_blocks: int = 3, seed: int = 0, image: bool = False):
+    """Tiny random-weight Kandinsky 5 video (model_base.Kandinsky5), or with ``image`` a small Kandinsky 5
+    image model (model_base.Kandinsky5Image: model_dim 2560, one block)."""
+    if image:
+        return load_random(kandinsky5_module(1, model_dim=2560, ff_dim=64, image=True, meta=True), seed=seed)
+    return load_random(kandinsky5_module(num_visual_blocks), seed=seed)
+
+
+def has_kandinsky5() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("comfy.ldm.kandinsky5") is not None
+
+
+# Mochi's blocks assert an MLP width of 12288 (real: hidden 3072 x 4), and ComfyUI's detection hard-codes the
+# real config, so a small Mochi is hidden 128 x 96 (text 256 wide, real 4096) and built from this config
+# with ComfyUI's GenmoMochi.
+MOCHI_TINY = dict(image_model="mochi_preview", patch_size=2, num_heads=2, hidden_size_x=128, hidden_size_y=64,
+                  mlp_ratio_x=96.0, mlp_ratio_y=4.0, learn_sigma=False, in_channels=12, qk_norm=True,
+                  qkv_bias=False, out_bias=True, attn_drop=0.0, patch_embed_bias=True, posenc_preserve_area=True,
+                  timestep_mlp_bias=True, attend_to_padding=False, timestep_scale=1000.0, use_t5=True,
+                  t5_feat_dim=256, t5_token_length=256, rope_theta=10000.0)
+
+
+def tiny_mochi(depth: int = 3, seed: int = 0):
+    """Tiny random-weight Mochi 1 (model_base.GenmoMochi, 12-ch latent, patch 2, text 256 wide), built by
+    ComfyUI's own supported_models.GenmoMochi from ``MOCHI_TINY``; weights loaded as a checkpoint's are."""
+    import comfy.ldm.genmo.joint_model.asymm_models_joint as gm
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.ops
+    import comfy.supported_models
+    import torch
+    cfg = {**MOCHI_TINY, "depth": depth}
+    with torch.device("meta"):
+        module = gm.AsymmDiTJoint(operations=comfy.ops.disable_weight_init,
+                                  **{k: v for k, v in cfg.items() if k != "image_model"})
+    sd = random_state_dict(module, seed=seed)
+    config = comfy.supported_models.GenmoMochi(cfg)
+    config.set_inference_dtype(torch.float32, None)
+    model = config.get_model(sd, "")
+    model.load_model_weights(sd, "")
+    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
+                                            offload_device=mm.unet_offload_device())
+
+
+def has_cosmos_predict2() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("comfy.ldm.cosmos.predict2") is not None
+
+
+def tiny_cosmos_predict2(seed: int = 0):
+    """Small Cosmos Predict2 (MiniTrainDIT, model_base.CosmosPredict2; width 1024, as detection fixes 16 heads):
+    a video DiT STAS does not handle."""
+    import comfy.ldm.cosmos.predict2 as cp
+    import comfy.ops
+    m = cp.MiniTrainDIT(max_img_h=240, max_img_w=240, max_frames=128, in_channels=16, out_channels=16,
+                        patch_spatial=2, patch_temporal=1, concat_padding_mask=True, model_channels=1024, num_blocks=1,
+                        num_heads=16, crossattn_emb_channels=1024, pos_emb_cls="rope3d", pos_emb_learnable=True,
+                        use_adaln_lora=True, adaln_lora_dim=256, operations=comfy.ops.manual_cast)
     return load_random(m, seed=seed)

@@ -615,10 +615,10 @@ def test_cogvideox_object_patch(pk, v15):
 # -- anything else ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("build,label", [
-    (lambda: models.tiny_sd3(), "SD3"), (lambda: models.tiny_ltxv(), "LTXV"),
+    (lambda: models.tiny_sd3(), "SD3"),
     (lambda: models.tiny_hunyuan_image21(), "HunyuanImage21"),
     (lambda: models.tiny_hunyuan_image21(refiner=True), "HunyuanImage21Refiner"),
-], ids=["sd3_image_dit", "ltxv_video_dit", "hunyuan_image21_in_hunyuan_video_class", "hunyuan_image21_refiner"])
+], ids=["sd3_image_dit", "hunyuan_image21_in_hunyuan_video_class", "hunyuan_image21_refiner"])
 def test_unsupported_model_is_refused_at_node_execution(pk, build, label):
     model = build()
     assert type(model.model).__name__ == label
