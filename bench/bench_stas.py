@@ -338,8 +338,7 @@ def section_op(rep, pack, device, tiny, dtype_names):
                 if fast._OP is not None:
                     variants.append(("custom op (compiled path), fixed channels",
                                      lambda: fast._OP(h, fixed.chans, fixed.valid, fixed.need, fixed.token_idx,
-                                                      fixed.blend, fixed.sigma, fixed.params, None, None,
-                                                      0, -1, 0)))
+                                                      fixed.blend, fixed.sigma, fixed.params, 0, 0)))
             for name, fn in variants:
                 for _ in range(3):
                     fn()
