@@ -8,10 +8,12 @@ from .ma_recorder import MARecorder
 from .ma_visualizer import MAVisualizer
 from .save_ma_profile import SaveMAProfile
 from .seam_meter import TemporalSeamMeter
+from .ray_patch import StasModelPatchRay
 from .stas_model_patch import StasModelPatch
 
 NODES: list[type[io.ComfyNode]] = [StasModelPatch, BoundaryMaskBuilder, MARecorder, MAVisualizer, SaveMAProfile,
                                    LoadMAProfile, TemporalSeamMeter]
+NODES.append(StasModelPatchRay)  # STAS Model Patch (Ray): raylight multi-GPU workers (docs/multigpu.md)
 
 
 class StasExtension(ComfyExtension):

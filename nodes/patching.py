@@ -14,6 +14,7 @@ from ..stas_core.channels import MAX_CHANNELS, ChannelSelection
 from ..stas_core.layout import BoundarySpec, Grid, steer_token_indices
 from ..stas_core.profile import MAProfile
 from ..stas_core.schedule import SigmaWindow
+from ..stas_core.shard import steer_shard_
 from ..stas_core.steer_fast import (Backend, BlockView, SteerCall, StepParams, backend_for, check_params, compiling,
                                     device_guard, steer_traced_, view_of)
 from .families import BlockRef
@@ -34,6 +35,7 @@ class StasPlan(Plan):
     hidden_size: int
     profile: Optional[MAProfile] = None
     label: str = "STAS Model Patch"  # names the node in the console
+    shard: Optional[Any] = None      # sequence parallel: callable giving this rank's stas_core.shard.Shard or None
     _dev: PerDevice = field(default_factory=PerDevice, repr=False)
     node_name: ClassVar[str] = "STAS Model Patch"
 
@@ -117,14 +119,17 @@ class StasPlan(Plan):
         tables = run.tables_for(self, dev) if self.auto else self.fixed_tables(dev)
         token_idx, n_tok = self.token_idx(grid, dev)
         lo, hi = run.bounds
-        p = StepParams(self.alpha, lo, hi, self.channels.threshold, tables.detect and run.detecting(dev), prefix,
+        shard = self.shard() if self.shard is not None else None  # sequence parallel (docs/multigpu.md)
+        active = len(picked) > 0 and (shard is None or shard.in_window(t, lo, hi))
+        detect = tables.detect and (run.detecting(dev) if shard is None else shard.detecting(run, active))
+        p = StepParams(self.alpha, lo, hi, self.channels.threshold, detect, prefix,
                        grid[0] * grid[1] * grid[2], n_tok, tables.n_chans)
         call = SteerCall(tables.chans, tables.valid, tables.need, token_idx, self.sample_blend(x.shape[0], picked, dev),
                          t if t.device == dev else t.to(dev), p.pack())
         check_params(p, call)
         return CallContext(grid=grid, prefix=prefix, samples=None if len(picked) == x.shape[0] else picked,
-                           active=len(picked) > 0, run=run, diffusion_model=dm, call=call, p=p,
-                           backend=backend_for(dev), device=dev)
+                           active=active, run=run, diffusion_model=dm, call=call, p=p,
+                           backend=backend_for(dev), device=dev, shard=shard)
 
     def call_guard(self, x):
         return device_guard(x)
@@ -137,6 +142,11 @@ class StasPlan(Plan):
     def on_block(self, h: torch.Tensor, ref: BlockRef, ctx: "CallContext", transformer_options) -> None:
         """Steer block ``ref``'s output ``h`` in place. While compiled, the op decides everything
         that may change between calls from ``ctx.call``'s tensors."""
+        if ctx.shard is not None:  # sequence parallel: h is this rank's slice of the tokens
+            if ctx.active:
+                steer_shard_(h, ctx.shard, ctx.call, ctx.p, self._slot[ref.flat],
+                             self.family.visual_start(ref.kind, transformer_options, 0), ctx.grid)
+            return
         if compiling():
             steer_traced_(h, ctx.call, self._slot[ref.flat], self.family.visual_start(ref.kind, transformer_options, 0))
             return
@@ -334,6 +344,7 @@ class CallContext:
     p: StepParams                       # the same settings, unpacked
     backend: Backend
     device: torch.device
+    shard: Any = None                   # this rank's stas_core.shard.Shard under sequence parallelism
     steer = True
 
     def __deepcopy__(self, memo):

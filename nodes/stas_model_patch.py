@@ -102,8 +102,14 @@ class StasModelPatch(io.ComfyNode):
                 family=fam, blocks=tuple(refs), spec=mask if mask is not None else BoundarySpec(),
                 channels=sel, alpha=float(alpha), blend=float(blend), window=window,
                 apply_to=PROMPTS[apply_to], hidden_size=hidden, profile=profile, label=_label(cls),
+                shard=cls.sequence_parallel(),
             )
         return io.NodeOutput(plan.install(model))
+
+    @classmethod
+    def sequence_parallel(cls):
+        """The plan's ``shard`` source (None: one process; nodes/ray_patch.py: raylight's workers)."""
+        return None
 
 
 def _label(cls) -> str:

@@ -79,10 +79,15 @@ def ma_ratio(h_visual: torch.Tensor) -> torch.Tensor:
     No full-size temporary: the peak |h| comes from amax and amin (two [B, D] reductions)
     and the mean |h| from an L1 norm accumulated in float32.
     """
-    peak = torch.maximum(h_visual.amax(dim=1), -h_visual.amin(dim=1)).float()  # [B, D]
+    peak, l1 = ma_stats(h_visual)
     b, n, d = h_visual.shape
-    mean = torch.linalg.vector_norm(h_visual, ord=1, dim=(1, 2), dtype=torch.float32) / float(n * d)  # [B]
-    return (peak / mean.clamp_min(torch.finfo(torch.float32).tiny)[:, None]).amax(dim=0)
+    return ratio_from_stats(peak, l1 / float(n * d))
+
+
+def ma_stats(h_visual: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(peak |h| per channel float32 [B, D], sum of |h| float32 [B]) of h_visual [B, N, D]."""
+    peak = torch.maximum(h_visual.amax(dim=1), -h_visual.amin(dim=1)).float()
+    return peak, torch.linalg.vector_norm(h_visual, ord=1, dim=(1, 2), dtype=torch.float32)
 
 
 def detect_ma_channels(h_visual: torch.Tensor, threshold: float, top_k: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -93,7 +98,17 @@ def detect_ma_channels(h_visual: torch.Tensor, threshold: float, top_k: int) -> 
     Python branch on tensor values, so no sync and no recompile under torch.compile).  A NaN
     ratio (a NaN in the activations) ranks lowest and is never valid; +Inf ranks highest.
     """
-    ratio = ma_ratio(h_visual)
+    return top_channels(ma_ratio(h_visual), threshold, top_k)
+
+
+def ratio_from_stats(peak: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """``ma_ratio`` from its parts: peak |h| float32 [B, D] and mean |h| float32 [B] (sequence
+    parallel: reduced across ranks first, stas_core/shard.py)."""
+    return (peak / mean.clamp_min(torch.finfo(torch.float32).tiny)[:, None]).amax(dim=0)
+
+
+def top_channels(ratio: torch.Tensor, threshold: float, top_k: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``detect_ma_channels`` from ratios float32 [D]."""
     ratio = torch.where(torch.isnan(ratio), torch.full_like(ratio, -torch.inf), ratio)
     k = min(int(top_k), ratio.shape[0])
     top, idx = torch.topk(ratio, k)

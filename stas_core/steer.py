@@ -11,16 +11,22 @@ import torch
 
 
 def steer_samples_(h: torch.Tensor, vis_start: int, n_visual: int, token_idx: torch.Tensor, channels: torch.Tensor,
-                valid: torch.Tensor, blend: torch.Tensor, alpha: float) -> torch.Tensor:
+                valid: torch.Tensor, blend: torch.Tensor, alpha: float,
+                peak: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Steer ``h`` [B, L, D] in place with a blend per sample and return it.
 
     token_idx int64 [S] (relative to vis_start), channels int64 [K], valid bool [K] (False
     leaves a channel alone), blend float32 [B] (each sample's blend; 0 leaves it alone).
+    peak: float32 [B, K], M when it is known already (sequence parallel: reduced across ranks).
     """
     vis = h.narrow(1, vis_start, n_visual)
-    sel = vis.index_select(2, channels)                                      # [B, N, K]
-    ref = sel.abs().amax(dim=1, keepdim=True).float() * float(alpha)         # [B, 1, K]
-    cur = sel.index_select(1, token_idx).float()                             # [B, S, K]
+    if peak is None:
+        sel = vis.index_select(2, channels)                                  # [B, N, K]
+        peak = sel.abs().amax(dim=1).float()
+        cur = sel.index_select(1, token_idx).float()                         # [B, S, K]
+    else:
+        cur = vis.index_select(1, token_idx).index_select(2, channels).float()
+    ref = peak[:, None, :] * float(alpha)                                    # [B, 1, K]
     target = torch.where(cur >= 0, ref, -ref)
     w = blend.to(device=h.device, dtype=torch.float32)[:, None, None]
     new = torch.lerp(cur, target, w.expand_as(cur))

@@ -120,8 +120,13 @@ def steer_torch_(v: BlockView) -> None:
 def detect_torch_(v: BlockView) -> None:
     """Auto detection into ``slot`` while ``need[slot]`` is set and some sample is steered (then
     clears it); blended in with ``torch.where``, so no host synchronisation."""
-    c, slot = v.call, v.slot
     idx, ok, _ = detect_ma_channels(v.h.narrow(1, v.vis_start, v.p.n_visual), v.p.threshold, v.p.n_chans)
+    store_detected_(v, idx, ok)
+
+
+def store_detected_(v: BlockView, idx: torch.Tensor, ok: torch.Tensor) -> None:
+    """Write detected channels into ``slot`` where it still needs them and some sample is steered."""
+    c, slot = v.call, v.slot
     k = idx.numel()
     on = (c.need[slot] != 0) & (_sample_blend(v) != 0).any()
     c.chans[slot, :k] = torch.where(on, idx, c.chans[slot, :k])

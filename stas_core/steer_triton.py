@@ -239,3 +239,44 @@ def detect_triton_(v) -> None:
         need, v.slot, blend, sigma, sig_n, B, p.lo, p.hi, peak, sums, n_t, n_d, D, float(p.n_visual * D),
         float(p.threshold), chans, valid, ts, TOPK=min(p.n_chans, D), DP=dp, CB=256,
         num_warps=8 if dp <= 4096 else 16)
+
+
+# -- sequence parallel (stas_core/shard.py): the same kernels with M reduced across ranks ----
+
+def peak_triton(v) -> torch.Tensor:
+    """float32 [B, K]: max |h| of the block's channels over ``v``'s video tokens (0 for rows
+    outside the window): ``_steer_reduce_kernel``'s partial maxima, folded."""
+    h, p = v.h, v.p
+    B, K = h.shape[0], p.n_chans
+    if p.n_visual == 0 or B == 0:
+        return torch.zeros((B, K), dtype=torch.float32, device=h.device)
+    chans, valid, ts = _tables(v)
+    blend, sigma = _flat(v.call.blend), _flat(v.call.sigma)
+    KP = _pow2(K)
+    block_n = max(16, min(1024, 2048 // KP))
+    n_tiles = triton.cdiv(p.n_visual, block_n)
+    part = torch.zeros((B, n_tiles, KP), dtype=torch.float32, device=h.device)
+    sb, sn, sd = h.stride()
+    _steer_reduce_kernel[(n_tiles, B)](
+        h, sb, sn, sd, v.vis_start, p.n_visual, chans, valid, ts, v.slot, K, blend, sigma, sigma.numel(), p.lo,
+        p.hi, part, n_tiles, KP=KP, BLOCK_N=block_n)
+    return part.amax(dim=1)[:, :K]
+
+
+def steer_peak_triton_(v, peak: torch.Tensor) -> None:
+    """``steer_triton_``'s write launch with M given (float32 [B, K], e.g. reduced across ranks)."""
+    h, p, c = v.h, v.p, v.call
+    B, K = h.shape[0], p.n_chans
+    if p.n_tok == 0 or B == 0:
+        return
+    chans, valid, ts = _tables(v)
+    tok, blend, sigma = _flat(c.token_idx), _flat(c.blend), _flat(c.sigma)
+    KP = _pow2(K)
+    part = torch.zeros((B, 1, KP), dtype=torch.float32, device=h.device)
+    part[:, 0, :K] = peak
+    sb, sn, sd = h.stride()
+    block_s = max(16, min(256, 1024 // KP))
+    fmin, fmax = _finite(h.dtype)
+    _steer_write_kernel[(triton.cdiv(p.n_tok, block_s), B)](
+        h, sb, sn, sd, v.vis_start, tok, p.n_tok, chans, valid, ts, v.slot, K, blend, sigma, sigma.numel(), p.lo,
+        p.hi, part, 1, float(p.alpha), fmin, fmax, KP=KP, BLOCK_S=block_s, BLOCK_C=64)

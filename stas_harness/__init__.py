@@ -14,6 +14,10 @@ defaults. Not part of the node pack (ComfyUI never imports it).
                                   tools/make_screenshots.py)
     stas_harness.fixtures         pytest fixtures pk, comfy_server, browser, frontend_page
                                   (registered by tests/conftest.py)
+    stas_harness.ranks            torch.distributed ranks in processes (run_ranks), raylight's pad-and-chunk
+                                  (pad_chunk, gather), a stand-in for xfuser's sequence-parallel group
+    stas_harness.raylight         raylight's own USP forwards from its source, exact attention instead of xfuser's
+    stas_harness.usp              sequence-parallel Wan through ComfyUI's public hooks (bench/bench_usp.py)
 
 Imports: pytest puts the repository root on sys.path (pyproject.toml: pythonpath = ["."]), so
 tests import ``stas_harness``, ``stas_core`` and ``tools.<name>`` directly. A script run as

@@ -1,0 +1,156 @@
+"""STAS Model Patch (Ray): STAS Model Patch on every raylight worker, exact under sequence parallelism
+(xDiT USP: each worker holds a slice of the tokens; stas_core/shard.py). Imports without raylight:
+the node then says raylight is missing. How it reaches the workers: docs/multigpu.md.
+"""
+from __future__ import annotations
+
+import os
+import weakref
+from dataclasses import asdict
+
+from comfy_api.latest import io
+
+from ..stas_core.channels import parse_channels
+from ..stas_core.layout import BoundarySpec
+from ..stas_core.profile import MAProfile, ModelFingerprint
+from ..stas_core.shard import Shard
+from . import _ray_worker
+from .hooks import Shared
+from .stas_model_patch import StasModelPatch
+from .types import named_errors
+
+NAME = "STAS Model Patch (Ray)"
+RayActors = io.Custom("RAY_ACTORS")  # raylight's handle on its GPU workers
+
+
+class XfuserSequenceParallel(Shared):
+    """The plan's ``shard`` source on a raylight worker: this rank of xDiT's sequence-parallel group
+    (None where the group has one rank, or xDiT is not set up: one-process STAS then)."""
+
+    def __init__(self) -> None:
+        self._shard = None
+
+    def __call__(self):
+        if self._shard is None:
+            try:
+                from xfuser.core.distributed import (get_sequence_parallel_rank, get_sequence_parallel_world_size,
+                                                     get_sp_group)
+                world = int(get_sequence_parallel_world_size())
+                if world <= 1:
+                    return None
+                self._shard = Shard(get_sp_group().device_group, int(get_sequence_parallel_rank()), world)
+            except (ImportError, AssertionError, AttributeError):  # no xDiT, or its groups are not initialised
+                return None
+        return self._shard
+
+
+class _WorkerPatch(StasModelPatch):
+    """STAS Model Patch as it runs on a worker: the same checks and plan, plus the shard source."""
+
+    @classmethod
+    def sequence_parallel(cls):
+        return XfuserSequenceParallel()
+
+
+_BASE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # patched model -> the model it was made from
+
+
+def patch_on_worker(model, settings: dict):
+    """On a worker: the worker's model with STAS installed (replacing what this node installed on it
+    before, so re-running the node never stacks two patches)."""
+    base = _BASE.get(model, model)
+    s = dict(settings)
+    if s.get("mask") is not None:
+        s["mask"] = BoundarySpec(**s["mask"])
+    if s.get("profile") is not None:
+        p = dict(s["profile"])
+        p["channels"] = {int(b): tuple(c) for b, c in p["channels"].items()}
+        p["reference"] = {int(b): tuple(r) for b, r in p["reference"].items()}
+        p["fingerprint"] = ModelFingerprint.from_json(p["fingerprint"]) if p["fingerprint"] is not None else None
+        s["profile"] = MAProfile(**p)
+    patched = _WorkerPatch.execute(base, **s)[0]
+    _BASE[patched] = base
+    return patched
+
+
+def _plain(settings: dict) -> dict:
+    """Settings as builtins only, so a worker that has not imported this pack can unpickle them."""
+    s = dict(settings)
+    if s.get("mask") is not None:
+        s["mask"] = asdict(s["mask"])
+    prof = s.get("profile")
+    if prof is not None:
+        s["profile"] = dict(family=prof.family, hidden_size=prof.hidden_size, n_blocks=prof.n_blocks,
+                            channels={b: list(c) for b, c in prof.channels.items()},
+                            reference={b: list(r) for b, r in prof.reference.items()}, info=dict(prof.info),
+                            fingerprint=prof.fingerprint.to_json() if prof.fingerprint is not None else None)
+    return s
+
+
+def worker_call(settings: dict) -> tuple:
+    """(fn, *args) that every worker runs as ``fn(model, *args)`` (raylight's model_function_runner)."""
+    pack_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return _ray_worker.apply_on_worker, pack_dir, __package__.rsplit(".", 1)[0], _plain(settings)
+
+
+def _ray():
+    try:
+        import ray
+        from ray import cloudpickle
+    except ImportError:
+        raise ValueError(f"{NAME}: raylight is not installed (the Python package 'ray' is missing), so there are no "
+                         "Ray workers to patch. Install raylight (ComfyUI Manager: 'Raylight'), or use STAS Model Patch "
+                         "on a model loaded without raylight.") from None
+    return ray, cloudpickle
+
+
+def _worker_error(e: BaseException) -> ValueError:
+    """A worker's refusal as this node's error (a ValueError from STAS Model Patch's checks)."""
+    cause = getattr(e, "cause", None) or e
+    msg = str(cause).strip().splitlines()[-1] if str(cause).strip() else repr(cause)
+    for prefix in ("ValueError: ", "STAS Model Patch: "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    return ValueError(f"{NAME}: {msg}")
+
+
+class StasModelPatchRay(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        inputs = [inp for inp in StasModelPatch.define_schema().inputs if inp.id != "model"]
+        return io.Schema(
+            node_id="STASModelPatchRay",
+            display_name=NAME,
+            category="model_patches/stas",
+            description="STAS Model Patch for raylight (multi-GPU): patches the model on every Ray worker; exact under "
+                        "sequence parallelism (USP), where each GPU holds part of the tokens. Needs raylight.",
+            inputs=[RayActors.Input("ray_actors", tooltip="The RAY_ACTORS of raylight's model loader (or of another "
+                                                          "raylight patch node); every worker's model is patched.")]
+                   + inputs,
+            outputs=[RayActors.Output(tooltip="The same workers with STAS installed; connect to raylight's sampler.")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, ray_actors, alpha, blend, blocks, channels, threshold, top_k, start_percent, end_percent,
+                apply_to, mask=None, profile=None) -> io.NodeOutput:
+        settings = dict(alpha=alpha, blend=blend, blocks=blocks, channels=channels, threshold=threshold, top_k=top_k,
+                        start_percent=start_percent, end_percent=end_percent, apply_to=apply_to, mask=mask,
+                        profile=profile)
+        with named_errors(NAME):  # STAS Model Patch's checks run on the workers; these need no model
+            parse_channels(channels, threshold, top_k)
+            workers = ray_actors.get("workers") if isinstance(ray_actors, dict) else None
+            if not workers:
+                raise ValueError("ray_actors holds no workers. Connect the RAY_ACTORS output of raylight's "
+                                 "Ray Init Actor / model loader.")
+            ray, cloudpickle = _ray()
+        # Ray pickles functions of importable modules by reference, and workers cannot import this
+        # pack by ComfyUI's name for it: send the stdlib-only worker function by value.
+        cloudpickle.register_pickle_by_value(_ray_worker)
+        futures = [w.model_function_runner.remote(*worker_call(settings)) for w in workers]
+        try:
+            ray.get(futures)
+        except Exception as e:  # ray.exceptions.RayTaskError wrapping the worker's ValueError
+            raise _worker_error(e) from None
+        return io.NodeOutput(ray_actors)
+

@@ -1,0 +1,267 @@
+"""STAS Model Patch (Ray) against a real ComfyUI, sequence parallel on 2 and 4 gloo ranks.
+
+Each rank is a forked process that forgets this pack first, as a raylight worker never had it, and runs
+the function the node sends to the workers (nodes/_ray_worker.py, loaded from its file as Ray unpickles
+it by value), which imports the pack from its folder and patches the rank's tiny random model. xDiT's
+sequence-parallel group is a stand-in over the gloo group (stas_harness.ranks.install_xfuser_standin).
+
+- Wan runs raylight's own USP forward (its source, unpacked at test time; xfuser's attention, which needs
+  CUDA kernels, replaced by exact attention over gathered keys and values): stas_harness/raylight.py.
+- Wan and HunyuanVideo also run ComfyUI's forward with each patched block's output laid out as raylight
+  lays it out at the block hook (padded to a multiple of the world size, rank r holds chunk r, gathered
+  after the hook). raylight's HunyuanVideo forward is not used: it attends the [text, image] chunks of
+  all ranks in another key order with the padding and without the text mask, so it is not bit-exact
+  against one GPU even unpatched, and a bit-exact comparison through it would test nothing.
+
+The sampled latent must equal one-process STAS bit for bit, and a model call makes one all-reduce per
+steered block inside the window and none outside.
+"""
+import importlib.util
+import sys
+
+import pytest
+import torch
+
+from stas_harness.comfy_env import PACK_DIR
+from stas_harness.ranks import gather, install_xfuser_standin, pad_chunk, run_ranks
+
+pytestmark = pytest.mark.integration
+
+PLAIN = dict(alpha=1.0, blend=1.0, blocks="middle", channels="auto", threshold=3.0, top_k=4, start_percent=0.0,
+             end_percent=0.5, apply_to="cond", mask=None, profile=None)
+STEPS = 4
+# name, family, latent (b, t, h, w), cfg, settings; token counts 45 (Wan) and 45 + 8 text (HunyuanVideo)
+SCENARIOS = {
+    "wan_auto_batch2_cfg": ("wan", (2, 3, 6, 10), 2.0, {}),
+    "wan_cfg1_boundaries_only": ("wan", (1, 3, 6, 10), 1.0,
+                                 dict(channels="3,40", mask=dict(first_frame=False, boundaries=True, head=1.0,
+                                                                 tail=1.0, unit="rows"))),
+    "hunyuan_all_blocks_auto": ("hunyuan", (1, 3, 6, 10), 2.0, dict(blocks="all", apply_to="both")),
+}
+
+
+class SlicedBlock:
+    """patches_replace["dit"] entry over the patch STAS installed: the block runs whole, its output
+    is handed to STAS as this rank's USP chunk, and the chunks are gathered back."""
+
+    def __init__(self, patch, world, rank):
+        self.patch, self.world, self.rank = patch, world, rank
+
+    def __call__(self, args, extra):
+        full = extra["original_block"](args)
+        n = full["img"].shape[1]
+        local = pad_chunk(full["img"], self.world, self.rank)
+        out = self.patch(args, {"original_block": lambda a: {**full, "img": local}})
+        return {**out, "img": gather(out["img"], n)}
+
+
+def usp_ranks(rank, world, names):
+    """On each rank: every scenario sampled with the Ray node's worker patch and USP chunking, and with
+    one-process STAS. Rank 0 returns {name: facts}."""
+    import torch.distributed as dist
+
+    from stas_harness import comfy_env, models
+    comfy_env.import_comfyui(comfy_env.comfyui_path(), cpu=True)
+    pack_name = str(PACK_DIR).replace(".", "_x_")  # the name ComfyUI's loader gives the pack
+    for m in [m for m in sys.modules if m == pack_name or m.startswith(pack_name + ".")]:
+        del sys.modules[m]  # forked from the test process: forget the pack, as a raylight worker never had it
+    comfy_env._loaded.clear()
+    facts = {"pack imported before the worker patch": pack_name in sys.modules}
+    install_xfuser_standin()
+    spec = importlib.util.spec_from_file_location("stas_ray_worker_by_value", PACK_DIR / "nodes" / "_ray_worker.py")
+    worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(worker)
+    calls = [0]
+    all_reduce = dist.all_reduce
+
+    def counted(*a, **k):
+        calls[0] += 1
+        return all_reduce(*a, **k)
+
+    dist.all_reduce = counted
+    for name in names:
+        fam, (b, t, h, w), cfg, extra = SCENARIOS[name]
+        model = models.tiny_wan() if fam == "wan" else models.tiny_hunyuan_video()
+        settings = {**PLAIN, **extra}
+        patched = worker.apply_on_worker(model, str(PACK_DIR), pack_name, settings)
+        comfy_env._loaded["pack"] = sys.modules[pack_name]
+        dit = patched.model_options["transformer_options"]["patches_replace"]["dit"]
+        for key in list(dit):
+            dit[key] = SlicedBlock(dit[key], world, rank)
+        lat = comfy_env.latent(t, h, w, b)
+        conds = {}
+        if fam == "hunyuan":  # HunyuanVideo's text conditioning carries CLIP's pooled output
+            pooled = torch.randn(1, 768, generator=torch.Generator().manual_seed(7))
+            conds = dict(positive=comfy_env.text_cond(seed=1, pooled_output=pooled),
+                         negative=comfy_env.text_cond(seed=2, pooled_output=pooled))
+        starts = []
+        hook = patched.model.diffusion_model.register_forward_pre_hook(lambda *_: starts.append(calls[0]))
+        try:
+            got = comfy_env.sample(patched, lat, steps=STEPS, cfg=cfg, **conds)
+        finally:
+            hook.remove()
+        starts.append(calls[0])
+        if rank:
+            continue
+        mask = extra.get("mask")
+        one = comfy_env.stas(model, **{**settings, "mask": comfy_env.Pack().layout.BoundarySpec(**mask) if mask
+                                       else None})
+        want = comfy_env.sample(one, lat, steps=STEPS, cfg=cfg, **conds)
+        plain = comfy_env.sample(model, lat, steps=STEPS, cfg=cfg, **conds)
+        per_call = [b - a for a, b in zip(starts, starts[1:])]
+        k = len(per_call) // STEPS
+        facts[name] = dict(equal=torch.equal(got, want), steered=not torch.equal(want, plain),
+                           max_diff=float((got - want).abs().max()),
+                           all_reduces_per_step=[sum(per_call[i * k:(i + 1) * k]) for i in range(STEPS)],
+                           steered_blocks=len(dit))
+    return facts if rank == 0 else None
+
+
+def raylight_ranks(rank, world, root, names):
+    """On each rank: raylight's own USP forward (its USPInjectRegistry on a tiny Wan), STAS installed by
+    the Ray node's worker function; rank 0 also samples one process. Rank 0 returns {name: facts}."""
+    from pathlib import Path
+
+    import torch.distributed as dist
+
+    from stas_harness import comfy_env, models
+    from stas_harness.raylight import Attention, usp_registry
+    comfy_env.import_comfyui(comfy_env.comfyui_path(), cpu=True)
+    attention = Attention()
+    registry = usp_registry(Path(root), attention)
+    rp = comfy_env.pack_module("nodes.ray_patch")
+    calls, all_reduce = [0], dist.all_reduce
+
+    def counted(*a, **k):
+        calls[0] += 1
+        return all_reduce(*a, **k)
+
+    dist.all_reduce = counted
+    facts = {}
+    for name in names:
+        _, (b, t, h, w), cfg, extra = SCENARIOS[name]
+        usp_model = models.tiny_wan()
+        registry.inject(usp_model, None, None, None, None)  # raylight's forward_orig and attention, in place
+        facts["forward"] = usp_model.model.diffusion_model.forward_orig.__func__.__module__
+        attention.length = t * (h // 2) * (w // 2)
+        lat = comfy_env.latent(t, h, w, b)
+        usp = comfy_env.sample(usp_model, lat, steps=STEPS, cfg=cfg)
+        patched = rp.patch_on_worker(usp_model, rp.worker_call(dict(PLAIN, **extra))[3] if not extra.get("mask")
+                                     else {**PLAIN, **extra})
+        starts = []
+        hook = usp_model.model.diffusion_model.register_forward_pre_hook(lambda *_: starts.append(calls[0]))
+        got = comfy_env.sample(patched, lat, steps=STEPS, cfg=cfg)
+        hook.remove()
+        starts.append(calls[0])
+        if rank:
+            continue
+        model = models.tiny_wan()
+        plain = comfy_env.sample(model, lat, steps=STEPS, cfg=cfg)
+        mask = extra.get("mask")
+        one = comfy_env.stas(model, **{**PLAIN, **extra,
+                                       "mask": comfy_env.Pack().layout.BoundarySpec(**mask) if mask else None})
+        want = comfy_env.sample(one, lat, steps=STEPS, cfg=cfg)
+        per_call = [y - x for x, y in zip(starts, starts[1:])]
+        k = len(per_call) // STEPS
+        facts[name] = dict(equal=torch.equal(got, want), steered=not torch.equal(want, plain),
+                           max_diff=float((got - want).abs().max()), usp_alone=float((usp - plain).abs().max()),
+                           all_reduces_per_step=[sum(per_call[i * k:(i + 1) * k]) for i in range(STEPS)],
+                           steered_blocks=1)
+    return facts if rank == 0 else None
+
+
+def check(facts, names):
+    assert facts.get("pack imported before the worker patch") is not True
+    for name in names:
+        f = facts[name]
+        assert f["steered"], f"{name}: one-process STAS changed nothing, so the comparison tests nothing"
+        assert f["equal"], f"{name}: sequence-parallel STAS differs from one process by {f['max_diff']:.3g}"
+        nb = f["steered_blocks"]  # end_percent 0.5 of 4 steps: two steered steps, one steered call each
+        assert f["all_reduces_per_step"] == [nb, nb, 0, 0], f
+
+
+@pytest.mark.parametrize("world,names", [(2, list(SCENARIOS)), (4, ["wan_auto_batch2_cfg", "hunyuan_all_blocks_auto"])])
+def test_ray_worker_patch_under_usp_equals_one_process(pk, world, names):
+    torch.set_num_threads(1)
+    check(run_ranks(world, usp_ranks, names, start="fork")[0], names)
+
+
+def test_node_offered_and_says_when_raylight_is_missing(pk):
+    node = pk.module("nodes.ray_patch").StasModelPatchRay
+    assert node in pk.module("nodes").NODES
+    ids = [i.id for i in node.define_schema().inputs]
+    assert ids[0] == "ray_actors" and ids[1:] == [i.id for i in pk.stas.define_schema().inputs if i.id != "model"]
+    args = dict(PLAIN, ray_actors={"workers": [object()]})
+    if importlib.util.find_spec("ray") is None:
+        with pytest.raises(ValueError, match=r"^STAS Model Patch \(Ray\): raylight is not installed"):
+            node.execute(**args)
+    with pytest.raises(ValueError, match=r"^STAS Model Patch \(Ray\): ray_actors holds no workers"):
+        node.execute(**{**args, "ray_actors": {}})
+    with pytest.raises(ValueError, match=r"^STAS Model Patch \(Ray\): channels"):
+        node.execute(**{**args, "channels": "x"})
+
+
+def test_worker_patch_takes_plain_settings_and_never_stacks(pk):
+    """What the node sends holds builtins only (a worker unpickles it without this pack), a mask and a
+    profile survive the trip, a worker's refusal comes back under this node's name, and patching a
+    worker's model again replaces the earlier patch."""
+    import pickle
+
+    import comfy.patcher_extension as pe
+
+    from stas_harness import models
+    rp = pk.module("nodes.ray_patch")
+    model = models.tiny_wan()
+    profile = pk.profile.MAProfile("Wan", 128, 4, {2: (3, 40)})
+    settings = dict(PLAIN, blocks="2", threshold=50.0, mask=pk.layout.BoundarySpec(first_frame=False),
+                    profile=profile)
+    fn, pack_dir, pack_name, plain = rp.worker_call(settings)
+    assert b"stas_core" not in pickle.dumps(plain) and b"nodes" not in pickle.dumps(plain)
+    first = fn(model, pack_dir, pack_name, plain)
+    again = fn(first, pack_dir, pack_name, plain)
+    for m in (first, again):
+        keys = [k for k in m.wrappers[pe.WrappersMP.APPLY_MODEL] if k.startswith("comfyui-stas.")]
+        assert len(keys) == 1, keys
+        plan = m.wrappers[pe.WrappersMP.APPLY_MODEL][keys[0]][0].plan
+        assert plan.spec == pk.layout.BoundarySpec(first_frame=False) and plan.profile == profile
+        assert plan.shard is not None and plan.shard() is None  # no sequence-parallel group here
+    assert sample_equal(first, again)
+    import subprocess
+    import sys
+    lost = subprocess.run([sys.executable, "-c", "import importlib.util as u, sys; s = u.spec_from_file_location('w', "
+                           f"{str(PACK_DIR / 'nodes' / '_ray_worker.py')!r}); m = u.module_from_spec(s); "
+                           "s.loader.exec_module(m); m.apply_on_worker(None, '/nonexistent/comfyui-stas', 'x', {})"],
+                          capture_output=True, text=True, cwd=str(pack_dir))
+    assert "ValueError: STAS Model Patch: this Ray worker has no comfyui-stas" in lost.stderr, lost.stderr
+    with pytest.raises(ValueError, match=r"^STAS Model Patch: blocks: block 9 does not exist"):
+        fn(model, pack_dir, pack_name, {**plain, "blocks": "9", "profile": None})
+    try:
+        fn(model, pack_dir, pack_name, {**plain, "blocks": "9", "profile": None})
+    except ValueError as e:
+        wrapped = type("RayTaskError", (Exception,), {})("traceback text")
+        wrapped.cause = e
+        assert str(rp._worker_error(wrapped)).startswith("STAS Model Patch (Ray): blocks: block 9 does not exist")
+
+
+def sample_equal(a, b):
+    from stas_harness import comfy_env
+    lat = comfy_env.latent(3, 6, 10)
+    return torch.equal(comfy_env.sample(a, lat, steps=2), comfy_env.sample(b, lat, steps=2))
+
+
+def test_through_raylights_own_usp_forward(pk, tmp_path):
+    """raylight's USP forward for Wan (its source, unpacked at test time; its xfuser attention replaced by
+    exact attention over gathered keys and values) with STAS Model Patch (Ray)'s worker patch equals
+    one-process STAS bit for bit, 45 tokens on 2 ranks (padded to 46)."""
+    from stas_harness import raylight
+    src = raylight.source()
+    if src is None or not src.exists():
+        pytest.skip("raylight's source is not here (../shared/thirdparty/raylight-*.tar.gz or $STAS_RAYLIGHT_SRC)")
+    root = raylight.unpack(src, tmp_path)
+    torch.set_num_threads(1)
+    names = ["wan_auto_batch2_cfg", "wan_cfg1_boundaries_only"]
+    facts = run_ranks(2, raylight_ranks, str(root), names, start="fork")[0]
+    assert facts["forward"] == "raylight.diffusion_models.wan.xdit_context_parallel"
+    for name in names:
+        assert facts[name]["usp_alone"] == 0.0, f"{name}: raylight's USP forward alone differs from one process: {facts}"
+    check(facts, names)
