@@ -36,6 +36,7 @@ from stas_harness.server import ComfyServer, PromptError, shrink_prompt
 from tools import full_standins as fs  # stdlib at import; ComfyUI only in the generator process
 
 # Order: the Wan 2.1 text encoder and VAE serve four workflows; the large files go once used.
+# "7. LTX-2 with STAS" is not here: tools/full_standins.py has no full-size LTX-2 checkpoint or Gemma 3.
 ORDER = ["1. Wan 2.1 T2V with STAS", "2. Without vs with STAS",
          "3. Wan 2.1 I2V with STAS", "5. Wan 2.2 A14B with STAS",
          "4. Wan 2.2 TI2V 5B with STAS", "6. HunyuanVideo with STAS"]

@@ -315,9 +315,11 @@ def shrink_prompt(prompt: dict, length: int = 9, steps: int = 4, size: int = 64)
     out = json.loads(json.dumps(prompt))
     for node in out.values():
         ct, inp = node["class_type"], node["inputs"]
-        if ct in ("EmptyHunyuanLatentVideo", "Wan22ImageToVideoLatent", "WanImageToVideo"):
+        if ct in ("EmptyHunyuanLatentVideo", "Wan22ImageToVideoLatent", "WanImageToVideo", "EmptyLTXVLatentVideo"):
             inp.update(width=size, height=size, length=length)
-        elif ct in ("KSampler", "BasicScheduler"):
+        elif ct == "LTXVEmptyLatentAudio":
+            inp["frames_number"] = length
+        elif ct in ("KSampler", "BasicScheduler", "LTXVScheduler"):
             inp["steps"] = steps
         elif ct == "KSamplerAdvanced":
             split = inp["start_at_step"] > 0

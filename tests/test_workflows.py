@@ -9,6 +9,9 @@
   files of the real architectures under the real file names (tools/make_standins.py); text
   encoders, CLIP vision and VAEs (multi-gigabyte, fixed architectures) are swapped for the
   test-only nodes of tests/comfy_test_nodes; sizes and step counts are shrunk for the CPU.
+  LTX-2's checkpoint stand-in holds only the diffusion model (loaded by ComfyUI's checkpoint
+  loader); its VAE, audio VAE and Gemma text encoder are test nodes. ComfyUI before 0.8.0 has no
+  LTX-2 nodes: that workflow is skipped there.
 """
 from __future__ import annotations
 
@@ -32,9 +35,12 @@ OFFICIAL_FILES = {
     "wan2.1_i2v_480p_14B_fp16.safetensors", "hunyuan_video_t2v_720p_bf16.safetensors",
     "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "clip_l.safetensors", "llava_llama3_fp8_scaled.safetensors",
     "wan_2.1_vae.safetensors", "wan2.2_vae.safetensors", "hunyuan_video_vae_bf16.safetensors",
-    "clip_vision_h.safetensors",
+    "clip_vision_h.safetensors", "ltx-2-19b-dev-fp8.safetensors", "gemma_3_12B_it_fp4_mixed.safetensors",
 }
-MODEL_WIDGETS = {"UNETLoader": 0, "CLIPLoader": 0, "VAELoader": 0, "CLIPVisionLoader": 0, "DualCLIPLoader": 1}
+MODEL_WIDGETS = {"UNETLoader": 0, "CLIPLoader": 0, "VAELoader": 0, "CLIPVisionLoader": 0, "DualCLIPLoader": 1,
+                 "CheckpointLoaderSimple": 0, "LTXVAudioVAELoader": 0, "LTXAVTextEncoderLoader": 1}
+# node type a workflow needs -> the ComfyUI release that brought it (older testbeds skip that workflow)
+NEWER_NODES = {"LTXVEmptyLatentAudio": "LTX-2 nodes (ComfyUI 0.8.0 or later)"}
 # Display widgets some frontends send with the API prompt although they are no node input
 # (Preview Any's text box: "preview" from frontend 1.27, and its mode toggle "previewMode" from
 # 1.35); the server ignores them.
@@ -43,8 +49,9 @@ DISPLAY_WIDGETS = {("PreviewAny", "preview"), ("PreviewAny", "previewMode")}
 
 def standin_dirs() -> dict:
     """File name -> models folder, as tools/make_standins.py writes them (an independent oracle)."""
-    from tools.make_standins import DIFFUSION, PLACEHOLDERS
-    return {**{n: "diffusion_models" for n in DIFFUSION}, **PLACEHOLDERS}
+    from tools.make_standins import CHECKPOINTS, DIFFUSION, LTX2_PLACEHOLDERS, PLACEHOLDERS
+    return {**{n: "diffusion_models" for n in DIFFUSION}, **{n: "checkpoints" for n in CHECKPOINTS}, **PLACEHOLDERS,
+            **LTX2_PLACEHOLDERS}
 
 
 def load(name: str) -> dict:
@@ -60,6 +67,7 @@ def test_expected_workflows_exist():
                              "2. Without vs with STAS",
                              "3. Wan 2.1 I2V with STAS", "4. Wan 2.2 TI2V 5B with STAS",
                              "5. Wan 2.2 A14B with STAS", "6. HunyuanVideo with STAS"]
+    assert any("LTX-2" in w for w in WORKFLOWS[6:]), WORKFLOWS
 
 
 @pytest.mark.parametrize("name", WORKFLOWS)
@@ -100,8 +108,44 @@ def test_every_loader_carries_its_downloads(name):
             m = entries[f]
             assert m["directory"] == dirs[f], f"{f}: directory {m['directory']}, ComfyUI loads it from {dirs[f]}"
             url = m["url"].split("?")[0]
-            assert url.startswith(("https://huggingface.co/Comfy-Org/", "https://huggingface.co/comfyanonymous/"))
+            assert url.startswith(("https://huggingface.co/Comfy-Org/", "https://huggingface.co/comfyanonymous/",
+                                   "https://huggingface.co/Lightricks/")), url  # LTX-2's own repo, as ComfyUI's template
             assert url.endswith("/" + f), f"{f}: {m['url']} downloads another file"
+
+
+def official_template(stem: str) -> dict:
+    """ComfyUI's own template ``stem`` from the testbed's comfyui-workflow-templates packages, else skip."""
+    found = find_comfyui()
+    if found is None:
+        skip_missing("real ComfyUI not found: set COMFYUI_PATH to a ComfyUI checkout (see README, 'Tests')")
+    purelib = subprocess.run([found[1], "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    hits = sorted(Path(purelib).glob(f"comfyui_workflow_templates*/templates/{stem}.json"))
+    if not hits:
+        pytest.skip(f"ComfyUI's template {stem} is not installed with this ComfyUI")
+    return json.loads(hits[0].read_text())
+
+
+@pytest.mark.integration
+def test_ltx2_workflow_mirrors_comfyui_template():
+    """The LTX-2 workflow uses the nodes, model files and download URLs of ComfyUI's own LTX-2
+    text-to-video template (its first stage's sampling settings), plus this pack's nodes."""
+    name = next(w for w in WORKFLOWS if "LTX-2" in w)
+    tpl = official_template("video_ltx2_t2v")
+    tpl_nodes = list(tpl["nodes"]) + [n for sg in tpl.get("definitions", {}).get("subgraphs", []) for n in sg["nodes"]]
+    tpl_models = {(m["name"], m["url"], m["directory"]) for n in tpl_nodes for m in n.get("properties", {}).get("models", [])}
+    ours = load(name)["nodes"]
+    our_models = {(m["name"], m["url"], m["directory"]) for n in ours for m in n.get("properties", {}).get("models", [])}
+    older = {m for m in tpl_models if m[2] == "text_encoders"} - our_models
+    if older and not {m for m in our_models if m[2] == "text_encoders"} & tpl_models:
+        pytest.skip(f"this ComfyUI's older LTX-2 template names another text encoder: {sorted(m[0] for m in older)}")
+    assert our_models and our_models <= tpl_models, our_models - tpl_models
+    own = {"STASModelPatch", "STASBoundaryMaskBuilder", "PreviewImage"} | FRONTEND_ONLY
+    assert {n["type"] for n in ours} - own <= {n["type"] for n in tpl_nodes}
+    for node_type in ("LTXVScheduler", "KSamplerSelect", "CFGGuider", "EmptyLTXVLatentVideo"):
+        mine = [n["widgets_values"] for n in ours if n["type"] == node_type]
+        theirs = [n["widgets_values"] for n in tpl_nodes if n["type"] == node_type]
+        assert mine and all(v in theirs for v in mine), f"{node_type}: {mine}, template: {theirs}"
 
 
 # -- in the real frontend and server -------------------------------------------------------------
@@ -161,11 +205,26 @@ async (wf) => {
 """
 
 
+def missing_newer_nodes(server, name: str) -> list[str]:
+    """What this ComfyUI lacks of the newer node types (NEWER_NODES) the workflow uses."""
+    info = server.object_info()
+    return sorted({NEWER_NODES[n["type"]] for n in load(name)["nodes"] if n["type"] in NEWER_NODES
+                   and n["type"] not in info})
+
+
+def skip_if_too_old(server, name: str) -> None:
+    missing = missing_newer_nodes(server, name)
+    if missing:
+        pytest.skip(f"{name}: ComfyUI {server.version()} has no {', '.join(missing)}")
+
+
 @pytest.fixture(scope="module")
 def loaded(standins, browser):
     """Each workflow loaded once in its own page: what the frontend reported, and its API prompt."""
     out = {}
     for name in WORKFLOWS:
+        if missing_newer_nodes(standins, name):
+            continue
         ctx = browser.new_context(viewport={"width": 1600, "height": 1000})
         page = FrontendPage(ctx.new_page(), standins).open()
         res = page.evaluate(LOAD_JS, load(name))
@@ -179,7 +238,8 @@ def loaded(standins, browser):
 @pytest.mark.browser
 @pytest.mark.slow
 @pytest.mark.parametrize("name", WORKFLOWS)
-def test_loads_in_frontend(loaded, name):
+def test_loads_in_frontend(loaded, standins, name):
+    skip_if_too_old(standins, name)
     r = loaded[name]
     assert r["dialogs"] == [], f"dialog on load: {r['dialogs']}"
     assert r["toasts"] == [], f"error toast on load: {r['toasts']}"
@@ -211,6 +271,7 @@ def _check_value(node_type: str, name: str, value, spec) -> str | None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", WORKFLOWS)
 def test_nodes_and_widget_values_match_object_info(loaded, standins, name):
+    skip_if_too_old(standins, name)
     info = standins.object_info()
     wf = load(name)
     unknown = {n["type"] for n in wf["nodes"]} - set(info) - FRONTEND_ONLY
@@ -240,6 +301,7 @@ def test_nodes_and_widget_values_match_object_info(loaded, standins, name):
 # -- execution on stand-ins ------------------------------------------------------------------------
 
 TEXT_KIND = {"wan": "wan", "hunyuan_video": "hunyuan_video"}
+CHECKPOINT_VAE = {"ltx-2-19b-dev-fp8.safetensors": "ltx2"}
 
 
 def _vae_kind(name: str) -> str:
@@ -257,6 +319,12 @@ def shrink_for_cpu(prompt: dict) -> dict:
             ct, inp = "STASTestVAE", {"kind": _vae_kind(inp["vae_name"])}
         elif ct == "CLIPVisionLoader":
             ct, inp = "STASTestCLIPVision", {}
+        elif ct == "CheckpointLoaderSimple":  # the real loader on the stand-in file, a stand-in VAE
+            ct, inp = "STASTestCheckpoint", {"ckpt_name": inp["ckpt_name"], "vae_kind": CHECKPOINT_VAE[inp["ckpt_name"]]}
+        elif ct == "LTXAVTextEncoderLoader":
+            ct, inp = "STASTestTextEncoder", {"kind": "ltxav"}
+        elif ct == "LTXVAudioVAELoader":
+            ct, inp = "STASTestAudioVAE", {}
         out[nid] = {"class_type": ct, "inputs": inp}
     return out
 
@@ -266,12 +334,23 @@ def shrink_for_cpu(prompt: dict) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", WORKFLOWS)
 def test_runs_on_standins(loaded, standins, name):
+    skip_if_too_old(standins, name)
     prompt = shrink_for_cpu(loaded[name]["prompt"])
+    log_start = standins.log_path.stat().st_size if standins.log_path.exists() else 0
     entry = standins.run(prompt, timeout=600)
     outputs = entry["outputs"]
     saved = [(nid, prompt[nid]["class_type"]) for nid in outputs]
     videos = [p for nid, ct in saved if ct == "SaveVideo" for p in standins.output_files(entry, nid)]
     assert videos and all(p.exists() and p.stat().st_size > 0 for p in videos), f"no video written: {outputs}"
+    if any(node["class_type"] == "LTXVAudioVAEDecode" for node in prompt.values()):  # LTX-2: sound and picture
+        import av
+        with av.open(str(videos[0])) as c:
+            assert c.streams.video and c.streams.audio, f"{videos[0].name}: the audio track is missing"
+        # STAS ran inside the LTX-2 graph: auto detection found the stand-in's planted channel and steered it
+        with open(standins.log_path, "rb") as f:
+            f.seek(log_start)
+            log = f.read().decode(errors="replace")
+        assert "auto detection steered channel(s) [77]" in log, log[-3000:]
     for nid, ct in saved:
         if ct == "PreviewImage":
             assert all(p.exists() for p in standins.output_files(entry, nid))

@@ -8,7 +8,8 @@ machine without the real weights (tests, the first run, a GPU smoke run).
 Run it with the python that runs that ComfyUI: the diffusion models are built from ComfyUI's own
 model classes (stas_harness/models.py) and loaded once through ComfyUI's own loader before they are
 saved, so ComfyUI's detection recognises each file as the architecture its name says (Wan 2.1
-T2V / I2V, Wan 2.2 TI2V 5B, Wan 2.2 A14B experts, HunyuanVideo), only tiny.
+T2V / I2V, Wan 2.2 TI2V 5B, Wan 2.2 A14B experts, HunyuanVideo, and LTX-2 as a checkpoint that
+holds only its diffusion model, ComfyUI 0.8.0 or later), only tiny.
 
 Text encoders, CLIP vision and VAEs have fixed, multi-gigabyte architectures in ComfyUI, so for
 those this writes placeholders unless --full is given: a one-tensor safetensors file under the
@@ -38,6 +39,9 @@ DIFFUSION = {
     "wan2.1_i2v_480p_14B_fp16.safetensors": ("i2v", 5),
     "hunyuan_video_t2v_720p_bf16.safetensors": ("hunyuan_video", 6),
 }
+# single-file checkpoints under checkpoints/: only the diffusion model is written (model.diffusion_model.*,
+# its config in the file's metadata as in the real file); the tests stand in for the VAEs it also holds
+CHECKPOINTS = {"ltx-2-19b-dev-fp8.safetensors": ("ltxav", 7)}
 PLACEHOLDERS = {
     "umt5_xxl_fp8_e4m3fn_scaled.safetensors": "text_encoders",
     "clip_l.safetensors": "text_encoders",
@@ -47,22 +51,29 @@ PLACEHOLDERS = {
     "hunyuan_video_vae_bf16.safetensors": "vae",
     "clip_vision_h.safetensors": "clip_vision",
 }
+# LTX-2's (ComfyUI 0.8.0+); no --full stand-ins for LTX-2 yet (tools/full_standins.py)
+LTX2_PLACEHOLDERS = {"gemma_3_12B_it_fp4_mixed.safetensors": "text_encoders"}
 MA_CHANNELS = (77,)     # planted massive-activation channel (--plant-ma)
 MA_GAIN = 10000.0
 
 
 def build(kind: str, seed: int):
     """A tiny model of ``kind`` through ComfyUI's loader; returns its diffusion model's state dict."""
-    from stas_harness.models import tiny_hunyuan_video, tiny_wan_variant
-    mp = tiny_hunyuan_video(seed=seed) if kind == "hunyuan_video" else tiny_wan_variant(kind, seed=seed)
+    from stas_harness.models import tiny_hunyuan_video, tiny_ltxav, tiny_wan_variant
+    if kind == "ltxav":
+        mp = tiny_ltxav(seed=seed)
+    else:
+        mp = tiny_hunyuan_video(seed=seed) if kind == "hunyuan_video" else tiny_wan_variant(kind, seed=seed)
     return {k: v.detach().to("cpu").contiguous() for k, v in mp.model.diffusion_model.state_dict().items()}
 
 
 def plant_ma(sd: dict) -> dict:
     """Make MA_CHANNELS of the residual stream massive: scale those rows of each block's last
-    feed-forward (Wan ``blocks.i.ffn.2``, HunyuanVideo ``img_mlp.2`` / ``linear2``) projection."""
+    feed-forward (Wan ``blocks.i.ffn.2``, HunyuanVideo ``img_mlp.2`` / ``linear2``, LTX-2 video ``ff.net.2``)
+    projection."""
     for k, v in sd.items():
-        if k.endswith(".weight") and (".ffn.2." in k or ".img_mlp.2." in k or (k.startswith("single_blocks.") and ".linear2." in k)):
+        if k.endswith(".weight") and (".ffn.2." in k or ".img_mlp.2." in k or ".ff.net.2." in k
+                                      or (k.startswith("single_blocks.") and ".linear2." in k)):
             for c in MA_CHANNELS:
                 if c < v.shape[0]:
                     v[c] *= MA_GAIN
@@ -83,23 +94,35 @@ def write_full(src: Path, models: Path, names: list[str], device: str, ma_gain: 
 
 
 def write(models: Path, names: list[str], plant: bool) -> list[Path]:
+    import json
+
     import torch
     from safetensors.torch import save_file
+
+    from stas_harness.models import LTXAV_TINY, has_ltxav
     out = []
     for name in names:
-        if name in DIFFUSION:
-            kind, seed = DIFFUSION[name]
+        meta = {"comfyui_stas": "random-weight stand-in, not a real model"}
+        if name in CHECKPOINTS and not has_ltxav():
+            print(f"skipped {name}: this ComfyUI has no LTX-2", flush=True)
+            continue
+        if name in DIFFUSION or name in CHECKPOINTS:
+            kind, seed = (DIFFUSION if name in DIFFUSION else CHECKPOINTS)[name]
             sd = build(kind, seed)
             if plant:
                 sd = plant_ma(sd)
             path = models / "diffusion_models" / name
-        elif name in PLACEHOLDERS:
+            if name in CHECKPOINTS:
+                sd = {"model.diffusion_model." + k: v for k, v in sd.items()}
+                meta["config"] = json.dumps({"transformer": {**LTXAV_TINY, "num_layers": 2}})
+                path = models / "checkpoints" / name
+        elif name in PLACEHOLDERS or name in LTX2_PLACEHOLDERS:
             sd = {"comfyui_stas_placeholder": torch.zeros(1)}
-            path = models / PLACEHOLDERS[name] / name
+            path = models / {**PLACEHOLDERS, **LTX2_PLACEHOLDERS}[name] / name
         else:
-            raise SystemExit(f"unknown stand-in {name!r}; known: {sorted(DIFFUSION) + sorted(PLACEHOLDERS)}")
+            raise SystemExit(f"unknown stand-in {name!r}; known: {sorted([*DIFFUSION, *CHECKPOINTS, *PLACEHOLDERS, *LTX2_PLACEHOLDERS])}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(sd, str(path), metadata={"comfyui_stas": "random-weight stand-in, not a real model"})
+        save_file(sd, str(path), metadata=meta)
         out.append(path)
     return out
 
@@ -120,7 +143,7 @@ def main(argv=None) -> int:
     if a.full:
         written = write_full(a.comfyui.resolve(), a.models, a.names or [*DIFFUSION, *PLACEHOLDERS], a.device, a.ma_gain)
     else:
-        written = write(a.models, a.names or [*DIFFUSION, *PLACEHOLDERS], a.plant_ma)
+        written = write(a.models, a.names or [*DIFFUSION, *PLACEHOLDERS, *CHECKPOINTS, *LTX2_PLACEHOLDERS], a.plant_ma)
     for p in written:
         print(f"wrote {p} ({p.stat().st_size / 2**20:.1f} MiB)", flush=True)
     return 0

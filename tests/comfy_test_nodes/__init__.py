@@ -6,14 +6,15 @@ the pack, never loaded by a user's ComfyUI). The diffusion models themselves are
 tests load tiny random-weight files of the real architectures through ComfyUI's UNETLoader.
 Each stand-in returns duck-typed objects with exactly the methods ComfyUI's own nodes call.
 """
+import math
 import zlib
 
 import torch
 
 # text encoder kind -> (tokens, context dim, pooled dim or None)
-TEXT = {"wan": (16, 4096, None), "hunyuan_video": (16, 4096, 768)}
+TEXT = {"wan": (16, 4096, None), "hunyuan_video": (16, 4096, 768), "ltxav": (16, 128, None)}
 # VAE kind -> (latent channels, spatial compression, temporal compression)
-VAES = {"wan2.1": (16, 8, 4), "wan2.2": (48, 16, 4), "hunyuan_video": (16, 8, 4)}
+VAES = {"wan2.1": (16, 8, 4), "wan2.2": (48, 16, 4), "hunyuan_video": (16, 8, 4), "ltx2": (128, 32, 8)}
 
 
 def _gen(text: str) -> torch.Generator:
@@ -33,7 +34,10 @@ class FakeCLIP:
         cond = torch.randn(1, n, dim, generator=g)
         pooled = torch.randn(1, pooled_dim, generator=g) if pooled_dim else None
         if return_dict:
-            return {"cond": cond, "pooled_output": pooled}
+            out = {"cond": cond, "pooled_output": pooled}
+            if self.kind == "ltxav":  # the tiny LTX-2 stand-in's width (video 64 + audio 64); integer mask
+                out["attention_mask"] = torch.ones(1, n, dtype=torch.long)
+            return out
         return (cond, pooled) if return_pooled else cond
 
     def encode_from_tokens_scheduled(self, tokens, **kwargs):
@@ -83,6 +87,26 @@ class FakeVAE:
         return self.encode(pixels)
 
 
+class FakeAudioVAE:
+    """LTX-2's audio VAE by its numbers (8 x 16 latent, 25 latents/s, 24 kHz stereo out), no weights."""
+
+    latent_channels, latent_frequency_bins, sample_rate, output_sample_rate = 8, 16, 16000, 24000
+
+    def __init__(self):
+        import comfy_extras.nodes_lt_audio as lta
+        self.first_stage_model = self  # ComfyUI after 0.8.0 wraps it in comfy.sd.VAE
+        self.channels_last = not hasattr(lta, "AudioVAE")  # ... whose decode gives [B, samples, channels]
+
+    def num_of_latents_from_frames(self, frames_number, frame_rate):
+        return math.ceil(frames_number / frame_rate * 25)
+
+    def decode(self, z, **kwargs):
+        n = z.shape[2] * self.output_sample_rate // 25
+        t = torch.arange(n) / self.output_sample_rate
+        wave = (0.1 * torch.sin(2 * math.pi * 440 * t)).expand(z.shape[0], 2, n).clone()
+        return wave.movedim(1, -1) if self.channels_last else wave
+
+
 class FakeCLIPVision:
     def encode_image(self, image, crop=True):
         from comfy.clip_vision import Output
@@ -121,6 +145,39 @@ class STASTestVAE:
         return (FakeVAE(kind),)
 
 
+class STASTestCheckpoint:
+    """A single-file checkpoint (LTX-2: model + VAE + audio VAE): its diffusion model loaded by ComfyUI's
+    own checkpoint loader from the stand-in file; its video VAE a stand-in."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"ckpt_name": ("STRING", {}), "vae_kind": (list(VAES),)}}
+
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    FUNCTION = "load"
+    CATEGORY = "_stas_test"
+
+    def load(self, ckpt_name, vae_kind):
+        import comfy.sd
+        import folder_paths
+        path = folder_paths.get_full_path_or_raise("checkpoints", ckpt_name)
+        model = comfy.sd.load_checkpoint_guess_config(path, output_vae=False, output_clip=False)[0]
+        return (model, None, FakeVAE(vae_kind))
+
+
+class STASTestAudioVAE:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    RETURN_TYPES = ("VAE",)
+    FUNCTION = "load"
+    CATEGORY = "_stas_test"
+
+    def load(self):
+        return (FakeAudioVAE(),)
+
+
 class STASTestCLIPVision:
     @classmethod
     def INPUT_TYPES(cls):
@@ -138,4 +195,6 @@ NODE_CLASS_MAPPINGS = {
     "STASTestTextEncoder": STASTestTextEncoder,
     "STASTestVAE": STASTestVAE,
     "STASTestCLIPVision": STASTestCLIPVision,
+    "STASTestCheckpoint": STASTestCheckpoint,
+    "STASTestAudioVAE": STASTestAudioVAE,
 }
