@@ -13,6 +13,37 @@ from .stas_model_patch import StasModelPatch
 
 NODES: list[type[io.ComfyNode]] = [StasModelPatch, BoundaryMaskBuilder, MARecorder, MAVisualizer, SaveMAProfile,
                                    LoadMAProfile, TemporalSeamMeter]
+
+# Words the frontend's node search also matches (ComfyUI >= 0.33 with frontend >= 1.49; older
+# schemas have no search_aliases): "massive" or "activation" finds every node that works with
+# massive activations (MAs).
+SEARCH_ALIASES: dict[type[io.ComfyNode], list[str]] = {
+    StasModelPatch: ["structured activation steering", "massive activation steering", "video boundary fix"],
+    StasModelPatchRay: ["massive activation steering", "raylight multi-gpu"],
+    MARecorder: ["massive activation recorder", "record activations"],
+    MAVisualizer: ["massive activation visualizer", "activation plot"],
+    SaveMAProfile: ["save massive activation profile", "activation channels"],
+    LoadMAProfile: ["load massive activation profile", "activation channels"],
+    BoundaryMaskBuilder: ["steering mask", "first frame boundary tokens"],
+    TemporalSeamMeter: ["video seam flicker metric", "vae chunk seams"],
+}
+
+
+def _with_search_aliases(node: type[io.ComfyNode], aliases: list[str]) -> None:
+    define = node.define_schema.__func__
+
+    def define_schema(cls) -> io.Schema:
+        schema = define(cls)
+        if hasattr(schema, "search_aliases"):
+            schema.search_aliases = list(aliases)
+        return schema
+
+    node.define_schema = classmethod(define_schema)
+
+
+for _node, _aliases in SEARCH_ALIASES.items():
+    _with_search_aliases(_node, _aliases)
+
 NODES.append(StasModelPatchRay)  # STAS Model Patch (Ray): raylight multi-GPU workers (docs/multigpu.md)
 
 

@@ -5,12 +5,16 @@ import torch
 from comfy_api.latest import io
 
 from ..stas_core.layout import UNITS, BoundarySpec, grid_from_latent
-from ..stas_core.plot import mask_preview
-from .types import StasMask
+from ..stas_core.plot import mask_preview_figure
+from .types import StasMask, named_errors
 
 
 def build_spec(first_frame: bool, boundaries: bool, head: float, tail: float, unit: str) -> BoundarySpec:
-    spec = BoundarySpec(bool(first_frame), bool(boundaries), float(head), float(tail), unit)
+    if unit == "fraction" and max(head, tail) > 1.0:
+        raise ValueError(f"Boundary Mask Builder: with unit 'fraction', head and tail are shares of a frame (0..1), "
+                         f"got head {head:g} and tail {tail:g}. Use widths up to 1.0, or the unit 'rows' or 'tokens'.")
+    with named_errors("Boundary Mask Builder"):
+        spec = BoundarySpec(bool(first_frame), bool(boundaries), float(head), float(tail), unit)
     if not spec.first_frame and (not spec.boundaries or (spec.head == 0 and spec.tail == 0)):
         raise ValueError("Boundary Mask Builder: this mask selects no token, so STAS would do nothing. "
                          "Turn on first_frame, or boundaries with a head or tail width above 0.")
@@ -47,7 +51,7 @@ class BoundaryMaskBuilder(io.ComfyNode):
             outputs=[
                 StasMask.Output(display_name="mask", tooltip="Steering mask for STAS Model Patch."),
                 io.Image.Output(display_name="preview",
-                                tooltip="One tile per latent frame: red first frame, orange head, blue tail, grey interior, dark = not steered (blank without a latent)."),
+                                tooltip="One labelled tile per latent frame with a legend: red first frame, orange head, blue tail, dark = not steered (blank without a latent)."),
             ],
         )
 
@@ -63,5 +67,5 @@ class BoundaryMaskBuilder(io.ComfyNode):
                 raise ValueError(f"Boundary Mask Builder: the latent has shape {tuple(samples.shape)}, not a video "
                                  "latent [B, C, T, H, W]. Connect a video latent (Wan, HunyuanVideo, CogVideoX).")
             grid = grid_from_latent(tuple(samples.shape), (patch_t, patch_hw, patch_hw))
-            preview = torch.from_numpy(mask_preview(grid, spec))[None]
+            preview = torch.from_numpy(mask_preview_figure(grid, spec))[None]
         return io.NodeOutput(spec, preview)

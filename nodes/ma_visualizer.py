@@ -23,7 +23,8 @@ def parse_channel(text: str):
     try:
         return int(text)
     except ValueError:
-        raise ValueError(f"MA Visualizer: channel must be 'max' or a channel index like 407, got {text!r}.") from None
+        raise ValueError(f"MA Visualizer: channel must be 'max' or a channel index, got {text!r}: type max, or one "
+                         "recorded channel index like 407.") from None
 
 
 def _image(arr: np.ndarray) -> torch.Tensor:
@@ -55,6 +56,28 @@ def chart_data(run, block: int, step: int, prompt: int, sample: int, channel, va
         "sample": sample, "channel": "max" if channel is None else channel, "log": bool(log),
         "means": stats.json_safe(means), "model": lay.model, "family": lay.family,
     }
+
+
+def _list(xs) -> str:
+    return ", ".join(str(x) for x in xs) if xs else "none"
+
+
+def _steered_blocks(run, prompt: int) -> list[int]:
+    return sorted({b for (b, _, c), e in run.entries.items() if c == prompt and e.has_steer})
+
+
+def _hierarchy_channels(run, prompt: int, blocks, channel) -> str:
+    """The footnote that names the channels each row of the hierarchy shows."""
+    if channel is not None:
+        return f"channels shown: |h| of channel {channel} in every block"
+    per = {}
+    for (b, _, c), e in sorted(run.entries.items()):
+        if c == prompt and b not in per:
+            per[b] = [int(x) for x in e.channels.tolist()]
+    if len({tuple(v) for v in per.values()}) == 1:
+        return f"channels shown: max |h| over the recorded channels {_list(next(iter(per.values())))} in every block"
+    return "channels shown: max |h| over each block's recorded channels: " + \
+        " | ".join(f"block {b}: {_list(per.get(b, []))}" for b in blocks)
 
 
 class MAVisualizer(io.ComfyNode):
@@ -120,30 +143,40 @@ class MAVisualizer(io.ComfyNode):
             raise ValueError(f"MA Visualizer: {e}") from None
         lay = run.layout
         classes = stats.kept_classes(run, mask)
-        what = f"channel {ch}" if ch is not None else "max over MA channels"
-        head = f"block {b}, step {s} (sigma {lay.sigmas[s]:.3g}), {prompt}, sample {sample}, {what}, {entry.view}"
+        tracked = [int(x) for x in entry.channels.tolist()]
+        what = f"|h| of channel {ch}" if ch is not None else f"max |h| over channels {_list(tracked)}"
+        head = f"block {b}, step {s} (sigma {lay.sigmas[s]:.3g}), {prompt}, sample {sample}, {entry.view}"
+        notes = {k: [] for k in ("profile", "heatmaps", "hierarchy", "steering")}
         profile = plot.token_profile_image(values, classes, lay.positions().numpy(), lay.grid,
-                                           f"MA magnitude per token: {head}", log=log_scale)
+                                           f"MA magnitude per token: {head}", log=log_scale, y_label=what,
+                                           notes=notes["profile"])
         heat = plot.frame_heatmaps_image(values.reshape(lay.grid[0], len(lay.rows), len(lay.cols)),
-                                         f"MA magnitude per latent frame: {head}", log=log_scale)
+                                         f"MA magnitude per latent frame: {head}; {what}", log=log_scale,
+                                         notes=notes["heatmaps"])
         mat, blocks, steps = stats.hierarchy_matrix(run, c, sample, mask, ch)
-        hier = plot.hierarchy_image(mat, blocks, steps, f"mean MA magnitude by token group ({prompt}, sample {sample}, log colour)")
+        hier = plot.hierarchy_image(mat, blocks, steps, f"mean MA magnitude by token group ({prompt}, sample {sample}, "
+                                    "log colour)", steered_blocks=_steered_blocks(run, c),
+                                    footnotes=[_hierarchy_channels(run, c, blocks, ch)], notes=notes["hierarchy"])
         arr = stats.steering_arrays(run, entry, sample)
         if arr is not None and arr[0].size:
             tok, before, after, sch = arr
-            steer = plot.steering_image(tok, before, after, sch, lay.grid, f"STAS steering at block {b}, step {s}: |h| before vs after")
+            steer = plot.steering_image(tok, before, after, sch, lay.grid, f"STAS steering at block {b}, step {s}: "
+                                        "|h| before vs after", notes=notes["steering"])
         else:
             msg = ("no STAS steering at this block and step (see the summary for the steered ones)"
                    if summary["any_steering"] else
                    "no STAS steering in this run (expected without STAS; with STAS, put the MA Recorder "
                    "after STAS Model Patch)")
-            steer = plot.steering_image(None, None, None, [], lay.grid, "STAS steering", message=msg)
+            steer = plot.steering_image(None, None, None, [], lay.grid, "STAS steering", message=msg,
+                                        notes=notes["steering"])
         text = stats.summary_text(summary)
         if export:
             text += "\n" + cls._export(run, summary, filename_prefix)
         chart = chart_data(run, b, s, c, sample, ch, values, classes, log_scale, summary["group_means"])
         chart["summary"] = text
         chart["view"] = entry.view
+        chart["channels"] = tracked
+        chart["figures"] = notes  # the texts drawn on the IMAGE outputs
         ui = {"stas_profile": [chart]}  # drawn by web/stas_visualizer.js inside this node
         return io.NodeOutput(_image(profile), _image(heat), _image(hier), _image(steer), text, ui=ui)
 

@@ -44,4 +44,18 @@ while IFS=$'\t' read -r name src tpy; do
   "$tpy" -c "import pytest, playwright" 2>/dev/null || "$tpy" -m pip install -q pytest playwright 2>&1 | quiet
 done < <(find_testbeds)
 [ "$found" = 1 ] || echo "== no ComfyUI testbed: $(no_testbed_reason); integration tests will skip"
+
+# -- newer frontend (issue 23): the browser tests also run comfyui-frontend-package 1.58 on the
+# -- newest testbed (--front-end-root; stas_harness/server.py EXTRA_FRONTENDS); wheel only, no deps.
+if [ -z "${COMFYUI_PATH:-}" ] && [ "${STAS_BUILD_TESTBEDS:-1}" != 0 ]; then
+  fe="$(testbeds_root)/frontend-1.58"
+  if [ -f "$fe/comfyui_frontend_package/static/index.html" ]; then
+    echo "== frontend 1.58: $fe"
+  else
+    echo "== frontend 1.58 -> $fe"
+    rm -rf "$fe.tmp" && "$PY" -m pip install -q --no-deps --target "$fe.tmp" 'comfyui-frontend-package==1.58.*' 2>&1 | quiet || true
+    if [ -f "$fe.tmp/comfyui_frontend_package/static/index.html" ]; then mv "$fe.tmp" "$fe"; else
+      rm -rf "$fe.tmp"; echo "== frontend 1.58 could not be installed: its browser tests will skip"; fi
+  fi
+fi
 echo "== set-up done"

@@ -28,8 +28,9 @@ def mask_preview(grid: Grid, spec: BoundarySpec, cell: int = 0, gap: int = 2, ma
     if cell <= 0:
         cell = max(2, min(16, 256 // max(h, w)))
     full = token_classes(grid).numpy().reshape(t, h, w)
-    chosen = token_classes(grid, spec).numpy().reshape(t, h, w) != TokenClass.INTERIOR
-    rgb = CLASS_COLOURS[full] * np.where(chosen, 1.0, 0.3)[..., None]
+    spec_cls = token_classes(grid, spec).numpy().reshape(t, h, w)
+    chosen = spec_cls != TokenClass.INTERIOR  # a steered token takes the colour of its class under the spec
+    rgb = np.where(chosen[..., None], CLASS_COLOURS[spec_cls], CLASS_COLOURS[full] * 0.3)
     cols = min(t, max_cols)
     rows = -(-t // cols)
     th, tw = h * cell, w * cell
@@ -42,6 +43,51 @@ def mask_preview(grid: Grid, spec: BoundarySpec, cell: int = 0, gap: int = 2, ma
             tile[:, ::cell, :] *= 0.8
         img[r * (th + gap):r * (th + gap) + th, c * (tw + gap):c * (tw + gap) + tw] = tile
     return img
+
+
+MASK_LEGEND = ("first frame", "head", "tail", "not steered (dark)")
+
+
+def mask_preview_figure(grid: Grid, spec: BoundarySpec, max_cols: int = 8,
+                        notes: Optional[List[str]] = None) -> np.ndarray:
+    """mask_preview's tiles with a legend (class colours, dark = not steered), the latent frame
+    over each tile and what the axes of a tile are (token rows down, token columns across)."""
+    t, h, w = (int(g) for g in grid)
+    tiles = mask_preview(grid, spec, max_cols=max_cols, gap=18)
+    cell = max(2, min(16, 256 // max(h, w)))
+    cols = min(t, max_cols)
+    top, left, bottom = 56, 14, 40
+    width = max(left + tiles.shape[1] + 14, 560)
+    height = top + tiles.shape[0] + bottom
+    img = np.empty((height, width, 3), dtype=np.float32)
+    img[:] = BG
+    gaps = (tiles == 1.0).all(-1, keepdims=True)  # mask_preview's white gaps take the background
+    img[top:top + tiles.shape[0], left:left + tiles.shape[1]] = np.where(gaps, BG, tiles)
+    th, tw = h * cell, w * cell
+    for i in range(t):  # an outline per tile: unsteered tokens are dark on the dark background
+        r, c = divmod(i, cols)
+        y0, x0 = top + r * (th + 18), left + c * (tw + 18)
+        for ys, xs in (((y0 - 1, y0), (x0 - 1, x0 + tw + 1)), ((y0 + th, y0 + th + 1), (x0 - 1, x0 + tw + 1)),
+                       ((y0, y0 + th), (x0 - 1, x0)), ((y0, y0 + th), (x0 + tw, x0 + tw + 1))):
+            _fill(img, *ys, *xs, FRAME_C)
+    labels = Labels()
+    labels.add(8, 8, f"Steering mask: {t} latent frames of {h} x {w} tokens (what STAS Model Patch steers)", size=12)
+    entries = [(MASK_LEGEND[3], CLASS_COLOURS[TokenClass.INTERIOR] * 0.3)] + \
+        [(CLASS_NAMES[c], CLASS_COLOURS[c]) for c in (TokenClass.TAIL, TokenClass.HEAD, TokenClass.FIRST_FRAME)]
+    _legend(img, labels, width - 12, entries, y=30)
+    x = width - 12 - 8 - int(6.3 * len(MASK_LEGEND[3]))  # outline the dark swatch
+    _fill(img, 25, 26, x - 13, x - 3, FRAME_C)
+    _fill(img, 34, 35, x - 13, x - 3, FRAME_C)
+    _fill(img, 25, 35, x - 13, x - 12, FRAME_C)
+    _fill(img, 25, 35, x - 4, x - 3, FRAME_C)
+    for i in range(t):
+        r, c = divmod(i, cols)
+        labels.add(left + c * (tw + 18), top + r * (th + 18) - 4,
+                   f"latent frame {i}" + (" (first)" if i == 0 else ""), va="b", size=10)
+    labels.add(left, height - 6, f"one tile per latent frame, left to right; in a tile: token rows top to bottom "
+               f"({h}), token columns left to right ({w}); head = first rows, tail = last rows of a frame",
+               va="b", size=10)
+    return labels.render(img, notes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,7 +176,13 @@ class Labels:
     def add(self, x: float, y: float, text: str, colour=FG, ha: str = "l", va: str = "t", size: int = 12) -> None:
         self.items.append((x, y, str(text), np.asarray(colour), ha, va, size))
 
-    def render(self, img: np.ndarray) -> np.ndarray:
+    def texts(self) -> List[str]:
+        return [it[2] for it in self.items]
+
+    def render(self, img: np.ndarray, notes: Optional[List[str]] = None) -> np.ndarray:
+        """The image with the labels drawn; their texts also go to ``notes`` when given (tests read them)."""
+        if notes is not None:
+            notes.extend(self.texts())
         if not self.items:
             return img
         try:
@@ -209,6 +261,18 @@ def _frame_axis(img, labels: Labels, grid, left: int, top: int, pw: int, ph: int
             labels.add(left + (f + 0.5) * pw / t, top + ph + 4, str(f), ha="m", size=11)
 
 
+def _wrap(text: str, width: int) -> List[str]:
+    """``text`` broken at spaces into lines of at most ``width`` characters."""
+    lines, cur = [], ""
+    for word in text.split(" "):
+        if cur and len(cur) + 1 + len(word) > width:
+            lines.append(cur)
+            cur = word
+        else:
+            cur = f"{cur} {word}" if cur else word
+    return lines + ([cur] if cur else [])
+
+
 def _chart(size: Tuple[int, int], top: int):
     """A blank chart: background, plot panel from x=70 to width-16 and from ``top`` to 44 px above
     the bottom (axis labels go there). Returns (img, labels, left, top, pw, ph)."""
@@ -221,27 +285,31 @@ def _chart(size: Tuple[int, int], top: int):
     return img, Labels(), left, top, pw, ph
 
 
-def _legend(img, labels: Labels, x: int, entries) -> None:
-    """Colour swatches and names at the top right, right-aligned at ``x``; entries: (name, colour)."""
+def _legend(img, labels: Labels, x: int, entries, y: int = 16) -> None:
+    """Colour swatches and names at the top right, right-aligned at ``x``, centred on ``y``;
+    entries: (name, colour)."""
     for name, colour in entries:
         x -= 8 + int(6.3 * len(name))
-        _fill(img, 12, 20, x - 12, x - 4, colour)
-        labels.add(x, 16, name, ha="l", va="m", size=11)
+        _fill(img, y - 4, y + 4, x - 12, x - 4, colour)
+        labels.add(x, y, name, ha="l", va="m", size=11)
         x -= 14
 
 
 def token_profile_image(values: np.ndarray, classes: np.ndarray, positions: np.ndarray, grid, title: str = "",
-                        log: bool = False, size: Tuple[int, int] = (1024, 400)) -> np.ndarray:
+                        log: bool = False, size: Tuple[int, int] = (1024, 400), y_label: str = "",
+                        notes: Optional[List[str]] = None) -> np.ndarray:
     """Token-index profile of MA magnitude: one dot per kept token at x = its token index
     (t * H'W' + position), coloured by class (first frame red, head orange, tail blue, interior
     grey), with latent-frame boundaries as vertical lines numbered below.
 
     values, classes: [T, P]; positions: [P] in-frame token index of each kept column.
     Layout: title band 30 px, plot area from x=70 to width-16, frame numbers and axis label
-    in the 44 px under it; legend at the top right.
+    in the 44 px under it; legend at the top right; ``y_label`` (what a value is) above the plot
+    area, which then starts at 46 px.
+    ``notes``: a list that receives the figure's texts.
     """
     width, height = size
-    img, labels, left, top, pw, ph = _chart(size, 30)
+    img, labels, left, top, pw, ph = _chart(size, 46 if y_label else 30)
     t, hh, ww = (int(g) for g in grid)
     n = t * hh * ww
     idx = (np.arange(t)[:, None] * hh * ww + np.asarray(positions)[None, :]).reshape(-1)
@@ -262,11 +330,13 @@ def token_profile_image(values: np.ndarray, classes: np.ndarray, positions: np.n
                                       (TokenClass.INTERIOR, TokenClass.TAIL, TokenClass.HEAD, TokenClass.FIRST_FRAME)])
     labels.add(left + pw / 2, height - 6, "token index (latent frame numbers; lines = frame boundaries)"
                + (", log scale" if log else ""), ha="m", va="b", size=11)
-    return labels.render(img)
+    if y_label:
+        labels.add(left, top - 4, y_label, ha="l", va="b", size=11)
+    return labels.render(img, notes)
 
 
 def frame_heatmaps_image(values: np.ndarray, title: str = "", log: bool = False, max_cols: int = 8,
-                         tile: int = 160) -> np.ndarray:
+                         tile: int = 160, notes: Optional[List[str]] = None) -> np.ndarray:
     """One heatmap per latent frame (kept rows x kept columns of H' x W'), tiles left to right
     in rows of ``max_cols``, frame number above each tile, one shared colour scale with a
     colour bar on the right.  values: [T, R, C] (NaN = not recorded, drawn grey)."""
@@ -299,16 +369,19 @@ def frame_heatmaps_image(values: np.ndarray, title: str = "", log: bool = False,
     labels.add(bx + 15, by0, _fmt(scale.hi), va="m", size=10)
     labels.add(bx + 15, by1, _fmt(scale.lo), va="m", size=10)
     labels.add(8, 8, title)
-    return labels.render(img)
+    return labels.render(img, notes)
 
 
 def hierarchy_image(matrix: np.ndarray, blocks: Sequence[int], steps: Sequence[int], title: str = "",
-                    log: bool = True, scale_values: Optional[np.ndarray] = None) -> np.ndarray:
+                    log: bool = True, scale_values: Optional[np.ndarray] = None, steered_blocks: Sequence[int] = (),
+                    footnotes: Sequence[str] = (), notes: Optional[List[str]] = None) -> np.ndarray:
     """Block x step summary: three panels (first frame, boundary, interior), each a grid of
     cells (rows = recorded blocks, columns = recorded steps) coloured by the group's mean MA
     magnitude on one shared (log) colour scale; colour bar on the right.  matrix: [3, nb, ns].
     ``scale_values``: values the colour scale spans instead of the matrix's own (so that figures
-    of two runs, drawn on the same values, can be compared by eye)."""
+    of two runs, drawn on the same values, can be compared by eye).  ``steered_blocks`` are marked
+    "*" with a note on the residual stream; ``footnotes`` (e.g. the channels shown) are printed
+    under the figure, wrapped to its width; ``notes`` receives the figure's texts."""
     m = np.asarray(matrix, dtype=np.float64)
     _, nb, ns = m.shape
     cw = max(4, min(28, 300 // max(1, ns)))
@@ -316,7 +389,13 @@ def hierarchy_image(matrix: np.ndarray, blocks: Sequence[int], steps: Sequence[i
     pw, ph = ns * cw, nb * ch
     left, top, gap, bar = 64, 48, 24, 70
     width = max(left + 3 * pw + 2 * gap + bar, 420)
-    height = top + ph + 40
+    steered = [b for b in blocks if b in set(steered_blocks)]
+    notes_text = list(footnotes)
+    if steered:
+        notes_text.append(f"* block {', '.join(map(str, steered))}: steered by STAS. The blocks after it carry the "
+                          "steered values on (the residual stream), so they change as much.")
+    lines = [ln for text in notes_text for ln in _wrap(text, max(40, (width - 16) // 6))]
+    height = top + ph + 40 + 15 * len(lines)
     img = np.empty((height, width, 3), dtype=np.float32)
     img[:] = BG
     labels = Labels()
@@ -334,15 +413,18 @@ def hierarchy_image(matrix: np.ndarray, blocks: Sequence[int], steps: Sequence[i
     every = max(1, math.ceil(nb * 14 / max(ph, 1)))
     for i, b in enumerate(blocks):
         if i % every == 0:
-            labels.add(left - 6, top + (i + 0.5) * ch, f"block {b}", ha="r", va="m", size=10)
-    labels.add(left + (3 * pw + 2 * gap) / 2, height - 6, "denoising step", ha="m", va="b", size=11)
+            labels.add(left - 6, top + (i + 0.5) * ch, f"block {b}" + (" *" if b in steered else ""),
+                       ha="r", va="m", size=10)
+    labels.add(left + (3 * pw + 2 * gap) / 2, top + ph + 36, "denoising step", ha="m", va="b", size=11)
+    for k, ln in enumerate(lines):
+        labels.add(8, top + ph + 42 + 15 * k, ln, size=10)
     bx = width - bar + 10
     ramp = colormap(np.linspace(1, 0, max(2, ph)))
     img[top:top + ph, bx:bx + 12] = ramp[:, None, :]
     labels.add(bx + 15, top, _fmt(scale.hi), va="m", size=10)
     labels.add(bx + 15, top + ph, _fmt(scale.lo), va="m", size=10)
     labels.add(8, 8, title)
-    return labels.render(img)
+    return labels.render(img, notes)
 
 
 def hierarchy_comparison_image(runs: Sequence[Tuple[str, np.ndarray, Sequence[int], Sequence[int]]],
@@ -364,7 +446,7 @@ def hierarchy_comparison_image(runs: Sequence[Tuple[str, np.ndarray, Sequence[in
 
 def steering_image(token_idx: Optional[np.ndarray], before: Optional[np.ndarray], after: Optional[np.ndarray],
                    channels: Sequence[int], grid, title: str = "", message: str = "",
-                   size: Tuple[int, int] = (1024, 220)) -> np.ndarray:
+                   size: Tuple[int, int] = (1024, 220), notes: Optional[List[str]] = None) -> np.ndarray:
     """Before vs after steering at the steered tokens: one panel per STAS channel (at most 4),
     x = token index over the whole video (frame lines as in the profile), y = |h|; grey dots
     before, red dots after.  Without data, a panel that says ``message``."""
@@ -375,7 +457,7 @@ def steering_image(token_idx: Optional[np.ndarray], before: Optional[np.ndarray]
         labels = Labels()
         labels.add(8, 8, title)
         labels.add(width / 2, 70, message or "no STAS steering recorded", ha="m", va="m", size=14)
-        return labels.render(img)
+        return labels.render(img, notes)
     ks = min(4, before.shape[1])
     left, right, top, bottom, gap = 70, 16, 44, 44, 22
     ph = ph_total - 60
@@ -406,7 +488,7 @@ def steering_image(token_idx: Optional[np.ndarray], before: Optional[np.ndarray]
     labels.add(x + 82, 16, "after", va="m", size=11)
     labels.add(left + pw / 2, height - 6, "token index of steered tokens (|h|, latent frame numbers below)",
                ha="m", va="b", size=11)
-    return labels.render(img)
+    return labels.render(img, notes)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -97,6 +97,36 @@ def newest_testbed() -> Path | None:
     return max(found)[1] if found else None
 
 
+# Newer frontends than the testbeds ship, installed by scripts/setup.sh into
+# <testbeds>/frontend-<version>/ (pip --target); the browser tests run them on the newest testbed
+# as well, with --front-end-root (tests/test_web_visualizer.py).
+EXTRA_FRONTENDS = ("1.58",)
+EXTRA_FRONTEND_MIN_COMFYUI = (0, 33)
+
+
+def extra_frontend_applies(src: Path | str) -> bool:
+    """Whether the newer frontends are tested on the ComfyUI at ``src`` (the newest supported only:
+    a frontend needs a recent server)."""
+    try:
+        text = (Path(src) / "comfyui_version.py").read_text()
+        return tuple(int(x) for x in text.split("=")[-1].strip().strip("\"'").split(".")[:2]) >= \
+            EXTRA_FRONTEND_MIN_COMFYUI
+    except (OSError, ValueError):
+        return False
+
+
+def extra_frontends(src: Path | str) -> list[tuple[str, Path]]:
+    """[(version, static folder)] of the newer frontends setup installed, for the ComfyUI at ``src``."""
+    if not extra_frontend_applies(src):
+        return []
+    out = []
+    for v in EXTRA_FRONTENDS:
+        static = testbeds_root() / f"frontend-{v}" / "comfyui_frontend_package" / "static"
+        if (static / "index.html").exists():
+            out.append((v, static))
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -219,6 +219,83 @@ NODE_RECT_JS = f"""() => {{
 }}"""
 
 
+CHART_WIDTH_JS = f"""() => {{
+    const c = window.app.graph.getNodeById({VIS_ID}).stasChart;
+    const r = c.canvas.getBoundingClientRect(), root = c.root.getBoundingClientRect();
+    return {{canvas: r.width, canvas_height: r.height, root: root.width, open: c.details.open,
+             summary_height: c.pre.getBoundingClientRect().height}};
+}}"""
+
+
+def resize_node(fp: FrontendPage, width: float) -> str:
+    """Drag the visualizer node's bottom-right corner until the node is ``width`` screen pixels wide,
+    as a user resizes it (LiteGraph: the corner of the node; Vue renderer: its resize handle).
+    Returns how it was resized ('drag', or 'setSize' where the drag moved nothing)."""
+    for _ in range(2):
+        pan_into_view(fp, NODE_RECT_JS, corner=True)
+        r = fp.evaluate(NODE_RECT_JS)
+        x, y = r["x"] + r["width"] - 3, r["y"] + r["height"] - 3
+        fp.mouse.move(x, y)
+        fp.mouse.down()
+        for k in range(1, 6):
+            fp.mouse.move(x + (width - r["width"]) * k / 5, y)
+        fp.mouse.up()
+        time.sleep(0.6)
+        if abs(fp.evaluate(NODE_RECT_JS)["width"] - width) < 12:
+            return "drag"
+    fp.evaluate(f"""(w) => {{
+        const app = window.app, node = app.graph.getNodeById({VIS_ID});
+        node.setSize([w / app.canvas.ds.scale, node.size[1]]);
+        app.graph.setDirtyCanvas(true, true); app.canvas.draw?.(true, true);
+    }}""", width)
+    time.sleep(0.6)
+    return "setSize"
+
+
+def chart_fill(fp: FrontendPage, widths=(560, 1000)) -> list[dict]:
+    """At each node width (screen pixels; resized by dragging), with the summary closed and open:
+    the chart's width against the node's (the test wants >= 90 %)."""
+    out = []
+    details = fp.locator(".stas-chart-details > summary").first
+    summary_js = "() => { const r = document.querySelector('.stas-chart-details > summary').getBoundingClientRect(); " \
+                 "return {x: r.x, y: r.y, width: r.width, height: r.height}; }"
+    for w in widths:
+        how = resize_node(fp, w)
+        for want_open in (False, True):
+            if fp.evaluate(CHART_WIDTH_JS)["open"] != want_open:
+                pan_into_view(fp, summary_js)
+                details.click()
+                time.sleep(0.8)
+            node = fp.evaluate(NODE_RECT_JS)
+            m = fp.evaluate(CHART_WIDTH_JS)
+            out.append({"asked": w, "resized_by": how, "node": node["width"], "open": m["open"],
+                        "canvas": m["canvas"], "canvas_height": m["canvas_height"], "root": m["root"],
+                        "ratio": m["canvas"] / node["width"] if node["width"] else 0.0})
+        pan_into_view(fp, summary_js)
+        details.click()  # closed again for the next size
+        time.sleep(0.5)
+    return out
+
+
+def pan_into_view(fp: FrontendPage, rect_js: str, corner: bool = False) -> None:
+    """Pan the graph canvas so the rectangle ``rect_js`` returns (its bottom-right corner, with
+    ``corner``) lies inside the viewport (Playwright's scrolling cannot move the graph)."""
+    r = fp.evaluate(rect_js)
+    vw, vh = fp.evaluate("() => [window.innerWidth, window.innerHeight]")
+    y = r["y"] + r["height"] if corner else r["y"]
+    x = r["x"] + r["width"] if corner else r["x"]
+    dy = 0 if 80 <= y <= vh - 80 else (vh * 0.6 if corner else vh * 0.4) - y
+    dx = 0 if 80 <= x <= vw - 120 else (vw * 0.7 if corner else 200) - x
+    if dx or dy:
+        fp.evaluate("""([dx, dy]) => {
+            const ds = window.app.canvas.ds;
+            ds.offset = [ds.offset[0] + dx / ds.scale, ds.offset[1] + dy / ds.scale];
+            window.app.graph.setDirtyCanvas(true, true);
+            window.app.canvas.draw?.(true, true);
+        }""", [dx, dy])
+        time.sleep(0.8)
+
+
 def screen_clip(fp: FrontendPage, r: dict, pad: int) -> dict:
     """``r`` grown by ``pad`` and cut to the viewport: a clip Playwright accepts."""
     vw, vh = fp.evaluate("() => [window.innerWidth, window.innerHeight]")
@@ -253,19 +330,42 @@ def sort_templates_a_to_z(fp: FrontendPage) -> bool:
     }""")
 
 
+CARD_JS = """(c) => {
+    const img = c.querySelector('img'), r = c.getBoundingClientRect();
+    return {name: c.dataset.testid.slice('template-workflow-'.length), text: c.innerText,
+            img: img ? img.currentSrc || img.src : null, loaded: img && img.complete ? img.naturalWidth : 0,
+            box: {x: r.x, y: r.y, width: r.width, height: r.height}};
+}"""
+
+
 def open_template_cards(fp: FrontendPage, module: str = "comfyui-stas") -> list[dict]:
-    """Open Browse Templates, pick this pack's section; the cards as the dialog shows them."""
+    """Open Browse Templates, pick this pack's section; the cards as the dialog shows them. Thumbnails
+    load lazily (frontend 1.27 also drops those scrolled out of view): each card's is read while
+    that card is in view; ``box`` is where the card is with the first one in view."""
     fp.evaluate("async () => { await window.app.extensionManager.command.execute('Comfy.BrowseTemplates'); }")
     fp.get_by_text(module, exact=True).first.click(timeout=30_000)
     cards = fp.locator('[data-testid^="template-workflow-"]')
     cards.first.wait_for(state="visible", timeout=30_000)
-    time.sleep(2.0)  # thumbnails load lazily
-    return fp.evaluate("""() => [...document.querySelectorAll('[data-testid^="template-workflow-"]')].map(c => {
-        const img = c.querySelector('img'), r = c.getBoundingClientRect();
-        return {name: c.dataset.testid.slice('template-workflow-'.length), text: c.innerText,
-                img: img ? img.currentSrc || img.src : null, loaded: img ? img.naturalWidth : 0,
-                box: {x: r.x, y: r.y, width: r.width, height: r.height}};
-    })""")
+    seen = {}
+    for i in range(cards.count()):
+        card = cards.nth(i)
+        card.scroll_into_view_if_needed(timeout=10_000)
+        try:
+            card.locator("img").first.evaluate(
+                "(img) => new Promise(ok => { if (img.complete && img.naturalWidth) ok(); else "
+                "{ img.addEventListener('load', ok, {once: true}); setTimeout(ok, 10000); } })")
+        except Exception:  # noqa: BLE001: no img yet; the test names the card whose thumbnail did not load
+            time.sleep(1.0)
+        info = card.evaluate(CARD_JS)
+        seen[info["name"]] = info
+    cards.first.scroll_into_view_if_needed(timeout=10_000)
+    time.sleep(0.5)
+    out = []
+    for c in fp.evaluate(f"""() => [...document.querySelectorAll('[data-testid^="template-workflow-"]')]
+                             .map({CARD_JS})"""):
+        first = seen.get(c["name"], c)
+        out.append({**c, "img": first["img"] or c["img"], "loaded": max(first["loaded"], c["loaded"])})
+    return out
 
 
 def cards_screenshot(fp: FrontendPage, cards: list[dict], path: Path) -> None:

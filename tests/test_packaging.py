@@ -221,12 +221,13 @@ def _table_rows(md: str, section: str) -> list[str]:
 
 
 def test_readme_troubleshooting_rows_are_docs_rows():
-    """README keeps five rows of docs/troubleshooting.md, word for word."""
+    """README's five troubleshooting rows are docs/troubleshooting.md's (tools/node_reference.py's
+    README_ROWS), word for word; tests/test_errors.py checks those rows against the errors raised."""
+    from tools.node_reference import readme_rows, readme_troubleshooting
     rows = _table_rows(README, "Troubleshooting")
-    full = (ROOT / "docs" / "troubleshooting.md").read_text().splitlines()
-    assert len(rows) == 5, rows
-    missing = [r for r in rows if r not in full]
-    assert not missing, f"README's troubleshooting rows not in docs/troubleshooting.md: {missing}"
+    assert rows == readme_rows() and len(rows) == 5, rows
+    assert rows == readme_troubleshooting(), \
+        "README's troubleshooting rows are stale: run python3 tools/node_reference.py --comfyui <ComfyUI> --write"
 
 
 def test_readme_cites_the_paper():

@@ -6,7 +6,9 @@ default and tooltip in the docs is exactly what the nodes declare. One rendering
 - web/docs/<NodeId>.md, one page per node: ComfyUI's frontend fetches
   ``/extensions/<pack>/docs/<NodeId>.md`` from the pack's WEB_DIRECTORY and shows it as the node's help.
 
-tests/test_packaging.py checks both against a live server on every testbed.
+tests/test_packaging.py checks both against a live server on every testbed. --write also copies
+README's troubleshooting rows from docs/troubleshooting.md (README_ROWS picks them; the messages
+themselves are checked against the errors the pack raises by tests/test_errors.py).
 
     python3 tools/node_reference.py --comfyui /path/to/ComfyUI [--python /path/to/python] [--write]
 
@@ -24,6 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 NODES_MD = ROOT / "docs" / "nodes.md"
 WEB_DOCS = ROOT / "web" / "docs"
 START, END = "<!-- node-reference:start -->", "<!-- node-reference:end -->"
+README = ROOT / "README.md"
+TROUBLESHOOTING_MD = ROOT / "docs" / "troubleshooting.md"
+# The rows of docs/troubleshooting.md README shows (a row whose first cell holds the key), in this order.
+README_ROWS = ("does not support <X> models", "blocks: block N does not exist",
+               "STAS Model Patch: the sampler got a latent", "will steer nothing in this run",
+               "no channel reached the threshold")
 PACK_MODULE = "custom_nodes.comfyui-stas"
 URLS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]
 
@@ -101,6 +109,35 @@ def web_pages() -> dict[str, str]:
     return {f.stem: f.read_text() for f in sorted(WEB_DOCS.glob("*.md"))}
 
 
+def readme_troubleshooting() -> list[str]:
+    """README's troubleshooting rows, as docs/troubleshooting.md words them."""
+    rows = [ln for ln in TROUBLESHOOTING_MD.read_text().splitlines() if ln.startswith("| ")]
+    out = []
+    for key in README_ROWS:
+        found = [ln for ln in rows if key in ln.split(" | ", 1)[0]]
+        if len(found) != 1:
+            raise SystemExit(f"README_ROWS key {key!r} matches {len(found)} rows of {TROUBLESHOOTING_MD}")
+        out.append(found[0])
+    return out
+
+
+def readme_rows(text: str | None = None) -> list[str]:
+    """The rows of README's troubleshooting table now."""
+    body = (README.read_text() if text is None else text).split("## Troubleshooting", 1)[1].split("\n## ", 1)[0]
+    return [ln for ln in body.splitlines() if ln.startswith("| ") and not ln.startswith("| message starts with")]
+
+
+def write_readme_troubleshooting() -> None:
+    text = README.read_text()
+    old = readme_rows(text)
+    new = readme_troubleshooting()
+    if old != new:
+        block = "\n".join(old)
+        assert text.count(block) == 1, "README's troubleshooting rows are not one block"
+        README.write_text(text.replace(block, "\n".join(new)))
+        print(f"updated {README}'s troubleshooting rows")
+
+
 def write(object_info: dict) -> None:
     text = NODES_MD.read_text()
     head, rest = text.split(START, 1)
@@ -115,6 +152,7 @@ def write(object_info: dict) -> None:
     for node_id, page in pages.items():
         (WEB_DOCS / f"{node_id}.md").write_text(page)
     print(f"wrote {len(pages)} help pages to {WEB_DOCS}")
+    write_readme_troubleshooting()
 
 
 def main() -> int:

@@ -96,6 +96,7 @@ class StasChart {
     // the summary stays inside the node: the node grows to hold it (and shrinks back when closed)
     this.details.addEventListener("toggle", () => this.fitNode());
     const sum = document.createElement("summary");
+    this.sum = sum;
     sum.textContent = "summary";
     sum.style.cursor = "pointer";
     this.pre = document.createElement("pre");
@@ -121,14 +122,18 @@ class StasChart {
     return CHART_H + 70 + (this.details.open ? SUMMARY_H : 0);
   }
 
-  // Size the node so the widget's minimum height fits (LiteGraph does not grow a node on its own
-  // when a DOM widget's content grows); the Vue renderer sizes nodes to their content itself.
+  // The open summary gets room of its own: LiteGraph does not grow a node when a DOM widget's
+  // content grows (the chart would shrink), so the node grows by the summary's height; the Vue
+  // renderer sizes nodes to their content itself. Closing it gives the room back.
   fitNode() {
     const node = this.node;
     const want = node.computeSize?.()[1] ?? 0;
     if (this.details.open) {
-      this.grownBy = Math.max(0, want - node.size[1]);
-      if (this.grownBy) node.setSize?.([node.size[0], want]);
+      const vue = !!this.root.closest?.("[data-node-id]");
+      const extra = vue ? 0 : Math.max(0, this.details.offsetHeight - this.sum.offsetHeight);
+      const target = Math.max(want, node.size[1] + extra);
+      this.grownBy = Math.max(0, target - node.size[1]);
+      if (this.grownBy) node.setSize?.([node.size[0], target]);
     } else if (this.grownBy) {
       node.setSize?.([node.size[0], Math.max(want, node.size[1] - this.grownBy)]);
       this.grownBy = 0;
@@ -153,9 +158,12 @@ class StasChart {
         for (const c of d.cols) { token[i] = t * H * W + r * W + c; row[i] = r; col[i] = c; i++; }
     this.data = { ...d, T, H, W, P, token, row, col };
     this.frame = null;
-    const ch = d.channel === "max" ? "max over MA channels" : "channel " + d.channel;
+    const ch = d.channel === "max"
+      ? "max |h| over channels " + (Array.isArray(d.channels) && d.channels.length ? d.channels.join(", ") : "recorded")
+      : "|h| of channel " + d.channel;
     this.title.textContent = `${d.family} ${d.model}: block ${d.block}, step ${d.step} (sigma ${fmt(d.sigma)}), ` +
       `${d.prompt}, sample ${d.sample}, ${ch}${d.view ? ", " + d.view : ""}`;
+    this.title.title = this.title.textContent; // the whole line on hover where the node is narrow
     this.pre.textContent = d.summary || "";
     this.root.dataset.points = String(T * P);
     this.root.dataset.frames = String(T);
