@@ -1,6 +1,7 @@
 """Load MA Profile: a saved massive-activation profile -> STAS_PROFILE for STAS Model Patch."""
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from comfy_api.latest import io
@@ -69,5 +70,7 @@ class LoadMAProfile(io.ComfyNode):
         except ValueError as e:
             raise ValueError(f"Load MA Profile: {e}") from None
         except Exception as e:  # not a safetensors file at all
-            raise ValueError(f"Load MA Profile: cannot read {path}: {type(e).__name__}: {e}") from None
+            raise ValueError(f"Load MA Profile: cannot read {path}: {type(e).__name__}: {e}. Save the profile again "
+                             "with Save MA Profile, or pick another.") from None
+        prof = dataclasses.replace(prof, info={**prof.info, "file": profile_name})  # named when a model refuses it
         return io.NodeOutput(prof, prof.describe())

@@ -22,6 +22,8 @@ from .guiders import ALL_ROLES, DEFAULT, NEGATIVE, POSITIVE, GuiderPasses, passe
 from .hooks import STEER_OBSERVERS, PerDevice, Plan
 
 log = logging.getLogger("comfyui-stas")
+FEW_STEPS = 8
+"""Runs of at most this many steps (step-distilled graphs) get a console line naming the steps STAS steers."""
 
 
 @dataclass(eq=False)
@@ -227,6 +229,9 @@ class StasPlan(Plan):
             log.warning("%s may not steer the pass you mean in this run: %s.", plan.label, "; ".join(unsure + part))
         elif part:
             log.info("%s will steer only in part in this run: %s.", plan.label, "; ".join(part))
+        if 0 < k < n <= FEW_STEPS and not nothing:  # distilled graphs: which of so few steps (docs/compatibility.md)
+            log.info("%s steers step(s) %s of %d (window %s).", plan.label,
+                     ", ".join(str(i + 1) for i in range(n) if run.window.contains(s[i])), n, run.window.describe())
 
     def report_detection(self, run: RunState) -> None:
         """After a run with auto channels, log which channels detection chose, and warn when a

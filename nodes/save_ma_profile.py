@@ -8,6 +8,7 @@ import re
 from comfy_api.latest import io
 
 from ..stas_core.stats import profile_from_run
+from .fingerprint import node_model_file
 from .load_ma_profile import profile_folders
 from .types import StasProfile, StasRecording
 
@@ -36,6 +37,7 @@ class SaveMAProfile(io.ComfyNode):
                 StasProfile.Output(display_name="profile", tooltip="The saved profile, for STAS Model Patch's profile input."),
                 io.String.Output(display_name="info", tooltip="Where it was saved, and its blocks and channels."),
             ],
+            hidden=[io.Hidden.prompt, io.Hidden.unique_id],
         )
 
     @classmethod
@@ -52,9 +54,12 @@ class SaveMAProfile(io.ComfyNode):
         except ValueError as e:
             raise ValueError(f"Save MA Profile: {e}") from None
         lay = run.layout
-        prof = dataclasses.replace(prof, info={"model": lay.model, "threshold": f"{threshold:g}", "steps": str(list(run.recorded_steps())),
-                                             "latent": "x".join(map(str, lay.latent_shape))},
-                                   fingerprint=recording.model_fingerprint)
+        info = {"model": lay.model, "threshold": f"{threshold:g}", "steps": str(list(run.recorded_steps())),
+                "latent": "x".join(map(str, lay.latent_shape))}
+        ckpt = node_model_file(cls)
+        if ckpt:
+            info["checkpoint"] = ckpt  # named when a model refuses the profile
+        prof = dataclasses.replace(prof, info=info, fingerprint=recording.model_fingerprint)
         folder = profile_folders()[0]
         path = os.path.join(folder, name + ".safetensors")
         if os.path.exists(path) and not overwrite:

@@ -9,18 +9,19 @@ from ..stas_core.channels import MAX_CHANNELS, parse_channels
 from ..stas_core.layout import BoundarySpec
 from ..stas_core.schedule import SigmaWindow
 from .families import family_of, select_blocks
-from .fingerprint import model_fingerprint
+from .fingerprint import model_fingerprint, node_model_file
 from .guiders import PROMPTS
 from .patching import StasPlan
 from .types import StasMask, StasProfile, named_errors
 
 log = logging.getLogger("comfyui-stas")
 
-def check_profile(profile, model, family: str, hidden: int, n_blocks: int, blocks) -> None:
-    """Refuse a profile of another model; say (once, in the log) what is only partly checked or borrowed."""
+def check_profile(profile, model, family: str, hidden: int, n_blocks: int, blocks, source=None) -> None:
+    """Refuse a profile of another model (``source``: the model's file, for the message); say (once, in the log)
+    what is only partly checked or borrowed."""
     try:
         profile.check_model(family, hidden, n_blocks,
-                            model_fingerprint(model) if profile.fingerprint is not None else None)
+                            model_fingerprint(model) if profile.fingerprint is not None else None, source)
     except ValueError as e:
         raise ValueError(f"STAS Model Patch: {e}") from None
     most = max(len(profile.channels_for(b) or ()) for b in blocks)
@@ -74,7 +75,7 @@ class StasModelPatch(io.ComfyNode):
                                   tooltip="MA profile from Load MA Profile whose calibrated channels replace auto detection (channels must stay 'auto')."),
             ],
             outputs=[io.Model.Output(tooltip="The patched clone; bypass or remove this node to sample unsteered.")],
-            hidden=[io.Hidden.unique_id],
+            hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )
 
     @classmethod
@@ -91,7 +92,8 @@ class StasModelPatch(io.ComfyNode):
                 if not sel.auto:
                     raise ValueError("STAS Model Patch: both a profile and an explicit channel list are given. "
                                      "Set channels to 'auto' to use the profile, or disconnect the profile.")
-                check_profile(profile, model, fam.name, hidden, len(fam.blocks(dm)), [r.flat for r in refs])
+                check_profile(profile, model, fam.name, hidden, len(fam.blocks(dm)), [r.flat for r in refs],
+                              node_model_file(cls))
             if apply_to not in PROMPTS:
                 raise ValueError(f"STAS Model Patch: apply_to must be one of {list(PROMPTS)}, got {apply_to!r}.")
             if not 0.0 <= blend <= 1.0 or alpha < 0.0:

@@ -35,8 +35,18 @@ build_torch_layer() {
   [ -f "$LAYER/.stamp" ] && [ "$(cat "$LAYER/.stamp")" = "$TORCH_PINS" ] && return 0
   echo "== torch for every testbed: $TORCH_PINS -> $LAYER"
   rm -rf "$LAYER" "$LAYER.tmp"
+  local index=(--extra-index-url "$TORCH_CPU_INDEX")
+  if ! "$PY" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1].rstrip('/') + '/torch/', timeout=15)" \
+      "$TORCH_CPU_INDEX" 2>/dev/null; then
+    index=()
+    if ! { command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; }; then
+      # PyPI has CUDA builds only of torch / torchvision / torchaudio for Linux x86_64: ComfyUI needs all three.
+      [ "${STAS_REQUIRE_CPU_TORCH:-0}" = 1 ] && fail "no NVIDIA GPU here and $TORCH_CPU_INDEX is unreachable, so only CUDA builds of torch could be installed (STAS_REQUIRE_CPU_TORCH=1); set STAS_TORCH_INDEX to a reachable CPU index or mirror"
+      echo "== WARNING: no NVIDIA GPU, but the CPU index $TORCH_CPU_INDEX is unreachable: pip takes PyPI's torch, a CUDA build (about 6.7 GB with its nvidia-* libraries). STAS_TORCH_INDEX=<a CPU index or mirror> avoids it; STAS_REQUIRE_CPU_TORCH=1 stops here instead."
+    fi
+  fi
   # shellcheck disable=SC2086
-  if ! "$PY" -m pip install -q --no-compile --target "$LAYER.tmp" --extra-index-url "$TORCH_CPU_INDEX" \
+  if ! "$PY" -m pip install -q --no-compile --target "$LAYER.tmp" "${index[@]}" \
       --timeout 30 --retries 1 $TORCH_PINS 2>&1 | quiet; then
     fail "pip could not install $TORCH_PINS (see above; STAS_TORCH_PINS picks other versions)"
   fi

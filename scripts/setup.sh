@@ -12,6 +12,30 @@ source scripts/testbeds.sh
 PY=${PYTHON:-python3}
 quiet() { grep -v -e 'is ignored' -e "Running pip as the 'root' user" || true; }
 
+# -- prerequisites (issue 23): everything set-up needs is checked before anything is installed.
+need() { echo "setup: $*" >&2; exit 1; }
+"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null \
+  || need "$PY is missing or older than Python 3.10 (set PYTHON to a python3.10+)"
+"$PY" -m pip --version >/dev/null 2>&1 || need "$PY has no pip (Debian: apt-get install python3-pip)"
+if [ -z "${COMFYUI_PATH:-}" ] && [ "${STAS_BUILD_TESTBEDS:-1}" != 0 ]; then
+  "$PY" -c 'import venv, ensurepip' 2>/dev/null || need "$PY cannot make virtual environments (Debian: apt-get install python3-venv)"
+  unbuilt=()
+  for v in "${TESTBED_VERSIONS[@]}"; do [ -f "$(testbeds_root)/comfyui-$v/.stamp" ] || unbuilt+=("$v"); done
+  if [ -n "${STAS_COMFYUI_ARCHIVES:-}" ]; then
+    lacking=()
+    for v in "${unbuilt[@]}"; do [ -f "$STAS_COMFYUI_ARCHIVES/ComfyUI-$v.tar.gz" ] || lacking+=("ComfyUI-$v.tar.gz"); done
+    [ "${#lacking[@]}" = 0 ] || need "STAS_COMFYUI_ARCHIVES=$STAS_COMFYUI_ARCHIVES lacks ${lacking[*]} (unset it to clone from GitHub instead); nothing was installed"
+  elif [ "${#unbuilt[@]}" -gt 0 ]; then
+    command -v git >/dev/null || need "ComfyUI ${unbuilt[*]} must be cloned, but git is missing (or set STAS_COMFYUI_ARCHIVES to a folder of ComfyUI-<version>.tar.gz); nothing was installed"
+  fi
+  if [ "${#unbuilt[@]}" -gt 0 ]; then
+    free_dir=$(testbeds_root); while [ ! -d "$free_dir" ]; do free_dir=$(dirname "$free_dir"); done
+    free_gb=$(df -Pk "$free_dir" | awk 'NR == 2 {print int($4 / 1048576)}')
+    [ "${free_gb:-0}" -ge "${STAS_MIN_FREE_GB:-12}" ] \
+      || need "$(testbeds_root) has ${free_gb} GB free; building ComfyUI ${unbuilt[*]} needs about ${STAS_MIN_FREE_GB:-12} GB (STAS_TESTBEDS picks another place); nothing was installed"
+  fi
+fi
+
 echo "== python test dependencies -> $($PY -c 'import sys; print(sys.executable)')"
 "$PY" -m pip install -q -r requirements-dev.txt 2>&1 | quiet
 if ! "$PY" -c "import torch" 2>/dev/null; then
@@ -44,6 +68,27 @@ while IFS=$'\t' read -r name src tpy; do
   "$tpy" -c "import pytest, playwright" 2>/dev/null || "$tpy" -m pip install -q pytest playwright 2>&1 | quiet
 done < <(find_testbeds)
 [ "$found" = 1 ] || echo "== no ComfyUI testbed: $(no_testbed_reason); integration tests will skip"
+
+# -- ComfyUI-GGUF (issue 19): unpacked from $STAS_THIRDPARTY/ComfyUI-GGUF-<commit>.tar.gz (default
+# -- ../shared/thirdparty beside the checkout, as .ci/run finds ../shared/comfyui) into each testbed's
+# -- src/custom_nodes/, and `gguf` into its venv. Never into a ComfyUI of your own ($COMFYUI_PATH).
+gguf_archive=$(ls "${STAS_THIRDPARTY:-../shared/thirdparty}"/ComfyUI-GGUF-*.tar.gz 2>/dev/null | sort | tail -n 1 || true)
+if [ -n "${COMFYUI_PATH:-}" ]; then
+  echo "== ComfyUI-GGUF: not installed into COMFYUI_PATH (its tests run if $COMFYUI_PATH/custom_nodes/ComfyUI-GGUF exists)"
+elif [ -z "$gguf_archive" ]; then
+  echo "== ComfyUI-GGUF: no ComfyUI-GGUF-*.tar.gz in ${STAS_THIRDPARTY:-../shared/thirdparty} (set STAS_THIRDPARTY): its tests will skip (fail under CI)"
+else
+  while IFS=$'\t' read -r name src tpy; do
+    [ -n "$name" ] || continue
+    dest="$src/custom_nodes/ComfyUI-GGUF"
+    if [ "$(cat "$dest/.stas-archive" 2>/dev/null)" != "$(basename "$gguf_archive")" ]; then
+      echo "== testbed $name: ComfyUI-GGUF <- $gguf_archive"
+      rm -rf "$dest" && mkdir -p "$src/custom_nodes" && tar -xzf "$gguf_archive" -C "$src/custom_nodes" \
+        && basename "$gguf_archive" > "$dest/.stas-archive" || echo "== testbed $name: could not unpack $gguf_archive"
+    fi
+    "$tpy" -c "import gguf" 2>/dev/null || "$tpy" -m pip install -q 'gguf>=0.13.0' 2>&1 | quiet
+  done < <(find_testbeds)
+fi
 
 # -- newer frontend (issue 23): the browser tests also run comfyui-frontend-package 1.58 on the
 # -- newest testbed (--front-end-root; stas_harness/server.py EXTRA_FRONTENDS); wheel only, no deps.

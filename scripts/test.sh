@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command (README "Tests"; .ci/run runs exactly this).
+# The test command (README "Tests"; .ci/run runs exactly this). Outside CI it is the everyday run: the newest
+# testbed only and `-m "not slow"`; CI=true or STAS_FULL=1 runs the full matrix (every testbed, every test).
 #   1. unit tests with python3 (or $PYTHON); tests that need ComfyUI skip there;
 #   2. the whole suite, integration tests included, on every ComfyUI testbed found
 #      ($COMFYUI_PATH, else ${STAS_TESTBEDS:-~/.cache/comfyui-stas/testbeds}/comfyui-*; see testbeds.sh).
@@ -39,6 +40,15 @@ run() {  # run LABEL PYTHON [env...]: one pytest run, recorded in the summary wi
 mapfile -t TESTBEDS < <(find_testbeds)
 testbeds=${#TESTBEDS[@]}
 
+# The everyday run: the newest testbed only, and no test marked slow (an -m of your own replaces that). CI
+# (CI=true, STAS_REQUIRE_TESTBEDS=1) and STAS_FULL=1 run the full matrix: every testbed, every test.
+everyday=0
+if [ "$strict" = 0 ] && [ "${STAS_FULL:-0}" != 1 ]; then
+  everyday=1
+  [[ " $* " == *" -m"* ]] || set -- -m "not slow" "$@"
+  if [ "$testbeds" -gt 1 ]; then TESTBEDS=("${TESTBEDS[-1]}"); fi   # find_testbeds lists the oldest first
+fi
+
 PYTEST_ARGS=("$@")
 if [ "$testbeds" -gt 0 ]; then
   PYTEST_ARGS=(-rfE "$@")  # the tests that need ComfyUI skip here and run on the testbeds below
@@ -59,11 +69,14 @@ done
 echo
 echo "================ summary ================"
 printf '%s\n' "${summary[@]}"
+if [ "$everyday" = 1 ]; then
+  echo "everyday run: the newest testbed only$([[ " $* " == *" -m not slow "* ]] && echo ", tests marked slow left out") (STAS_FULL=1 bash scripts/test.sh runs every testbed and every test, as CI does)"
+fi
 if [ "$testbeds" = 0 ]; then
   echo "INTEGRATION TESTS SKIPPED: $(no_testbed_reason)."
   echo "  Run 'bash scripts/setup.sh' to build them, or point COMFYUI_PATH at a ComfyUI checkout (README, 'Tests')."
 else
-  echo "ran the real-ComfyUI integration tests on $testbeds testbed(s): ComfyUI ${tested[*]}"
+  echo "ran the real-ComfyUI integration tests on ${#tested[@]} testbed(s): ComfyUI ${tested[*]}"
 fi
 if [ "$strict" = 1 ]; then
   for need in "${TESTBED_VERSIONS[0]}" "${TESTBED_VERSIONS[-1]}"; do

@@ -120,11 +120,17 @@ class MAProfile:
     fingerprint: Optional[ModelFingerprint] = field(default=None, compare=False)  # None: saved before fingerprints
 
     def check_model(self, family: str, hidden_size: int, n_blocks: int,
-                    fingerprint: Optional[ModelFingerprint] = None) -> None:
-        """Raise ValueError when this profile was made for a different model.  A profile without a
-        fingerprint (older files) is checked by family, hidden size and block count only."""
-        fix = ("Record a profile of this model (MA Recorder -> sampler -> Save MA Profile), or disconnect the "
-               "profile.")
+                    fingerprint: Optional[ModelFingerprint] = None, model_file: Optional[str] = None) -> None:
+        """Raise ValueError when this profile was made for a different model (``model_file``: the file that model was
+        loaded from, for the message).  A profile without a fingerprint (older files) is checked by family, hidden
+        size and block count only."""
+        src, ckpt = self.info.get("file"), self.info.get("checkpoint")
+        files = (f" The profile {src!r} was recorded on " if src else " The profile was recorded on ") + \
+            (repr(ckpt) if ckpt else f"a {self.info.get('model', family)} model") + \
+            (f"; this model was loaded from {model_file!r}." if model_file else ".")
+        fix = ("Record a profile of this model (MA Recorder -> sampler -> Save MA Profile, with the model loaded as it "
+               "is here: a GGUF or fp8 copy of the profile's own checkpoint is accepted, a copy of another is not), or "
+               "disconnect the profile." + (files if src or ckpt or model_file else ""))
         if (family, hidden_size, n_blocks) != (self.family, self.hidden_size, self.n_blocks):
             raise ValueError(
                 f"profile: made for a {self.family} model with hidden size {self.hidden_size} and "

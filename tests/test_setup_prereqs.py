@@ -1,0 +1,50 @@
+"""scripts/setup.sh and build_testbeds.sh on a machine that lacks something: they say what before installing
+anything, and a CPU-only machine can refuse a CUDA build of torch (STAS_REQUIRE_CPU_TORCH=1)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# ComfyUI plays no part here: run once, in scripts/test.sh's unit-test run, not again on every testbed.
+pytestmark = pytest.mark.skipif(bool(os.environ.get("COMFYUI_PATH")), reason="script tests run in the unit-test run")
+
+
+def _env(tmp_path, **extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("COMFYUI_PATH", "COMFYUI_PYTHON", "STAS_REQUIRE_ENV")}
+    env.update(STAS_TESTBEDS=str(tmp_path / "testbeds"), PYTHONDONTWRITEBYTECODE="1", **extra)
+    return env
+
+
+def test_setup_checks_prerequisites_before_installing_anything(tmp_path):
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    r = subprocess.run(["bash", "scripts/setup.sh"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                       env=_env(tmp_path, STAS_COMFYUI_ARCHIVES=str(archives)))
+    assert r.returncode == 1, r.stdout + r.stderr
+    for v in ("0.3.64", "0.8.0", "0.33.0"):
+        assert f"ComfyUI-{v}.tar.gz" in r.stderr, r.stderr
+    assert "nothing was installed" in r.stderr
+    assert "== python test dependencies" not in r.stdout and "chromium" not in r.stdout.lower()
+    assert not (tmp_path / "testbeds").exists()
+
+    r = subprocess.run(["bash", "scripts/setup.sh"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                       env=_env(tmp_path, STAS_COMFYUI_ARCHIVES=str(archives), STAS_MIN_FREE_GB="999999999"))
+    assert r.returncode == 1 and "nothing was installed" in r.stderr
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine has an NVIDIA GPU")
+def test_cpu_only_machine_can_refuse_a_cuda_torch(tmp_path):
+    comfy = os.environ.get("STAS_COMFYUI_ARCHIVES") or str(ROOT.parent / "shared" / "comfyui")
+    if not Path(comfy, "ComfyUI-0.33.0.tar.gz").exists():
+        pytest.skip(f"no ComfyUI-0.33.0.tar.gz in {comfy}")
+    r = subprocess.run(["bash", "scripts/build_testbeds.sh", "0.33.0"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60, env=_env(tmp_path, STAS_COMFYUI_ARCHIVES=comfy, STAS_REQUIRE_CPU_TORCH="1",
+                                            STAS_TORCH_INDEX="http://127.0.0.1:9/whl/cpu"))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "only CUDA builds of torch could be installed" in r.stderr and "STAS_TORCH_INDEX" in r.stderr
+    assert not any((tmp_path / "testbeds").glob("torch-*/torch")), "torch was installed"
