@@ -140,7 +140,8 @@ class OuterSample(Shared):
         plan, guider = self.plan, executor.class_obj
         noise = args[0] if args else kwargs["noise"]
         sigmas = args[3] if len(args) > 3 else kwargs.get("sigmas")
-        dm, shape = guider.model_patcher.model.diffusion_model, plan.family.latent_shape(noise.shape, kwargs.get("latent_shapes"))
+        dm = guider.model_patcher.model.diffusion_model
+        shape = plan.family.latent_shape(noise.shape, kwargs.get("latent_shapes"))
         plan.validate_latent(dm, shape)
         run = plan.start_run(guider, dm, shape, sigmas)
         orig = guider.model_options
@@ -210,8 +211,8 @@ class BlockForwardPatch(Shared):
             out = self.inner(*args, **kwargs)
         else:
             if ctx is None:
-                raise RuntimeError(f"{self.plan.node_name}: a patched {self.plan.family.name} block ran outside ComfyUI's apply_model; "
-                                   "run the model through a ComfyUI sampler.")
+                raise RuntimeError(f"{self.plan.node_name}: a patched {self.plan.family.name} block ran outside ComfyUI's "
+                                   "apply_model; run the model through a ComfyUI sampler.")
             block = self.plan.family.block_module(ctx.diffusion_model, self.ref)
             out = type(block).forward(block, *args, **kwargs)
         if ctx is not None and ctx.steer:
