@@ -151,7 +151,7 @@ def test_in_node_chart(vis_server, browser, renderer, tmp_path):  # noqa: F811
 
 
 def test_template_cards(vis_server, browser, tmp_path):  # noqa: F811
-    """Browse Templates lists the six example workflows under comfyui-stas, each card titled with
+    """Browse Templates lists every example workflow under comfyui-stas, each card titled with
     its file name (all these frontends show of an extension's template) and its thumbnail loaded."""
     fp = open_page(vis_server, browser, vue=False)
     try:

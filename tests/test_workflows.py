@@ -11,7 +11,8 @@
   test-only nodes of tests/comfy_test_nodes; sizes and step counts are shrunk for the CPU.
   LTX-2's checkpoint stand-in holds only the diffusion model (loaded by ComfyUI's checkpoint
   loader); its VAE, audio VAE and Gemma text encoder are test nodes. ComfyUI before 0.8.0 has no
-  LTX-2 nodes: that workflow is skipped there.
+  LTX-2 nodes: that workflow is skipped there. LoRAs are small random LoRAs on the tiny models'
+  keys, applied by ComfyUI's own LoraLoaderModelOnly.
 """
 from __future__ import annotations
 
@@ -36,9 +37,12 @@ OFFICIAL_FILES = {
     "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "clip_l.safetensors", "llava_llama3_fp8_scaled.safetensors",
     "wan_2.1_vae.safetensors", "wan2.2_vae.safetensors", "hunyuan_video_vae_bf16.safetensors",
     "clip_vision_h.safetensors", "ltx-2-19b-dev-fp8.safetensors", "gemma_3_12B_it_fp4_mixed.safetensors",
+    "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors",
+    "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors",
 }
 MODEL_WIDGETS = {"UNETLoader": 0, "CLIPLoader": 0, "VAELoader": 0, "CLIPVisionLoader": 0, "DualCLIPLoader": 1,
-                 "CheckpointLoaderSimple": 0, "LTXVAudioVAELoader": 0, "LTXAVTextEncoderLoader": 1}
+                 "CheckpointLoaderSimple": 0, "LTXVAudioVAELoader": 0, "LTXAVTextEncoderLoader": 1,
+                 "LoraLoaderModelOnly": 0}
 # node type a workflow needs -> the ComfyUI release that brought it (older testbeds skip that workflow)
 NEWER_NODES = {"LTXVEmptyLatentAudio": "LTX-2 nodes (ComfyUI 0.8.0 or later)"}
 # Display widgets some frontends send with the API prompt although they are no node input
@@ -49,9 +53,9 @@ DISPLAY_WIDGETS = {("PreviewAny", "preview"), ("PreviewAny", "previewMode")}
 
 def standin_dirs() -> dict:
     """File name -> models folder, as tools/make_standins.py writes them (an independent oracle)."""
-    from tools.make_standins import CHECKPOINTS, DIFFUSION, LTX2_PLACEHOLDERS, PLACEHOLDERS
-    return {**{n: "diffusion_models" for n in DIFFUSION}, **{n: "checkpoints" for n in CHECKPOINTS}, **PLACEHOLDERS,
-            **LTX2_PLACEHOLDERS}
+    from tools import make_standins as ms
+    return {**{n: "diffusion_models" for n in ms.DIFFUSION}, **{n: "checkpoints" for n in ms.CHECKPOINTS},
+            **ms.PLACEHOLDERS, **ms.LTX2_PLACEHOLDERS, **{n: "loras" for n in ms.LORAS}}
 
 
 def load(name: str) -> dict:
@@ -68,6 +72,7 @@ def test_expected_workflows_exist():
                              "3. Wan 2.1 I2V with STAS", "4. Wan 2.2 TI2V 5B with STAS",
                              "5. Wan 2.2 A14B with STAS", "6. HunyuanVideo with STAS"]
     assert any("LTX-2" in w for w in WORKFLOWS[6:]), WORKFLOWS
+    assert any("4-step LoRA" in w for w in WORKFLOWS[6:]), WORKFLOWS
 
 
 @pytest.mark.parametrize("name", WORKFLOWS)
@@ -146,6 +151,47 @@ def test_ltx2_workflow_mirrors_comfyui_template():
         mine = [n["widgets_values"] for n in ours if n["type"] == node_type]
         theirs = [n["widgets_values"] for n in tpl_nodes if n["type"] == node_type]
         assert mine and all(v in theirs for v in mine), f"{node_type}: {mine}, template: {theirs}"
+
+
+@pytest.mark.integration
+def test_wan22_4step_workflow_mirrors_comfyui_template():
+    """The 4-step workflow is the LoRA path of ComfyUI's own Wan 2.2 14B text-to-video template (its files and
+    download URLs, LoRA strengths, shift, sampler split, latent) with STAS between each expert's shift and sampler."""
+    name = next(w for w in WORKFLOWS if "4-step LoRA" in w)
+    tpl = official_template("video_wan2_2_14B_t2v")
+    tpl_nodes = [n for n in list(tpl["nodes"]) + [n for sg in tpl.get("definitions", {}).get("subgraphs", [])
+                                                  for n in sg["nodes"]] if n.get("mode") != 4]  # 4: bypassed path
+    tpl_models = {(m["name"], m["url"], m["directory"]) for n in tpl_nodes for m in n.get("properties", {}).get("models", [])}
+    wf = load(name)
+    ours = wf["nodes"]
+    our_models = {(m["name"], m["url"], m["directory"]) for n in ours for m in n.get("properties", {}).get("models", [])}
+    loras = {m for m in our_models if m[2] == "loras"}
+    assert len(loras) == 2 and loras <= tpl_models, loras - tpl_models
+    # the same files; the template fetches wan_2.1_vae from the Wan 2.2 repository, ours (as every workflow) from 2.1
+    assert {m[::2] for m in our_models} <= {m[::2] for m in tpl_models}, our_models - tpl_models
+
+    def values(nodes, node_type, pick):
+        return sorted(json.dumps(pick(n["widgets_values"])) for n in nodes if n["type"] == node_type)
+
+    def rounded(v):  # 1 == 1.0 == 1.0000000000000002
+        return [round(float(x), 6) if type(x) in (int, float) else x for x in v]
+
+    def no_seed(v):  # without the seed and its control mode
+        return rounded([x for i, x in enumerate(v) if i not in (1, 2)])
+
+    for node_type, pick in (("LoraLoaderModelOnly", rounded), ("ModelSamplingSD3", rounded),
+                            ("KSamplerAdvanced", no_seed), ("EmptyHunyuanLatentVideo", rounded)):
+        mine, theirs = values(ours, node_type, pick), values(tpl_nodes, node_type, pick)
+        assert len(mine) == {"EmptyHunyuanLatentVideo": 1}.get(node_type, 2) and mine == theirs, \
+            f"{node_type}: {mine}, template: {theirs}"
+    # each expert: UNETLoader -> LoraLoaderModelOnly -> ModelSamplingSD3 -> STAS Model Patch -> KSamplerAdvanced
+    types = {n["id"]: n["type"] for n in ours}
+    feeds = {types[lk[3]]: [] for lk in wf["links"]}
+    for lk in wf["links"]:
+        if lk[5] == "MODEL":
+            feeds[types[lk[3]]].append(types[lk[1]])
+    assert feeds["LoraLoaderModelOnly"] == ["UNETLoader"] * 2 and feeds["ModelSamplingSD3"] == ["LoraLoaderModelOnly"] * 2
+    assert feeds["STASModelPatch"] == ["ModelSamplingSD3"] * 2 and feeds["KSamplerAdvanced"] == ["STASModelPatch"] * 2
 
 
 # -- in the real frontend and server -------------------------------------------------------------
@@ -342,15 +388,21 @@ def test_runs_on_standins(loaded, standins, name):
     saved = [(nid, prompt[nid]["class_type"]) for nid in outputs]
     videos = [p for nid, ct in saved if ct == "SaveVideo" for p in standins.output_files(entry, nid)]
     assert videos and all(p.exists() and p.stat().st_size > 0 for p in videos), f"no video written: {outputs}"
+    with open(standins.log_path, "rb") as f:
+        f.seek(log_start)
+        log = f.read().decode(errors="replace")
     if any(node["class_type"] == "LTXVAudioVAEDecode" for node in prompt.values()):  # LTX-2: sound and picture
         import av
         with av.open(str(videos[0])) as c:
             assert c.streams.video and c.streams.audio, f"{videos[0].name}: the audio track is missing"
         # STAS ran inside the LTX-2 graph: auto detection found the stand-in's planted channel and steered it
-        with open(standins.log_path, "rb") as f:
-            f.seek(log_start)
-            log = f.read().decode(errors="replace")
         assert "auto detection steered channel(s) [77]" in log, log[-3000:]
+    if any(node["class_type"] == "LoraLoaderModelOnly" for node in prompt.values()):  # the 4-step LoRA graph
+        assert "lora key not loaded" not in log, "a LoRA stand-in does not fit its model"
+        # the high-noise expert steers both its steps (1, 2 of 4: inside the default window); the low-noise
+        # expert's STAS says before its first step that its steps (3, 4) lie outside the window
+        assert log.count("auto detection steered channel(s) [77]") == 1, log[-3000:]
+        assert log.count("will steer nothing in this run: none of this run's 2 steps") == 1, log[-3000:]
     for nid, ct in saved:
         if ct == "PreviewImage":
             assert all(p.exists() for p in standins.output_files(entry, nid))

@@ -100,6 +100,10 @@ MODEL_DOWNLOADS = {
     "wan2.2_vae.safetensors": ("vae", _WAN22 + "vae/wan2.2_vae.safetensors"),
     "hunyuan_video_vae_bf16.safetensors": ("vae", _HUNYUAN + "vae/hunyuan_video_vae_bf16.safetensors?download=true"),
     "ltx-2-19b-dev-fp8.safetensors": ("checkpoints", _LTX2 + "ltx-2-19b-dev-fp8.safetensors"),
+    "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors":
+        ("loras", _WAN22 + "loras/wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors"),
+    "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors":
+        ("loras", _WAN22 + "loras/wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors"),
     "gemma_3_12B_it_fp4_mixed.safetensors":
         ("text_encoders", "https://huggingface.co/Comfy-Org/ltx-2/resolve/main/split_files/text_encoders/"
                           "gemma_3_12B_it_fp4_mixed.safetensors"),
@@ -107,7 +111,7 @@ MODEL_DOWNLOADS = {
 MODEL_WIDGETS = {"UNETLoader": ("unet_name",), "CLIPLoader": ("clip_name",), "VAELoader": ("vae_name",),
                  "CLIPVisionLoader": ("clip_name",), "DualCLIPLoader": ("clip_name1", "clip_name2"),
                  "CheckpointLoaderSimple": ("ckpt_name",), "LTXVAudioVAELoader": ("ckpt_name",),
-                 "LTXAVTextEncoderLoader": ("text_encoder", "ckpt_name")}
+                 "LTXAVTextEncoderLoader": ("text_encoder", "ckpt_name"), "LoraLoaderModelOnly": ("lora_name",)}
 
 
 def add_model_downloads(wf: dict) -> dict:
@@ -280,6 +284,53 @@ With the split at step 10 of 20 and end_percent = 0.4, the high-noise expert doe
 
 blocks = middle = block 20 of 40. Bypass both STAS nodes (Ctrl+B) to compare with the same seed.
 """, size=(520, 330))
+    return g
+
+
+def wan22_a14b_4step() -> Graph:
+    """ComfyUI's Wan 2.2 14B text-to-video template (video_wan2_2_14B_t2v) with its LightX2V 4-step LoRAs:
+    UNETLoader -> LoraLoaderModelOnly -> ModelSamplingSD3 (shift 5) per expert, 4 steps, cfg 1; STAS on each."""
+    g = Graph("8. Wan 2.2 A14B 4-step LoRA with STAS",
+              "4-step LoRA, cfg 1: STAS steers steps 1 and 2 of 4, on the high-noise expert.")
+    experts = []
+    for y, which, unet in ((0, "High", "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"),
+                           (150, "Low", "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors")):
+        u = g.add("UNETLoader", (0, y), title=f"{which}-noise expert", unet_name=unet, weight_dtype="default")
+        lo = g.add("LoraLoaderModelOnly", (360, y), title=f"4-step LoRA ({which.lower()} noise)",
+                   lora_name=f"wan2.2_t2v_lightx2v_4steps_lora_v1.1_{which.lower()}_noise.safetensors",
+                   strength_model=1.0)
+        g.link(u, "MODEL", lo, "model")
+        ms = g.add("ModelSamplingSD3", (720, y), shift=5.0)
+        g.link(lo, "MODEL", ms, "model")
+        experts.append(ms)
+    _, pos, neg = wan_text(g, (0, 300), "a paper boat drifting down a rain-soaked cobblestone street, "
+                                        "reflections of neon signs, low camera following the boat")
+    lat = g.add("EmptyHunyuanLatentVideo", (0, 680), width=640, height=640, length=81, batch_size=1)
+    sth = stas(g, (1080, 0), experts[0], title="STAS (high-noise expert)")
+    stl = stas(g, (1080, 420), experts[1], title="STAS (low-noise expert)")
+    g.focus = [sth, stl]
+    common = dict(steps=4, cfg=1.0, sampler_name="euler", scheduler="simple")
+    k1 = g.add("KSamplerAdvanced", (1460, 0), title="Steps 0-2: high-noise expert", add_noise="enable",
+               noise_seed=SEED, control_after_generate="fixed", **common, start_at_step=0, end_at_step=2,
+               return_with_leftover_noise="enable")
+    k2 = g.add("KSamplerAdvanced", (1460, 420), title="Steps 2-4: low-noise expert", add_noise="disable",
+               noise_seed=0, control_after_generate="fixed", **common, start_at_step=2, end_at_step=4,
+               return_with_leftover_noise="disable")
+    for k, st in ((k1, sth), (k2, stl)):
+        g.link(st, "MODEL", k, "model")
+        g.link(pos, "CONDITIONING", k, "positive")
+        g.link(neg, "CONDITIONING", k, "negative")
+    g.link(lat, "LATENT", k1, "latent_image")
+    g.link(k1, "LATENT", k2, "latent_image")
+    vae = g.add("VAELoader", (1460, 860), vae_name="wan_2.1_vae.safetensors")
+    decode_and_save(g, (1820, 0), (k2, "LATENT"), vae, 16, "video/stas_wan22_a14b_4step")
+    g.note((0, 840), """
+Wan 2.2 A14B with the LightX2V 4-step LoRAs (as in ComfyUI's own Wan 2.2 14B text-to-video template): a LoRA on each expert, 4 steps, cfg 1, the high-noise expert runs steps 1-2, the low-noise expert steps 3-4. Each expert gets its own STAS Model Patch with the default settings.
+
+With 4 steps the default window (end_percent = 0.4) holds the steps that start at 0 and 0.25 of denoising: steps 1 and 2, both on the high-noise expert. The low-noise STAS steers nothing (it costs nothing, and says so in the console before its first step). cfg 1 runs only the positive pass, which apply_to = cond steers. Raise end_percent above 0.5 to steer step 3 on the low-noise expert too.
+
+blocks = middle = block 20 of 40. Bypass both STAS nodes (Ctrl+B) to compare with the same seed.
+""", size=(520, 360))
     return g
 
 
@@ -492,7 +543,7 @@ See docs/visualizer.md for how to read the figures.
     return g
 
 
-WORKFLOWS = [wan21_t2v, wan22_ti2v_5b, wan22_a14b, wan21_i2v, hunyuan_t2v, analysis, ltx2_t2v]
+WORKFLOWS = [wan21_t2v, wan22_ti2v_5b, wan22_a14b, wan21_i2v, hunyuan_t2v, analysis, ltx2_t2v, wan22_a14b_4step]
 
 BUILD_JS = """
 async ({nodes, links, groups}) => {

@@ -9,7 +9,8 @@ Run it with the python that runs that ComfyUI: the diffusion models are built fr
 model classes (stas_harness/models.py) and loaded once through ComfyUI's own loader before they are
 saved, so ComfyUI's detection recognises each file as the architecture its name says (Wan 2.1
 T2V / I2V, Wan 2.2 TI2V 5B, Wan 2.2 A14B experts, HunyuanVideo, and LTX-2 as a checkpoint that
-holds only its diffusion model, ComfyUI 0.8.0 or later), only tiny.
+holds only its diffusion model, ComfyUI 0.8.0 or later), only tiny; LoRAs (Wan 2.2 A14B's 4-step
+LoRAs) as small random LoRAs on the matching tiny model's self-attention.
 
 Text encoders, CLIP vision and VAEs have fixed, multi-gigabyte architectures in ComfyUI, so for
 those this writes placeholders unless --full is given: a one-tensor safetensors file under the
@@ -53,6 +54,11 @@ PLACEHOLDERS = {
 }
 # LTX-2's (ComfyUI 0.8.0+); no --full stand-ins for LTX-2 yet (tools/full_standins.py)
 LTX2_PLACEHOLDERS = {"gemma_3_12B_it_fp4_mixed.safetensors": "text_encoders"}
+# LoRAs under loras/: LoRA name -> (the stand-in diffusion model it fits, seed); no --full stand-ins for them yet
+LORAS = {
+    "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors": ("wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", 8),
+    "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors": ("wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", 9),
+}
 MA_CHANNELS = (77,)     # planted massive-activation channel (--plant-ma)
 MA_GAIN = 10000.0
 
@@ -78,6 +84,21 @@ def plant_ma(sd: dict) -> dict:
                 if c < v.shape[0]:
                     v[c] *= MA_GAIN
     return sd
+
+
+def lora_for(sd: dict, seed: int, rank: int = 4) -> dict:
+    """A small LoRA (ComfyUI's lora_up / lora_down / alpha keys) on every block's self-attention projections
+    of the diffusion model whose state dict is ``sd``."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for k, v in sd.items():
+        if ".self_attn." in k and k.endswith(".weight") and v.dim() == 2:
+            mod = "diffusion_model." + k[: -len(".weight")]
+            out[mod + ".lora_up.weight"] = torch.randn(v.shape[0], rank, generator=g) * 0.05
+            out[mod + ".lora_down.weight"] = torch.randn(rank, v.shape[1], generator=g) * 0.05
+            out[mod + ".alpha"] = torch.tensor(float(rank))
+    return out
 
 
 def write_full(src: Path, models: Path, names: list[str], device: str, ma_gain: float) -> list[Path]:
@@ -116,11 +137,15 @@ def write(models: Path, names: list[str], plant: bool) -> list[Path]:
                 sd = {"model.diffusion_model." + k: v for k, v in sd.items()}
                 meta["config"] = json.dumps({"transformer": {**LTXAV_TINY, "num_layers": 2}})
                 path = models / "checkpoints" / name
+        elif name in LORAS:
+            sd = lora_for(build(*DIFFUSION[LORAS[name][0]]), LORAS[name][1])
+            path = models / "loras" / name
         elif name in PLACEHOLDERS or name in LTX2_PLACEHOLDERS:
             sd = {"comfyui_stas_placeholder": torch.zeros(1)}
             path = models / {**PLACEHOLDERS, **LTX2_PLACEHOLDERS}[name] / name
         else:
-            raise SystemExit(f"unknown stand-in {name!r}; known: {sorted([*DIFFUSION, *CHECKPOINTS, *PLACEHOLDERS, *LTX2_PLACEHOLDERS])}")
+            raise SystemExit(f"unknown stand-in {name!r}; known: "
+                             f"{sorted([*DIFFUSION, *CHECKPOINTS, *PLACEHOLDERS, *LTX2_PLACEHOLDERS, *LORAS])}")
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(sd, str(path), metadata=meta)
         out.append(path)
@@ -143,7 +168,8 @@ def main(argv=None) -> int:
     if a.full:
         written = write_full(a.comfyui.resolve(), a.models, a.names or [*DIFFUSION, *PLACEHOLDERS], a.device, a.ma_gain)
     else:
-        written = write(a.models, a.names or [*DIFFUSION, *PLACEHOLDERS, *CHECKPOINTS, *LTX2_PLACEHOLDERS], a.plant_ma)
+        written = write(a.models, a.names or [*DIFFUSION, *PLACEHOLDERS, *CHECKPOINTS, *LTX2_PLACEHOLDERS, *LORAS],
+                        a.plant_ma)
     for p in written:
         print(f"wrote {p} ({p.stat().st_size / 2**20:.1f} MiB)", flush=True)
     return 0
