@@ -249,6 +249,27 @@ Bypass STAS (Ctrl+B) to compare with the same seed.
     return g
 
 
+def two_experts(g: Graph, x: int, models, pos, neg, lat, steps: int, cfg: float, split: int, end: int,
+                prefix: str) -> None:
+    """Wan 2.2 A14B's sampling: KSamplerAdvanced steps 0-``split`` on the high-noise expert's model, the
+    rest (up to ``end``) on the low-noise one's, then decode and save; at canvas x ``x``."""
+    common = dict(steps=steps, cfg=cfg, sampler_name="euler", scheduler="simple")
+    k1 = g.add("KSamplerAdvanced", (x, 0), title=f"Steps 0-{split}: high-noise expert", add_noise="enable",
+               noise_seed=SEED, control_after_generate="fixed", **common, start_at_step=0, end_at_step=split,
+               return_with_leftover_noise="enable")
+    k2 = g.add("KSamplerAdvanced", (x, 420), title=f"Steps {split}-{steps}: low-noise expert", add_noise="disable",
+               noise_seed=0, control_after_generate="fixed", **common, start_at_step=split, end_at_step=end,
+               return_with_leftover_noise="disable")
+    for k, st in zip((k1, k2), models):
+        g.link(st, "MODEL", k, "model")
+        g.link(pos, "CONDITIONING", k, "positive")
+        g.link(neg, "CONDITIONING", k, "negative")
+    g.link(lat, "LATENT", k1, "latent_image")
+    g.link(k1, "LATENT", k2, "latent_image")
+    vae = g.add("VAELoader", (x, 860), vae_name="wan_2.1_vae.safetensors")
+    decode_and_save(g, (x + 360, 0), (k2, "LATENT"), vae, 16, prefix)
+
+
 def wan22_a14b() -> Graph:
     g = Graph("5. Wan 2.2 A14B with STAS",
               "Both experts patched, each steering only the steps it runs.")
@@ -262,21 +283,8 @@ def wan22_a14b() -> Graph:
     sth = stas(g, (820, 0), hi, title="STAS (high-noise expert)")
     stl = stas(g, (820, 420), lo, title="STAS (low-noise expert)")
     g.focus = [sth, stl]
-    common = dict(steps=20, cfg=3.5, sampler_name="euler", scheduler="simple")
-    k1 = g.add("KSamplerAdvanced", (1200, 0), title="Steps 0-10: high-noise expert", add_noise="enable",
-               noise_seed=SEED, control_after_generate="fixed", **common, start_at_step=0, end_at_step=10,
-               return_with_leftover_noise="enable")
-    k2 = g.add("KSamplerAdvanced", (1200, 420), title="Steps 10-20: low-noise expert", add_noise="disable",
-               noise_seed=0, control_after_generate="fixed", **common, start_at_step=10, end_at_step=10000,
-               return_with_leftover_noise="disable")
-    for k, st in ((k1, sth), (k2, stl)):
-        g.link(st, "MODEL", k, "model")
-        g.link(pos, "CONDITIONING", k, "positive")
-        g.link(neg, "CONDITIONING", k, "negative")
-    g.link(lat, "LATENT", k1, "latent_image")
-    g.link(k1, "LATENT", k2, "latent_image")
-    vae = g.add("VAELoader", (1200, 860), vae_name="wan_2.1_vae.safetensors")
-    decode_and_save(g, (1560, 0), (k2, "LATENT"), vae, 16, "video/stas_wan22_a14b")
+    two_experts(g, 1200, (sth, stl), pos, neg, lat, steps=20, cfg=3.5, split=10, end=10000,
+                prefix="video/stas_wan22_a14b")
     g.note((0, 840), """
 Wan 2.2 A14B is two models: the high-noise expert runs the first steps, the low-noise expert the rest. Each expert gets its own STAS Model Patch with the same settings. start/end_percent are fractions of the whole denoising schedule, mapped to sigma by each model, so each STAS steers only the steps its expert actually runs that fall inside the window.
 
@@ -309,21 +317,8 @@ def wan22_a14b_4step() -> Graph:
     sth = stas(g, (1080, 0), experts[0], title="STAS (high-noise expert)")
     stl = stas(g, (1080, 420), experts[1], title="STAS (low-noise expert)")
     g.focus = [sth, stl]
-    common = dict(steps=4, cfg=1.0, sampler_name="euler", scheduler="simple")
-    k1 = g.add("KSamplerAdvanced", (1460, 0), title="Steps 0-2: high-noise expert", add_noise="enable",
-               noise_seed=SEED, control_after_generate="fixed", **common, start_at_step=0, end_at_step=2,
-               return_with_leftover_noise="enable")
-    k2 = g.add("KSamplerAdvanced", (1460, 420), title="Steps 2-4: low-noise expert", add_noise="disable",
-               noise_seed=0, control_after_generate="fixed", **common, start_at_step=2, end_at_step=4,
-               return_with_leftover_noise="disable")
-    for k, st in ((k1, sth), (k2, stl)):
-        g.link(st, "MODEL", k, "model")
-        g.link(pos, "CONDITIONING", k, "positive")
-        g.link(neg, "CONDITIONING", k, "negative")
-    g.link(lat, "LATENT", k1, "latent_image")
-    g.link(k1, "LATENT", k2, "latent_image")
-    vae = g.add("VAELoader", (1460, 860), vae_name="wan_2.1_vae.safetensors")
-    decode_and_save(g, (1820, 0), (k2, "LATENT"), vae, 16, "video/stas_wan22_a14b_4step")
+    two_experts(g, 1460, (sth, stl), pos, neg, lat, steps=4, cfg=1.0, split=2, end=4,
+                prefix="video/stas_wan22_a14b_4step")
     g.note((0, 840), """
 Wan 2.2 A14B with the LightX2V 4-step LoRAs (as in ComfyUI's own Wan 2.2 14B text-to-video template): a LoRA on each expert, 4 steps, cfg 1, the high-noise expert runs steps 1-2, the low-noise expert steps 3-4. Each expert gets its own STAS Model Patch with the default settings.
 
