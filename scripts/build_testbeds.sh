@@ -8,9 +8,10 @@
 #         is set (offline), else a shallow git clone of tag v<version> from GitHub;
 #   venv  python3 -m venv with ComfyUI's own requirements.txt, pytest and playwright. torch,
 #         torchvision and torchaudio come from one shared folder ($(testbeds_root)/torch-*,
-#         linked into every venv by a .pth file), installed once: the CPU builds from the PyTorch
-#         CPU index where that is reachable, else what pip finds ($STAS_TORCH_PINS overrides
-#         the versions).
+#         linked into every venv by a .pth file), installed once from where torch_source
+#         (testbeds.sh) says: never a CUDA build on a machine without an NVIDIA GPU.
+#
+#   bash scripts/build_testbeds.sh --check            where torch would come from; installs nothing
 # A testbed whose stamp matches this recipe is left alone, so a second run takes seconds; a
 # half-built one is rebuilt. A version that cannot be built stops the script, naming it and why.
 set -euo pipefail
@@ -19,41 +20,62 @@ source scripts/testbeds.sh
 
 PY=${PYTHON:-python3}
 ROOT=$(testbeds_root)
-# torch 2.9 is the newest release with a torchaudio on PyPI beside a torchvision (ComfyUI imports all three);
-# numpy < 2.4 because Triton 3.5's CPU interpreter (the kernels' tests) fails on numpy 2.4.
-TORCH_PINS=${STAS_TORCH_PINS:-"torch==2.9.1 torchvision==0.24.1 torchaudio==2.9.1 numpy<2.4"}
-TORCH_CPU_INDEX=${STAS_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}
 REPO_URL=https://github.com/comfyanonymous/ComfyUI.git
-quiet() { grep -v -e 'is ignored' -e "Running pip as the 'root' user" -e '^WARNING: Retrying' || true; }
+quiet() { grep -v -e 'is ignored' -e "Running pip as the 'root' user" -e '^WARNING: Retrying' -e 'already exists. Specify --upgrade' || true; }
 fail() { echo "build_testbeds: $*" >&2; exit 1; }
+
+# With the CPU index (or PyPI on a GPU machine): torch 2.9 is the newest release with a torchaudio beside a
+# torchvision (ComfyUI imports all three). From a CPU wheel: torchvision and torchaudio of PyPI (their Python
+# only) and the triton for the kernels' interpreter tests. numpy < 2.4: Triton 3.5's CPU interpreter fails on 2.4.
+if [ "${1:-}" = --check ]; then
+  src=$(torch_source "$PY") || fail "$(no_cpu_torch_reason)"
+  echo "== torch for the testbeds: $src"; exit 0
+fi
+SOURCE=${STAS_TORCH_SOURCE:-}  # setup.sh passes what its check found
+[ -n "$SOURCE" ] || SOURCE=$(torch_source "$PY") || fail "$(no_cpu_torch_reason)"
+case $SOURCE in
+  cpu-wheel) DEFAULT_PINS="$CPU_TORCH torchvision==0.28.0 torchaudio==2.11.1 triton==3.7.1 pillow numpy<2.4" ;;
+  index|pypi) DEFAULT_PINS="torch==2.9.1 torchvision==0.24.1 torchaudio==2.9.1 numpy<2.4" ;;
+  *) fail "STAS_TORCH_SOURCE=$SOURCE is not one of index, cpu-wheel, pypi (unset it to let set-up choose)" ;;
+esac
+TORCH_PINS=${STAS_TORCH_PINS:-$DEFAULT_PINS}
 
 mkdir -p "$ROOT"
 ROOT=$(cd "$ROOT" && pwd)
-LAYER="$ROOT/torch-$(echo "$TORCH_PINS" | tr -c 'A-Za-z0-9.\n' '_' | tr -s '_' | sed 's/_$//')"
+LAYER="$ROOT/torch-$(echo "$SOURCE $TORCH_PINS" | tr -c 'A-Za-z0-9.\n' '_' | tr -s '_' | sed 's/_$//')"
 
 build_torch_layer() {
-  [ -f "$LAYER/.stamp" ] && [ "$(cat "$LAYER/.stamp")" = "$TORCH_PINS" ] && return 0
-  echo "== torch for every testbed: $TORCH_PINS -> $LAYER"
+  [ -f "$LAYER/.stamp" ] && [ "$(cat "$LAYER/.stamp")" = "$SOURCE $TORCH_PINS" ] && return 0
+  echo "== torch for every testbed ($SOURCE): $TORCH_PINS -> $LAYER"
+  local t0=$SECONDS
   rm -rf "$LAYER" "$LAYER.tmp"
-  local index=(--extra-index-url "$TORCH_CPU_INDEX")
-  if ! "$PY" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1].rstrip('/') + '/torch/', timeout=15)" \
-      "$TORCH_CPU_INDEX" 2>/dev/null; then
-    index=()
-    if ! { command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; }; then
-      # PyPI has CUDA builds only of torch / torchvision / torchaudio for Linux x86_64: ComfyUI needs all three.
-      [ "${STAS_REQUIRE_CPU_TORCH:-0}" = 1 ] && fail "no NVIDIA GPU here and $TORCH_CPU_INDEX is unreachable, so only CUDA builds of torch could be installed (STAS_REQUIRE_CPU_TORCH=1); set STAS_TORCH_INDEX to a reachable CPU index or mirror"
-      echo "== WARNING: no NVIDIA GPU, but the CPU index $TORCH_CPU_INDEX is unreachable: pip takes PyPI's torch, a CUDA build (about 6.7 GB with its nvidia-* libraries). STAS_TORCH_INDEX=<a CPU index or mirror> avoids it; STAS_REQUIRE_CPU_TORCH=1 stops here instead."
-    fi
+  local pins=($TORCH_PINS) index=() torch_pins=() rest=() p
+  [ "$SOURCE" = index ] && index=(--extra-index-url "$TORCH_CPU_INDEX")
+  if [ "$SOURCE" = cpu-wheel ]; then  # these three without their dependencies (PyPI's torch, a CUDA build)
+    for p in "${pins[@]}"; do case $p in torchvision*|torchaudio*|triton*) rest+=("$p") ;; *) torch_pins+=("$p") ;; esac; done
+  else
+    torch_pins=("${pins[@]}")
   fi
-  # shellcheck disable=SC2086
-  if ! "$PY" -m pip install -q --no-compile --target "$LAYER.tmp" "${index[@]}" \
-      --timeout 30 --retries 1 $TORCH_PINS 2>&1 | quiet; then
-    fail "pip could not install $TORCH_PINS (see above; STAS_TORCH_PINS picks other versions)"
+  "$PY" -m pip install -q --no-compile --target "$LAYER.tmp" "${index[@]}" --timeout 30 --retries 1 "${torch_pins[@]}" \
+    2>&1 | quiet || fail "pip could not install ${torch_pins[*]} (see above; STAS_TORCH_PINS picks other versions)"
+  if [ "${#rest[@]}" -gt 0 ]; then
+    "$PY" -m pip install -q --no-compile --no-deps --target "$LAYER.tmp" --timeout 30 --retries 1 "${rest[@]}" \
+      2>&1 | quiet || fail "pip could not install ${rest[*]} (see above; STAS_TORCH_PINS picks other versions)"
+    # Their compiled ops link CUDA and cannot load beside a CPU torch; without them torchaudio imports
+    # as designed and torchvision with the two op schemas torch_layer_cpu.py defines.
+    rm -rf "$LAYER.tmp"/torchvision/*.so "$LAYER.tmp"/torchvision.libs "$LAYER.tmp"/torchaudio/lib/*.so
+    cp scripts/torch_layer_cpu.py "$LAYER.tmp/comfyui_stas_torch_layer.py"
   fi
-  PYTHONPATH="$LAYER.tmp" "$PY" -c "import torch, torchvision, torchaudio" \
+  if [ "$SOURCE" != pypi ] && ls "$LAYER.tmp" | grep -iE '(cuda|nvidia).*\.dist-info$'; then
+    fail "the torch for a machine without a GPU ($TORCH_PINS) brought the CUDA packages above"
+  fi
+  local probe="import torch, torchvision, torchaudio"
+  [ -f "$LAYER.tmp/comfyui_stas_torch_layer.py" ] && probe="import comfyui_stas_torch_layer; $probe"
+  PYTHONPATH="$LAYER.tmp" "$PY" -c "$probe" \
     || fail "torch ($TORCH_PINS) installed into $LAYER.tmp but does not import (see above)"
-  echo "$TORCH_PINS" > "$LAYER.tmp/.stamp"
+  echo "$SOURCE $TORCH_PINS" > "$LAYER.tmp/.stamp"
   mv "$LAYER.tmp" "$LAYER"
+  echo "== torch installed in $((SECONDS - t0)) s"
 }
 
 fetch_source() {  # fetch_source VERSION DEST: ComfyUI <VERSION> unpacked into DEST
@@ -74,7 +96,7 @@ fetch_source() {  # fetch_source VERSION DEST: ComfyUI <VERSION> unpacked into D
   rm -rf "$tmp"
 }
 
-recipe_of() { echo "comfyui $1; $TORCH_PINS; $(basename "$LAYER")"; }
+recipe_of() { echo "comfyui $1; $SOURCE $TORCH_PINS; $(basename "$LAYER")"; }
 is_built() { [ -f "$ROOT/comfyui-$1/.stamp" ] && [ "$(cat "$ROOT/comfyui-$1/.stamp")" = "$(recipe_of "$1")" ] \
              && [ -x "$ROOT/comfyui-$1/venv/bin/python" ]; }
 
@@ -93,6 +115,7 @@ build_testbed() {  # build_testbed VERSION
   local vpy="$dir/venv/bin/python" site
   site=$("$vpy" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   echo "$LAYER" > "$site/comfyui_stas_torch.pth"
+  [ -f "$LAYER/comfyui_stas_torch_layer.py" ] && echo "import comfyui_stas_torch_layer" >> "$site/comfyui_stas_torch.pth"
   # ComfyUI's requirements less torch/torchvision/torchaudio (the shared folder has them and numpy:
   # the constraints keep pip from fetching others) and its optional GL extras.
   grep -v -E '^\s*(#|$)|^torch(vision|audio)?\s*$|PyOpenGL|comfy-angle' "$dir/src/requirements.txt" > "$dir/requirements.txt"
@@ -103,18 +126,26 @@ build_testbed() {  # build_testbed VERSION
       2>&1 | quiet; then
     fail "ComfyUI $v: pip could not install its requirements (see above)"
   fi
-  # ComfyUI's own start-up check (server, frontend, every core node), with its state in a temp folder.
-  local base
+  echo "== testbed comfyui-$v: installed in $((SECONDS - t0)) s; its start-up check runs beside the next one"
+  start_up_check "$v" &
+  checks+=($!)
+}
+
+# ComfyUI's own start-up check (server, frontend, every core node), with its state in a temp folder; the
+# stamp that marks a testbed built is written only when it passes.
+start_up_check() {
+  local v=$1 dir="$ROOT/comfyui-$1" base
   base=$(mktemp -d)
-  if ! (cd "$dir/src" && "$vpy" -B main.py --cpu --quick-test-for-ci --disable-all-custom-nodes \
-          --base-directory "$base" > "$base.log" 2>&1); then
-    tail -n 30 "$base.log" >&2
+  if (cd "$dir/src" && "$dir/venv/bin/python" -B main.py --cpu --quick-test-for-ci --disable-all-custom-nodes \
+        --base-directory "$base" > "$base.log" 2>&1); then
+    recipe_of "$v" > "$dir/.stamp"
     rm -rf "$base" "$base.log"
-    fail "ComfyUI $v: built, but 'main.py --quick-test-for-ci' fails on the CPU (its log is above)"
+    return 0
   fi
+  tail -n 30 "$base.log" >&2
   rm -rf "$base" "$base.log"
-  recipe_of "$v" > "$dir/.stamp"
-  echo "== testbed comfyui-$v: built in $((SECONDS - t0)) s"
+  echo "build_testbeds: ComfyUI $v: built, but 'main.py --quick-test-for-ci' fails on the CPU (its log is above)" >&2
+  return 1
 }
 
 versions=("$@")
@@ -128,7 +159,13 @@ if [ -n "${STAS_COMFYUI_ARCHIVES:-}" ]; then
   [ "${#missing[@]}" = 0 ] || fail "STAS_COMFYUI_ARCHIVES=$STAS_COMFYUI_ARCHIVES lacks ${missing[*]} (unset it to clone from GitHub instead)"
 fi
 build_torch_layer
+checks=()
+t_all=$SECONDS
 for v in "${versions[@]}"; do build_testbed "$v"; done
+bad=0
+for pid in "${checks[@]}"; do wait "$pid" || bad=1; done
+[ "$bad" = 0 ] || exit 1
+[ "${#checks[@]}" = 0 ] || echo "== testbeds built, start-up checks passed: $((SECONDS - t_all)) s"
 # A shared torch folder that no testbed uses any more (its pins changed) is removed.
 for old in "$ROOT"/torch-*/; do
   old=${old%/}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-time set-up for the tests (idempotent; README "Tests"). Installs into python3 (or $PYTHON):
 #   - requirements-dev.txt (pytest, numpy, safetensors, playwright, comfy-cli),
-#   - torch==2.13.0 only when no torch is importable (never replaces an existing torch),
+#   - torch 2.13.0 only when no torch is importable (never replaces an existing torch; CPU build without a GPU),
 #   - Debian's Chromium for the frontend tests when missing (as root, with apt-get),
 # then builds the real ComfyUI installs the integration tests run on (scripts/build_testbeds.sh:
 # every version in TESTBED_VERSIONS, under $STAS_TESTBEDS) unless $COMFYUI_PATH names one of your
@@ -31,16 +31,26 @@ if [ -z "${COMFYUI_PATH:-}" ] && [ "${STAS_BUILD_TESTBEDS:-1}" != 0 ]; then
   if [ "${#unbuilt[@]}" -gt 0 ]; then
     free_dir=$(testbeds_root); while [ ! -d "$free_dir" ]; do free_dir=$(dirname "$free_dir"); done
     free_gb=$(df -Pk "$free_dir" | awk 'NR == 2 {print int($4 / 1048576)}')
-    [ "${free_gb:-0}" -ge "${STAS_MIN_FREE_GB:-12}" ] \
-      || need "$(testbeds_root) has ${free_gb} GB free; building ComfyUI ${unbuilt[*]} needs about ${STAS_MIN_FREE_GB:-12} GB (STAS_TESTBEDS picks another place); nothing was installed"
+    [ "${free_gb:-0}" -ge "${STAS_MIN_FREE_GB:-8}" ] \
+      || need "$(testbeds_root) has ${free_gb} GB free; building ComfyUI ${unbuilt[*]} needs about ${STAS_MIN_FREE_GB:-8} GB (STAS_TESTBEDS picks another place); nothing was installed"
   fi
+fi
+# torch: never a CUDA build on a machine without an NVIDIA GPU (testbeds.sh, torch_source).
+need_torch=0
+"$PY" -c "import torch" 2>/dev/null || need_torch=1
+if [ "$need_torch" = 1 ] || { [ -z "${COMFYUI_PATH:-}" ] && [ "${STAS_BUILD_TESTBEDS:-1}" != 0 ]; }; then
+  STAS_TORCH_SOURCE=$(torch_source "$PY") || need "$(no_cpu_torch_reason); nothing was installed"
+  export STAS_TORCH_SOURCE
 fi
 
 echo "== python test dependencies -> $($PY -c 'import sys; print(sys.executable)')"
 "$PY" -m pip install -q -r requirements-dev.txt 2>&1 | quiet
-if ! "$PY" -c "import torch" 2>/dev/null; then
-  echo "== torch missing: installing torch==2.13.0"
-  "$PY" -m pip install -q torch==2.13.0 2>&1 | quiet
+if [ "$need_torch" = 1 ]; then
+  if has_nvidia_gpu || [ "$STAS_TORCH_SOURCE" = pypi ]; then torch_args=(torch==2.13.0)
+  elif [ "$STAS_TORCH_SOURCE" = index ]; then torch_args=(--extra-index-url "$TORCH_CPU_INDEX" "$CPU_TORCH")
+  else torch_args=("$CPU_TORCH"); fi
+  echo "== torch missing: installing ${torch_args[*]: -1}"
+  "$PY" -m pip install -q "${torch_args[@]}" 2>&1 | quiet
 fi
 
 if [ -x /usr/bin/chromium ]; then

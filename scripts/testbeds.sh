@@ -12,6 +12,31 @@
 # testbed per version; pyproject's requires-comfyui names the first (tests/test_packaging.py).
 TESTBED_VERSIONS=(0.3.64 0.8.0 0.33.0)
 
+# Where the testbeds' shared torch comes from; build_testbeds.sh prints it with --check, before installing
+# anything. A machine without an NVIDIA GPU never gets a CUDA build of torch unless STAS_ALLOW_CUDA_TORCH=1:
+#   index      the PyTorch CPU index $STAS_TORCH_INDEX is reachable: CPU builds of torch, torchvision, torchaudio;
+#   cpu-wheel  pip finds $CPU_TORCH (a local wheel, PIP_FIND_LINKS, a mirror): torchvision and torchaudio come
+#              from PyPI without their compiled extensions, which link CUDA (scripts/torch_layer_cpu.py);
+#   pypi       an NVIDIA GPU is here, or STAS_ALLOW_CUDA_TORCH=1: PyPI's builds, CUDA ones on Linux x86_64.
+TORCH_CPU_INDEX=${STAS_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}
+CPU_TORCH="torch==2.13.0+cpu"
+torch_source() {  # torch_source PYTHON: prints index, cpu-wheel or pypi; returns 1 when none may be used
+  local py=$1 tmp
+  if "$py" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1].rstrip('/') + '/torch/', timeout=15)" \
+      "$TORCH_CPU_INDEX" 2>/dev/null; then echo index; return 0; fi
+  tmp=$(mktemp -d)
+  if "$py" -m pip install -q --dry-run --no-deps --ignore-installed --target "$tmp" "$CPU_TORCH" >/dev/null 2>&1; then
+    rm -rf "$tmp"; echo cpu-wheel; return 0
+  fi
+  rm -rf "$tmp"
+  if has_nvidia_gpu || [ "${STAS_ALLOW_CUDA_TORCH:-0}" = 1 ]; then echo pypi; return 0; fi
+  return 1
+}
+has_nvidia_gpu() { command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; }
+no_cpu_torch_reason() {
+  echo "no NVIDIA GPU here, the CPU index $TORCH_CPU_INDEX is unreachable and pip finds no $CPU_TORCH, so only CUDA builds of torch (about 6.7 GB) could be installed; set STAS_TORCH_INDEX to a CPU index or mirror, put a $CPU_TORCH wheel where pip finds it (PIP_FIND_LINKS), or set STAS_ALLOW_CUDA_TORCH=1 to take the CUDA build"
+}
+
 testbeds_root() { echo "${STAS_TESTBEDS:-$HOME/.cache/comfyui-stas/testbeds}"; }
 
 comfy_python_for() {

@@ -1,5 +1,5 @@
 """scripts/setup.sh and build_testbeds.sh on a machine that lacks something: they say what before installing
-anything, and a CPU-only machine can refuse a CUDA build of torch (STAS_REQUIRE_CPU_TORCH=1)."""
+anything, and a CPU-only machine gets no CUDA build of torch."""
 from __future__ import annotations
 
 import os
@@ -38,13 +38,20 @@ def test_setup_checks_prerequisites_before_installing_anything(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine has an NVIDIA GPU")
-def test_cpu_only_machine_can_refuse_a_cuda_torch(tmp_path):
+def test_cpu_only_machine_without_a_cpu_torch_stops_before_installing(tmp_path):
     comfy = os.environ.get("STAS_COMFYUI_ARCHIVES") or str(ROOT.parent / "shared" / "comfyui")
     if not Path(comfy, "ComfyUI-0.33.0.tar.gz").exists():
         pytest.skip(f"no ComfyUI-0.33.0.tar.gz in {comfy}")
-    r = subprocess.run(["bash", "scripts/build_testbeds.sh", "0.33.0"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=60, env=_env(tmp_path, STAS_COMFYUI_ARCHIVES=comfy, STAS_REQUIRE_CPU_TORCH="1",
-                                            STAS_TORCH_INDEX="http://127.0.0.1:9/whl/cpu"))
+    # No CPU index, and pip sees PyPI only (no find-links, no config): PyPI has CUDA builds of torch only.
+    env = _env(tmp_path, STAS_COMFYUI_ARCHIVES=comfy, STAS_TORCH_INDEX="http://127.0.0.1:9/whl/cpu",
+               PIP_CONFIG_FILE=os.devnull)
+    env = {k: v for k, v in env.items() if k not in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL")}
+    r = subprocess.run(["bash", "scripts/setup.sh"], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "only CUDA builds of torch could be installed" in r.stderr and "STAS_TORCH_INDEX" in r.stderr
-    assert not any((tmp_path / "testbeds").glob("torch-*/torch")), "torch was installed"
+    assert "only CUDA builds of torch" in r.stderr and "STAS_TORCH_INDEX" in r.stderr, r.stderr
+    assert "nothing was installed" in r.stderr and "== python test dependencies" not in r.stdout
+    assert not (tmp_path / "testbeds").exists()
+
+    r = subprocess.run(["bash", "scripts/build_testbeds.sh", "--check"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120, env={**env, "STAS_ALLOW_CUDA_TORCH": "1"})
+    assert r.returncode == 0 and "torch for the testbeds: pypi" in r.stdout, r.stdout + r.stderr
