@@ -24,9 +24,9 @@ REPO_URL=https://github.com/comfyanonymous/ComfyUI.git
 quiet() { grep -v -e 'is ignored' -e "Running pip as the 'root' user" -e '^WARNING: Retrying' -e 'already exists. Specify --upgrade' || true; }
 fail() { echo "build_testbeds: $*" >&2; exit 1; }
 
-# With the CPU index (or PyPI on a GPU machine): torch 2.9 is the newest release with a torchaudio beside a
-# torchvision (ComfyUI imports all three). From a CPU wheel: torchvision and torchaudio of PyPI (their Python
-# only) and the triton for the kernels' interpreter tests. numpy < 2.4: Triton 3.5's CPU interpreter fails on 2.4.
+# ComfyUI imports torch, torchvision and torchaudio. From a CPU wheel: PyPI's torchvision and torchaudio (their
+# Python only; torchaudio has no 2.13) and triton for the kernels' interpreter tests (PyPI's torch brings it
+# otherwise). numpy < 2.4: Triton 3.5's CPU interpreter fails on 2.4.
 if [ "${1:-}" = --check ]; then
   src=$(torch_source "$PY") || fail "$(no_cpu_torch_reason)"
   echo "== torch for the testbeds: $src"; exit 0
