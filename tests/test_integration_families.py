@@ -94,6 +94,24 @@ class ObjRec(_Shared):
         return out
 
 
+def object_patched_with_recorders(pk, base, attr, blocks, rec=ObjRec):
+    """base -> another pack's object patch on ``<attr>.1.forward`` -> STAS on block 1 -> one more patch on top.
+
+    Returns (model, pre, post). Also checks that STAS chained the pre patch.
+    """
+    name = f"diffusion_model.{attr}.1.forward"
+    m0 = base.clone()
+    pre = rec(blocks[1])
+    m0.add_object_patch(name, pre)
+    patched = stas(m0, blocks="1")
+    stas_patch = patched.object_patches[name]
+    assert isinstance(stas_patch, pk.hooks.BlockForwardPatch) and stas_patch.inner is pre
+    m = patched.clone()
+    post = rec(blocks[1], inner=stas_patch)
+    m.add_object_patch(name, post)
+    return m, pre, post
+
+
 def patched_with_recorders(pk, base, refs, **stas_kw):
     """base -> pre recorders -> STAS on ``refs`` (kind, index, flat) -> post recorders.
 
@@ -588,17 +606,7 @@ def test_cogvideox_object_patch(pk, v15):
     _require_cogvideox()
     base = models.tiny_cogvideox(num_layers=3, v15=v15)
     assert type(base.model).__name__ == "CogVideoX"
-    dm = base.model.diffusion_model
-    name = "diffusion_model.blocks.1.forward"
-    m0 = base.clone()
-    pre = ObjRec(dm.blocks[1])
-    m0.add_object_patch(name, pre)
-    patched = stas(m0, blocks="1")
-    stas_patch = patched.object_patches[name]
-    assert isinstance(stas_patch, pk.hooks.BlockForwardPatch) and stas_patch.inner is pre
-    m = patched.clone()
-    post = ObjRec(dm.blocks[1], inner=stas_patch)
-    m.add_object_patch(name, post)
+    m, pre, post = object_patched_with_recorders(pk, base, "blocks", base.model.diffusion_model.blocks)
     lat = latent(t=3)
     unpatched = ce.sample(base, lat, steps=2, cfg=2.0)
     out = ce.sample(m, lat, steps=2, cfg=2.0)

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from stas_harness import comfy_env as ce, models
-from test_integration_families import ALPHA, CH_TEXT, ObjRec, _Shared, _clone, check_call, patched_with_recorders
+from test_integration_families import (ALPHA, CH_TEXT, ObjRec, _Shared, _clone, check_call, object_patched_with_recorders,
+                                       patched_with_recorders)
 
 pytestmark = pytest.mark.integration
 
@@ -243,17 +244,8 @@ def test_kandinsky5_object_patch(pk, i2v):
     _require_kandinsky5()
     base = models.tiny_kandinsky5(num_visual_blocks=3)
     assert type(base.model).__name__ == "Kandinsky5"
-    dm = base.model.diffusion_model
-    name = "diffusion_model.visual_transformer_blocks.1.forward"
-    m0 = base.clone()
-    pre = K5Rec(dm.visual_transformer_blocks[1])
-    m0.add_object_patch(name, pre)
-    patched = stas(m0, blocks="1")
-    stas_patch = patched.object_patches[name]
-    assert isinstance(stas_patch, pk.hooks.BlockForwardPatch) and stas_patch.inner is pre
-    m = patched.clone()
-    post = K5Rec(dm.visual_transformer_blocks[1], inner=stas_patch)
-    m.add_object_patch(name, post)
+    m, pre, post = object_patched_with_recorders(pk, base, "visual_transformer_blocks",
+                                                 base.model.diffusion_model.visual_transformer_blocks, rec=K5Rec)
     lat = ce.latent(c=16, t=3, h=8, w=8)
     extra = {}
     if i2v:
