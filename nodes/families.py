@@ -27,6 +27,10 @@ class BlockRef:
 class Family:
     name: str = ""
     hook: str = "replace"  # "replace": patches_replace["dit"]; "object": object patch on forward
+    loop_keeps_output: bool = True
+    """(hook "replace") The block loop keeps a replaced block's output in a local until the next
+    replaced block (``out = blocks_replace[...]``): ``Plan.install`` puts a pass-through patch on every
+    later block so that output is not held through the rest of the loop."""
     _classes: Tuple[str, ...] = ()
 
     @classmethod
@@ -46,6 +50,18 @@ class Family:
 
     def hidden_size(self, dm: Any) -> int:
         raise NotImplementedError
+
+    def group_edges(self, dm: Any) -> Dict[int, str]:
+        """Flat index -> "end" for the last block of a group that another group follows, "start" for the
+        first block of each later group (see ``hooks.hand_over``)."""
+        edges, flat, groups = {}, 0, [(k, n) for k, n in self.block_groups(dm) if n]
+        for g, (_, n) in enumerate(groups):
+            if g:
+                edges[flat] = "start"
+            if g < len(groups) - 1:
+                edges[flat + n - 1] = "end"
+            flat += n
+        return edges
 
     def blocks(self, dm: Any) -> List[BlockRef]:
         out, flat = [], 0
@@ -206,6 +222,7 @@ class LTXVideoFamily(Family):
 
     name = "LTX-Video"
     _classes = ("LTXVModel", "LTXAVModel")
+    loop_keeps_output = False  # a block adds into its input and returns it: ``out`` holds the loop's own tensor
 
     def block_groups(self, dm):
         return [("double_block", len(dm.transformer_blocks))]

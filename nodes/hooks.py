@@ -115,14 +115,22 @@ class Plan(Shared):
 
         self.key = stable_key(model, self.key_prefix)
         m = model.clone()
+        dm = m.model.diffusion_model
+        edges = self.family.group_edges(dm) if self.family.hook == "replace" else {}
         for ref in self.blocks:
             if self.family.hook == "replace":
-                dit = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
-                inner = dit.get((ref.kind, ref.index))
-                m.set_model_patch_replace(BlockReplacePatch(self, ref, inner), "dit", ref.kind, ref.index)
+                inner = replace_patch(m, ref)
+                inner = None if isinstance(inner, ReleasePatch) else inner
+                m.set_model_patch_replace(BlockReplacePatch(self, ref, inner, edges.get(ref.flat)),
+                                          "dit", ref.kind, ref.index)
             else:
                 name = self.family.object_patch_name(ref)
                 m.add_object_patch(name, BlockForwardPatch(self, ref, m.object_patches.get(name)))
+        if self.family.hook == "replace" and self.family.loop_keeps_output:
+            first = min(r.flat for r in self.blocks)
+            for ref in self.family.blocks(dm)[first + 1:]:
+                if replace_patch(m, ref) is None:
+                    m.set_model_patch_replace(ReleasePatch(edges.get(ref.flat)), "dit", ref.kind, ref.index)
         m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, self.key, ApplyModel(self))
         m.add_wrapper_with_key(pe.WrappersMP.OUTER_SAMPLE, self.key, OuterSample(self))
         return m
@@ -185,16 +193,63 @@ class BlockReplacePatch(Shared):
     """patches_replace["dit"][(kind, i)]: runs the block (or the patch that was there before, so
     SkipLayerGuidance and other packs keep working) and hands its output to the plan."""
 
-    def __init__(self, plan: Plan, ref: BlockRef, inner=None):
-        self.plan, self.ref, self.inner = plan, ref, inner
+    def __init__(self, plan: Plan, ref: BlockRef, inner=None, edge: Optional[str] = None):
+        self.plan, self.ref, self.inner, self.edge = plan, ref, inner, edge
 
     def __call__(self, args, extra):
-        out = self.inner(args, extra) if self.inner is not None else extra["original_block"](args)
         to = args.get("transformer_options") or {}
+        if self.edge == "start":
+            hand_over(self.edge, to)
+        out = self.inner(args, extra) if self.inner is not None else extra["original_block"](args)
         ctx = to.get(self.plan.key)
         if ctx is not None:
             self.plan.on_block(self.plan.family.block_hidden(out), self.ref, ctx, to)
+        if self.edge == "end":
+            hand_over(self.edge, to, out)
         return out
+
+
+HELD = WRAPPER_KEY + ".held"
+"""transformer_options key of the output dict of the last block of a group (HunyuanVideo's last double
+block), until the first block of the next group clears it (``hand_over``)."""
+
+
+def hand_over(edge: Optional[str], to: dict, out=None) -> None:
+    """Between block groups nothing rebinds the loop's ``out``: the last block of a group ("end") leaves
+    its output dict in the call's transformer_options, and the next group's first block ("start")
+    empties it, so it is not held through that block either."""
+    if edge == "start":
+        held = to.pop(HELD, None)
+        if held is not None:
+            held.clear()
+    elif edge == "end" and isinstance(out, dict):
+        to[HELD] = out
+
+
+class ReleasePatch(Shared):
+    """patches_replace["dit"] pass-through for the unpatched blocks after a plan's first block. The
+    block loops of these families keep a replaced block's output in a local (``out =
+    blocks_replace[...]``) until another replaced block rebinds it; with this on every later block,
+    a patched block's output is freed after the next block, as in an unpatched model
+    (docs/architecture.md, "Memory")."""
+
+    def __init__(self, edge: Optional[str] = None):
+        self.edge = edge   # Family.group_edges: "start" / "end" of a block group, or None
+
+    def __call__(self, args, extra):
+        to = args.get("transformer_options")
+        if self.edge is None or to is None:
+            return extra["original_block"](args)
+        hand_over(self.edge if self.edge == "start" else None, to)
+        out = extra["original_block"](args)
+        hand_over(self.edge if self.edge == "end" else None, to, out)
+        return out
+
+
+def replace_patch(model, ref: BlockRef):
+    """The patches_replace["dit"] patch on block ``ref`` of ``model`` (a ModelPatcher), or None."""
+    dit = model.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
+    return dit.get((ref.kind, ref.index))
 
 
 class BlockForwardPatch(Shared):

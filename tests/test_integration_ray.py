@@ -86,6 +86,7 @@ def usp_ranks(rank, world, names):
         patched = worker.apply_on_worker(model, str(PACK_DIR), pack_name, settings)
         comfy_env._loaded["pack"] = sys.modules[pack_name]
         dit = patched.model_options["transformer_options"]["patches_replace"]["dit"]
+        steered_blocks = sum(type(p).__name__ == "BlockReplacePatch" for p in dit.values())  # not the pass-throughs
         for key in list(dit):
             dit[key] = SlicedBlock(dit[key], world, rank)
         lat = comfy_env.latent(t, h, w, b)
@@ -113,7 +114,7 @@ def usp_ranks(rank, world, names):
         facts[name] = dict(equal=torch.equal(got, want), steered=not torch.equal(want, plain),
                            max_diff=float((got - want).abs().max()),
                            all_reduces_per_step=[sum(per_call[i * k:(i + 1) * k]) for i in range(STEPS)],
-                           steered_blocks=len(dit))
+                           steered_blocks=steered_blocks)
     return facts if rank == 0 else None
 
 
