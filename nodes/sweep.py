@@ -134,14 +134,18 @@ class StasSweep(io.ComfyNode):
             lat = latent_image["samples"]
             if getattr(lat, "is_nested", False) or lat.ndim != 5 or lat.shape[2] < 2:
                 raise ValueError(f"the latent has shape {list(getattr(lat, 'shape', []))}; the sweep needs one video "
-                                 "latent [B, C, T, H, W] with at least 2 latent frames (VAE seams lie between them).")
+                                 "latent [B, C, T, H, W] with at least 2 latent frames (VAE seams lie between them). "
+                                 "Connect an empty video latent of 5 or more pixel frames.")
             dm = model.get_model_object("diffusion_model")
             fam = family_of(dm)
             ms = model.get_model_object("model_sampling")
             sigmas = comfy.samplers.calculate_sigmas(ms, scheduler, steps).tolist()
             results, patched = [], []
             for v in variants:
-                patched.append(StasModelPatch.execute(model, **stas_settings(v, mask))[0])
+                try:
+                    patched.append(StasModelPatch.execute(model, **stas_settings(v, mask))[0])
+                except ValueError as e:   # STAS Model Patch's own check, said for this variant
+                    raise ValueError(f"variant '{v.label()}': {str(e).removeprefix('STAS Model Patch: ')}") from None
                 win = SigmaWindow.from_percents(v.start, v.end, ms.percent_to_sigma)
                 n = win.steps_in(sigmas)
                 results.append(sw.Result(v, n, len(select_blocks(fam, dm, v.blocks)),

@@ -105,7 +105,7 @@ def grid(alphas: Sequence[float], blocks: Sequence[str], windows: Sequence[Tuple
     out = [Variant(a, b, s, e) for a, b, (s, e) in itertools.product(alphas, blocks, windows)]
     if len(out) > limit:
         raise ValueError(f"{len(alphas)} alphas x {len(blocks)} block choices x {len(windows)} windows make "
-                         f"{len(out)} variants, more than {limit}; shorten the lists.")
+                         f"{len(out)} variants, more than {limit}; remove some values from the lists.")
     return out
 
 

@@ -78,7 +78,8 @@ def pack_module(name: str):
 # -- the pack's nodes, called the way ComfyUI calls a V3 node (classmethod execute) ---------------
 
 NODES = {"stas": "StasModelPatch", "mask": "BoundaryMaskBuilder", "rec": "MARecorder", "vis": "MAVisualizer",
-         "save": "SaveMAProfile", "load": "LoadMAProfile", "meter": "TemporalSeamMeter"}
+         "save": "SaveMAProfile", "load": "LoadMAProfile", "meter": "TemporalSeamMeter",
+         "sweep": "StasSweep"}
 MODULES = {"hooks": "nodes.hooks", "fingerprint": "nodes.fingerprint", "recpatch": "nodes.recorder_patch",
            "layout": "stas_core.layout", "record": "stas_core.record", "stats": "stas_core.stats",
            "profile": "stas_core.profile"}

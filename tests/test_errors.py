@@ -33,6 +33,7 @@ ROWS_NOT_COLLECTED = {
     "ran outside ComfyUI's apply_model": "a patched model run by another pack's sampler",
     "runs none of those passes": "a guider that runs neither pass; tests/test_integration_window_guiders.py",
     "the recording of this run is incomplete": "an internal failure ('please report'); test_integration_visualizer",
+    "the VAE decoded N latent frames": "a VAE of another model, after the renders; needs a real VAE of another family",
 }
 
 
@@ -159,7 +160,22 @@ CASES = [
     ("meter-short", "meter", "4 frame", lambda pk, w: _node(pk, "meter", images=torch.rand(4, 16, 16, 3))),
     ("meter-pair", "meter", "13 frames",
      lambda pk, w: _node(pk, "meter", images=torch.rand(9, 16, 16, 3), images_b=torch.rand(13, 16, 16, 3))),
+    # STAS Sweep (each before its first render)
+    ("sweep-alphas", "sweep", "'x'", lambda pk, w: _sweep(pk, w, alphas="0.5, x")),
+    ("sweep-windows", "sweep", "'0.4-0.2'", lambda pk, w: _sweep(pk, w, windows="0.4-0.2")),
+    ("sweep-many", "sweep", "18 variants", lambda pk, w: _sweep(pk, w, alphas="0.1, 0.2, 0.3", blocks="0; 1; 2",
+                                                                  windows="0-0.2, 0-0.4")),
+    ("sweep-variant", "sweep", "block 9", lambda pk, w: _sweep(pk, w, blocks="middle; 9")),
+    ("sweep-latent", "sweep", "[1, 16, 8, 8]", lambda pk, w: _sweep(pk, w, latent=torch.zeros(1, 16, 8, 8))),
+    ("sweep-unsupported", "sweep", "MMDIT", lambda pk, w: _sweep(pk, w, model=models.tiny_sd3())),
 ]
+
+
+def _sweep(pk, w, latent=None, **kw):
+    """STAS Sweep with the world's model (its VAE is never reached: every case fails before the first render)."""
+    args = dict(model=w["model"], positive=ce.text_cond(seed=1), negative=ce.text_cond(seed=2),
+                latent_image={"samples": ce.latent() if latent is None else latent}, vae=None)
+    return _node(pk, "sweep", **{**args, **kw})
 
 
 def _display_names(pk) -> dict:

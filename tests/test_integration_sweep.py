@@ -147,7 +147,7 @@ def test_interrupt_between_and_within_renders_leaves_the_input_unpatched(pk):
 @pytest.mark.parametrize("kw,msg", [
     (dict(alphas="0.5, x"), "STAS Sweep: alphas: 'x' is not a number"),
     (dict(windows="0.4-0.2"), "STAS Sweep: windows: '0.4-0.2' is not a window"),
-    (dict(alphas="0.1,0.2,0.3,0.4,0.5", blocks="0;1;2;3"), "more than 16; shorten the lists"),
+    (dict(alphas="0.1,0.2,0.3,0.4,0.5", blocks="0;1;2;3"), "more than 16; remove some values"),
     (dict(blocks="middle; 99"), "STAS Sweep: "),
     (dict(latent_image={"samples": torch.zeros(1, 16, 8, 8)}), "STAS Sweep: the latent has shape"),
 ])

@@ -13,6 +13,8 @@
   loader); its VAE, audio VAE and Gemma text encoder are test nodes. ComfyUI before 0.8.0 has no
   LTX-2 nodes: that workflow is skipped there. LoRAs are small random LoRAs on the tiny models'
   keys, applied by ComfyUI's own LoraLoaderModelOnly.
+  STAS Sweep (workflow 9) renders its shrunk preview latent (still 3 latent frames) at the samplers'
+  shrunk step count, and its table reaches the node and a Preview as Text node.
 """
 from __future__ import annotations
 
@@ -73,6 +75,7 @@ def test_expected_workflows_exist():
                              "5. Wan 2.2 A14B with STAS", "6. HunyuanVideo with STAS"]
     assert any("LTX-2" in w for w in WORKFLOWS[6:]), WORKFLOWS
     assert any("4-step LoRA" in w for w in WORKFLOWS[6:]), WORKFLOWS
+    assert "9. Wan 2.1 T2V STAS Sweep" in WORKFLOWS[6:], WORKFLOWS
 
 
 @pytest.mark.parametrize("name", WORKFLOWS)
@@ -81,7 +84,7 @@ def test_workflow_file(name):
     thumb = WF_DIR / f"{name}.jpg"
     assert thumb.exists() and thumb.read_bytes()[:3] == b"\xff\xd8\xff", f"{name}.jpg (template thumbnail) missing"
     types = [n["type"] for n in wf["nodes"]]
-    assert "STASModelPatch" in types
+    assert {"STASModelPatch", "STASSweep"} & set(types), "every workflow patches with STAS (or sweeps its settings)"
     notes = [n for n in wf["nodes"] if n["type"] == "Note"]
     assert notes and "STAS" in notes[0]["widgets_values"][0], "every workflow explains STAS in a Note"
     ids = {n["id"] for n in wf["nodes"]}
@@ -192,6 +195,69 @@ def test_wan22_4step_workflow_mirrors_comfyui_template():
             feeds[types[lk[3]]].append(types[lk[1]])
     assert feeds["LoraLoaderModelOnly"] == ["UNETLoader"] * 2 and feeds["ModelSamplingSD3"] == ["LoraLoaderModelOnly"] * 2
     assert feeds["STASModelPatch"] == ["ModelSamplingSD3"] * 2 and feeds["KSamplerAdvanced"] == ["STASModelPatch"] * 2
+
+
+def sources(wf: dict) -> dict:
+    """(node id, input name) -> (the node that feeds it, its output slot)."""
+    by_id = {n["id"]: n for n in wf["nodes"]}
+    links = {lk[0]: lk for lk in wf["links"]}
+    return {(n["id"], i["name"]): (by_id[links[i["link"]][1]], links[i["link"]][2])
+            for n in wf["nodes"] for i in n.get("inputs", []) if i.get("link") is not None}
+
+
+@pytest.mark.integration
+def test_wan21_sweep_workflow_mirrors_comfyui_template():
+    """The sweep workflow is ComfyUI's own Wan 2.1 1.3B text-to-video template (its files and download URLs, prompts,
+    shift, latent, sampler, video save) with STAS Sweep between the model and the KSampler: the sweep renders a smaller
+    preview latent of the template's length with the final render's seed, cfg, sampler and scheduler, and its winner's
+    model renders the template's full-size latent; its grid, comparison video and table are shown."""
+    name = next(w for w in WORKFLOWS if "STAS Sweep" in w)
+    tpl = official_template("text_to_video_wan")
+    tpl_nodes = [n for n in list(tpl["nodes"]) + [n for sg in tpl.get("definitions", {}).get("subgraphs", [])
+                                                  for n in sg["nodes"]] if n.get("mode") != 4]
+    tpl_models = {(m["name"], m["url"], m["directory"]) for n in tpl_nodes for m in n.get("properties", {}).get("models", [])}
+    wf = load(name)
+    ours = wf["nodes"]
+    our_models = {(m["name"], m["url"], m["directory"]) for n in ours for m in n.get("properties", {}).get("models", [])}
+    assert our_models == tpl_models, (our_models ^ tpl_models)
+    own = {"STASSweep", "PreviewImage", "PreviewAny"} | FRONTEND_ONLY
+    assert {n["type"] for n in ours} - own <= {n["type"] for n in tpl_nodes}
+
+    def values(nodes, node_type, pick=lambda v: v):
+        return sorted({json.dumps(pick(n["widgets_values"]), ensure_ascii=False) for n in nodes if n["type"] == node_type})
+
+    def rounded(v):  # 6 == 6.0
+        return [round(float(x), 6) if type(x) in (int, float) else x for x in v]
+
+    def no_seed(v):  # without the seed and its control mode
+        return rounded(v[2:])
+
+    for node_type, pick in (("UNETLoader", rounded), ("CLIPLoader", rounded), ("VAELoader", rounded),
+                            ("ModelSamplingSD3", rounded), ("CLIPTextEncode", rounded), ("KSampler", no_seed),
+                            ("CreateVideo", rounded), ("SaveVideo", lambda v: v[1:])):
+        mine, theirs = values(ours, node_type, pick), values(tpl_nodes, node_type, pick)
+        assert mine and mine == theirs, f"{node_type}: {mine}, template: {theirs}"
+    src = sources(wf)
+    (sweep,) = [n for n in ours if n["type"] == "STASSweep"]
+    (ks,) = [n for n in ours if n["type"] == "KSampler"]
+    (tpl_lat,) = [n["widgets_values"] for n in tpl_nodes if n["type"] == "EmptyHunyuanLatentVideo"]
+    feed = {k: src[(sweep["id"], k)][0]["type"] for k in ("model", "positive", "negative", "latent_image", "vae")}
+    assert feed == {"model": "ModelSamplingSD3", "positive": "CLIPTextEncode", "negative": "CLIPTextEncode",
+                    "latent_image": "EmptyHunyuanLatentVideo", "vae": "VAELoader"}, feed
+    assert src[(ks["id"], "model")] == (sweep, 0), "the KSampler renders with the sweep's winner"
+    assert src[(ks["id"], "positive")] == src[(sweep["id"], "positive")]
+    assert src[(ks["id"], "negative")] == src[(sweep["id"], "negative")]
+    full, preview = src[(ks["id"], "latent_image")][0], src[(sweep["id"], "latent_image")][0]
+    assert full["type"] == "EmptyHunyuanLatentVideo" and full["widgets_values"] == tpl_lat
+    w, h, length, batch = preview["widgets_values"]
+    assert w % 16 == 0 and h % 16 == 0 and w * h < tpl_lat[0] * tpl_lat[1] and length == tpl_lat[2] and batch == 1
+    sv, kv = sweep["widgets_values"], ks["widgets_values"]   # seed, control, steps, cfg, sampler, scheduler, ...
+    assert sv[:2] == kv[:2] and rounded(sv[3:6]) == rounded(kv[3:6]) and sv[2] < kv[2], (sv, kv)
+    shown = {src[(n["id"], i["name"])][1]: n["type"] for n in ours for i in n.get("inputs", [])
+             if i.get("link") is not None and src[(n["id"], i["name"])][0] is sweep and n is not ks}
+    assert shown == {1: "PreviewImage", 2: "CreateVideo", 3: "PreviewAny"}, shown   # grid, comparison, table
+    note = next(n["widgets_values"][0] for n in ours if n["type"] == "Note")
+    assert "STAS Sweep" in note and "baseline" in note and "lower is better" in note
 
 
 # -- in the real frontend and server -------------------------------------------------------------
@@ -371,6 +437,8 @@ def shrink_for_cpu(prompt: dict) -> dict:
             ct, inp = "STASTestTextEncoder", {"kind": "ltxav"}
         elif ct == "LTXVAudioVAELoader":
             ct, inp = "STASTestAudioVAE", {}
+        elif ct == "STASSweep":  # few steps per render, like the samplers (its preview latent is shrunk above)
+            inp = {**inp, "steps": min(inp["steps"], 4)}
         out[nid] = {"class_type": ct, "inputs": inp}
     return out
 
@@ -408,6 +476,16 @@ def test_runs_on_standins(loaded, standins, name):
             assert all(p.exists() for p in standins.output_files(entry, nid))
         if ct == "STASMAVisualizer":
             assert outputs[nid].get("stas_profile"), "MA Visualizer sent no chart data to the frontend"
+    sweeps = [nid for nid, node in prompt.items() if node["class_type"] == "STASSweep"]
+    if sweeps:  # the sweep scored the baseline and every variant; its table is shown in the node and as text
+        assert len(videos) == 2, f"the final video and the baseline | winner comparison: {videos}"
+        (table,) = outputs[sweeps[0]]["text"]
+        rows = table.split("\n\n")[0].splitlines()
+        assert "unpatched baseline" in rows[1] and len(rows) == 2 + 4, table   # head, baseline, 2 alphas x 2 windows
+        assert "Winner (*)" in table or "No variant scored below the unpatched baseline" in table, table
+        texts = [t for nid, ct in saved if ct == "PreviewAny" for t in outputs[nid].get("text", [])]
+        assert table in texts, texts
+        assert any(ct == "PreviewImage" and standins.output_files(entry, nid) for nid, ct in saved), outputs
     meters = [nid for nid, node in prompt.items() if node["class_type"] == "STASTemporalSeamMeter"]
     if meters:  # its summary reaches a Preview as Text node: both decoded renders were measured and compared
         texts = [t for nid, ct in saved if ct == "PreviewAny" for t in outputs[nid].get("text", [])]

@@ -48,6 +48,7 @@ class Graph:
         self.links: list[tuple] = []
         self.groups: list[dict] = []
         self.focus: list[int] | None = None  # nodes the thumbnail shows (default: STAS Model Patch)
+        self.downloads: dict[str, tuple[str, str]] = {}  # file name -> (folder, URL) replacing MODEL_DOWNLOADS'
 
     def add(self, type_: str, pos, title: str | None = None, size=None, color: str | None = None, **widgets) -> int:
         self.nodes.append(dict(type=type_, pos=list(pos), title=title, size=size, color=color, widgets=widgets))
@@ -114,29 +115,31 @@ MODEL_WIDGETS = {"UNETLoader": ("unet_name",), "CLIPLoader": ("clip_name",), "VA
                  "LTXAVTextEncoderLoader": ("text_encoder", "ckpt_name"), "LoraLoaderModelOnly": ("lora_name",)}
 
 
-def add_model_downloads(wf: dict) -> dict:
+def add_model_downloads(wf: dict, overrides: dict | None = None) -> dict:
     """Give every loader node of a saved workflow the download entries of the files it loads, in the
-    format of ComfyUI's templates (the frontend offers to download the missing ones on load)."""
+    format of ComfyUI's templates (the frontend offers to download the missing ones on load);
+    ``overrides`` (a Graph's ``downloads``) replaces MODEL_DOWNLOADS' entry of a file."""
+    downloads = {**MODEL_DOWNLOADS, **(overrides or {})}
     for node in wf["nodes"]:
         if node["type"] not in MODEL_WIDGETS:
             continue
         names = node["widgets_values"][: len(MODEL_WIDGETS[node["type"]])]
-        unknown = [n for n in names if n not in MODEL_DOWNLOADS]
+        unknown = [n for n in names if n not in downloads]
         if unknown:
             raise SystemExit(f"{node['type']} loads {unknown}: add its official URL to MODEL_DOWNLOADS")
         node.setdefault("properties", {})["models"] = [
-            {"name": n, "url": MODEL_DOWNLOADS[n][1], "directory": MODEL_DOWNLOADS[n][0]} for n in names]
+            {"name": n, "url": downloads[n][1], "directory": downloads[n][0]} for n in names]
     return wf
 
 
 # -- reusable pieces -----------------------------------------------------------------------
 
-def wan_text(g: Graph, pos, prompt: str):
+def wan_text(g: Graph, pos, prompt: str, negative: str = NEGATIVE):
     """CLIPLoader (umt5) + positive and negative CLIPTextEncode; returns (clip, pos, neg) node keys."""
     x, y = pos
     clip = g.add("CLIPLoader", (x, y), clip_name="umt5_xxl_fp8_e4m3fn_scaled.safetensors", type="wan", device="default")
     p = g.add("CLIPTextEncode", (x + 360, y), title="Positive prompt", size=[420, 160], text=prompt)
-    n = g.add("CLIPTextEncode", (x + 360, y + 210), title="Negative prompt", size=[420, 140], text=NEGATIVE)
+    n = g.add("CLIPTextEncode", (x + 360, y + 210), title="Negative prompt", size=[420, 140], text=negative)
     g.link(clip, "CLIP", p, "clip")
     g.link(clip, "CLIP", n, "clip")
     return clip, p, n
@@ -538,7 +541,65 @@ See docs/visualizer.md for how to read the figures.
     return g
 
 
-WORKFLOWS = [wan21_t2v, wan22_ti2v_5b, wan22_a14b, wan21_i2v, hunyuan_t2v, analysis, ltx2_t2v, wan22_a14b_4step]
+# ComfyUI's own Wan 2.1 1.3B text-to-video template (comfyui-workflow-templates: text_to_video_wan): its
+# prompts and its download URLs of the files (text encoder and VAE with "?download=true").
+WAN21_T2V_TEMPLATE_PROMPT = ("a fox moving quickly in a beautiful winter scenery nature trees mountains daytime "
+                             "tracking camera")
+WAN21_T2V_TEMPLATE_NEGATIVE = ("色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
+                               "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，"
+                               "形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走")
+WAN21_T2V_TEMPLATE_DOWNLOADS = {
+    "umt5_xxl_fp8_e4m3fn_scaled.safetensors":
+        ("text_encoders", _WAN21 + "text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors?download=true"),
+    "wan_2.1_vae.safetensors": ("vae", _WAN21 + "vae/wan_2.1_vae.safetensors?download=true"),
+}
+
+
+def wan21_t2v_sweep() -> Graph:
+    """ComfyUI's Wan 2.1 1.3B text-to-video template (text_to_video_wan: files, URLs, prompts, shift 8, 832x480,
+    33 frames, KSampler 30 steps cfg 6 uni_pc/simple, CreateVideo 16 fps + SaveVideo) with STAS Sweep between
+    the model and the KSampler: the sweep renders a small preview latent with each STAS setting and hands the
+    winner's patched model to the full-size render."""
+    g = Graph("9. Wan 2.1 T2V STAS Sweep",
+              "Sweep STAS settings on a quick preview, then render full size with the best.")
+    g.downloads = WAN21_T2V_TEMPLATE_DOWNLOADS
+    ms = diffusion_model(g, (0, 0), "wan2.1_t2v_1.3B_fp16.safetensors", 8.0)
+    _, pos, neg = wan_text(g, (0, 260), WAN21_T2V_TEMPLATE_PROMPT, WAN21_T2V_TEMPLATE_NEGATIVE)
+    vae = g.add("VAELoader", (0, 640), vae_name="wan_2.1_vae.safetensors")
+    preview = g.add("EmptyHunyuanLatentVideo", (0, 760), title="Preview latent (the sweep's renders)",
+                    width=480, height=272, length=33, batch_size=1)
+    full = g.add("EmptyHunyuanLatentVideo", (360, 760), title="Full-size latent (the final render)",
+                 width=832, height=480, length=33, batch_size=1)
+    sw = g.add("STASSweep", (820, 0), color=STAS_COLOR, size=[360, 400], seed=SEED, control_after_generate="fixed",
+               steps=10, cfg=6.0, sampler_name="uni_pc", scheduler="simple", alphas="0.5, 1.0", blocks="middle",
+               windows="0-0.2, 0-0.4", tolerance=0.1)
+    g.focus = [sw]
+    g.link(ms, "MODEL", sw, "model")
+    g.link(pos, "CONDITIONING", sw, "positive")
+    g.link(neg, "CONDITIONING", sw, "negative")
+    g.link(preview, "LATENT", sw, "latent_image")
+    g.link(vae, "VAE", sw, "vae")
+    ks = ksampler(g, (1260, 0), (sw, "model"), (pos, "CONDITIONING"), (neg, "CONDITIONING"), (full, "LATENT"),
+                  30, 6.0, title="KSampler (full size, the sweep's winner)")
+    decode_and_save(g, (1600, 0), (ks, "LATENT"), vae, 16, "video/stas_wan21_sweep")
+    grid = g.add("PreviewImage", (1260, 480), title="Sweep grid: each render after the middle VAE seam",
+                 size=[560, 420])
+    g.link(sw, "grid", grid, "images")
+    cmp_vid = g.add("CreateVideo", (1860, 480), title="Create Video (baseline | winner)", fps=16.0)
+    g.link(sw, "comparison", cmp_vid, "images")
+    cmp_save = g.add("SaveVideo", (2120, 480), title="Preview: baseline (left) | winner (right)", size=[520, 320],
+                     filename_prefix="video/stas_sweep_baseline_vs_winner", format="auto", codec="auto")
+    g.link(cmp_vid, "VIDEO", cmp_save, "video")
+    table = g.add("PreviewAny", (1260, 960), title="Sweep table", size=[860, 300])
+    g.link(sw, "table", table, "source")
+    g.note((820, 540), """
+STAS Sweep renders the preview latent with the same seed once without STAS (the baseline) and once per combination of alphas x blocks x windows, decodes each and scores it: score = 0.5 seam ratio + 0.5 flicker, each relative to the unpatched baseline (1.000), lower is better; variants that freeze motion or blur (motion or sharpness more than tolerance below the baseline's) are disqualified. The grid shows one frame per render right after the middle VAE seam with its score (green = winner, red = disqualified), the table lists every render's scores (winner marked *), and the comparison video plays baseline | winner. Its model output is the winner's STAS patch, or the input unpatched if no variant beats the baseline; the KSampler renders the full-size video with it.
+""", size=(380, 320))
+    return g
+
+
+WORKFLOWS = [wan21_t2v, wan22_ti2v_5b, wan22_a14b, wan21_i2v, hunyuan_t2v, analysis, ltx2_t2v, wan22_a14b_4step,
+             wan21_t2v_sweep]
 
 BUILD_JS = """
 async ({nodes, links, groups}) => {
@@ -667,7 +728,7 @@ def main(argv: list[str]) -> int:
             ctx = browser.new_context(viewport={"width": 2600, "height": 1500})  # zoom >= 0.6: full-quality nodes
             page = FrontendPage(ctx.new_page(), srv).open()
             text, _ = page.evaluate(BUILD_JS, g.spec())
-            wf = add_model_downloads(json.loads(text))
+            wf = add_model_downloads(json.loads(text), g.downloads)
             (OUT / f"{g.name}.json").write_text(json.dumps(wf, indent=2, ensure_ascii=False) + "\n")
             focus = g.focus or [next(i for i, n in enumerate(g.nodes) if n["type"] == "STASModelPatch")]
             clip = page.evaluate(FOCUS_JS, focus)
