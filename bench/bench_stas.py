@@ -24,11 +24,20 @@ interleaved round by round:
   harden   the Triton path with NaN/Inf activations, an invalid far out-of-range table entry,
            strided inputs, and h on another GPU than the current one (2 GPUs).
   hunyuan  HunyuanVideo dims (hidden 3072) end to end at a size that fits, fewer blocks.
+  families one table per video family, bf16, real widths and token counts, fewer blocks (named in
+           each title): Wan 2.1 1.3B, Wan 2.2 TI2V 5B, HunyuanVideo 1.5, Kandinsky 5 Lite, Mochi 1,
+           CogVideoX 1.5 5B, LTX-2 (video + audio); the e2e variants, s / step and peak memory each
+           (--families picks some; a family this ComfyUI lacks, or that fails, is logged and skipped).
+  gguf     the e2e variants on Wan 2.1 1.3B written as Q8_0 GGUF, loaded by ComfyUI-GGUF (in
+           <comfyui>/custom_nodes; needs the gguf package), dequantized on the GPU.
+  sweep    STAS Sweep at its defaults on Wan 2.1 1.3B at a 272x480x33 preview against the same renders
+           made one by one (sample + decode), interleaved: time ratio and peak memory.
 
 Usage (GPU; ComfyUI source at $COMFYUI_PATH or --comfyui):
   python3 bench/bench_stas.py --sections op,e2e,mem14b
   python3 bench/bench_stas.py --sections compile
   python3 bench/bench_stas.py --sections op,compile,compile_settings,harden
+  python3 bench/bench_stas.py --sections families --steps 3 --rounds 3
 CPU smoke test at a tiny size (what CI-like machines can run):
   python3 bench/bench_stas.py --device cpu --tiny
 
@@ -644,6 +653,248 @@ def section_hunyuan(rep, pack, device, tiny, dtype, steps, rounds):
     cleanup(device)
 
 
+# -- section: families (one table per model family, real widths, fewer blocks) -----------------------
+
+FAMILY_KEYS = ["wan13b", "wan22_5b", "hunyuan15", "kandinsky5_lite", "mochi", "cogvideox15", "ltx2"]
+
+
+def _rand(*shape, seed=5):
+    import torch
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def family_specs(tiny):
+    """key -> build(dtype, device) -> (model, latent, text tokens, extra text_cond kwargs, title).
+
+    Real widths (random weights, bf16) and real token counts, fewer blocks than the checkpoints (named in each
+    title) so that one unpatched step stays near a second on an H200; ``tiny``: the same code paths at tiny widths.
+    """
+    import torch
+    from stas_harness import models as M
+
+    def wan13b(dtype, device):
+        if tiny:
+            return (M.wan(128, 256, 2, 2, dtype, device), torch.zeros(1, 16, 5, 8, 8), 8, {},
+                    "tiny Wan 2.1 (dim 128, 2 blocks)")
+        return (M.wan(1536, 8960, 12, 30, dtype, device), torch.zeros(1, 16, 21, 60, 104), 512, {},
+                ("Wan 2.1 1.3B (dim 1536, ffn 8960, 12 heads; all 30 blocks), 480x832x81 = 21x60x104 latent "
+                "(32,760 tokens), T5 text 512"))
+
+    def wan22_5b(dtype, device):
+        kw = M.WAN_VARIANTS["ti2v_5b"][1]   # in_dim = out_dim = 48
+        if tiny:
+            return (M.wan(128, 256, 2, 2, dtype, device, **kw), torch.zeros(1, 48, 5, 8, 8), 8, {},
+                    "tiny Wan 2.2 TI2V 5B layout (dim 128, 2 blocks, 48-ch latent)")
+        return (M.wan(3072, 14336, 24, 10, dtype, device, **kw), torch.zeros(1, 48, 31, 44, 80), 512, {},
+                ("Wan 2.2 TI2V 5B (dim 3072, ffn 14336, 24 heads, 48-ch latent; 10 of 30 blocks), 704x1280x121 = "
+                "31x44x80 latent (27,280 tokens), T5 text 512"))
+
+    def hunyuan15(dtype, device):
+        if not M.has_hunyuan_video15():
+            raise RuntimeError("this ComfyUI has no HunyuanVideo 1.5")
+        # T2V conds as the 1.5 text encoder gives them (Qwen2.5-VL 3584, byT5 glyph tokens 1472, no pooled output);
+        # byT5 on both cond and uncond, so CFG runs as one batch of 2
+        if tiny:
+            return (M.hunyuan_video15(2, dtype, device, hidden=128, heads=1), torch.zeros(1, 32, 3, 6, 6), 8,
+                    dict(dim=3584, pooled_output=None, conditioning_byt5small=_rand(1, 5, 1472, seed=11)),
+                    "tiny HunyuanVideo 1.5 (hidden 128, 2 double blocks)")
+        return (M.hunyuan_video15(8, dtype, device), torch.zeros(1, 32, 31, 30, 53), 512,
+                dict(dim=3584, pooled_output=None, conditioning_byt5small=_rand(1, 64, 1472, seed=11)),
+                ("HunyuanVideo 1.5 (hidden 2048, 16 heads, patch 1x1x1, 65 in / 32 out channels; 8 of 54 double "
+                "blocks, no single), 480x848x121 = 31x30x53 latent (49,290 tokens), Qwen text 512 + byT5 64, T2V"))
+
+    def kandinsky5_lite(dtype, device):
+        if not M.has_kandinsky5():
+            raise RuntimeError("this ComfyUI has no Kandinsky 5")
+        cond = lambda: dict(dim=3584, pooled_output=_rand(1, 768, seed=11))  # noqa: E731
+        if tiny:
+            return (M.kandinsky5(2, dtype, device, model_dim=128, ff_dim=256, time_dim=64, num_text_blocks=1),
+                    torch.zeros(1, 16, 3, 8, 8), 8, cond(), "tiny Kandinsky 5 (dim 128, 2 visual blocks)")
+        return (M.kandinsky5(8, dtype, device), torch.zeros(1, 16, 31, 64, 96), 256, cond(),
+                ("Kandinsky 5 Video Lite (dim 1792, ff 7168, time 512, 14 heads, 2 text blocks; 8 of 32 visual "
+                "blocks), 512x768x121 = 31x64x96 latent (47,616 tokens), Qwen text 256 + CLIP pooled 768"))
+
+    def mochi(dtype, device):
+        n = 8 if tiny else 256
+        cond = dict(dim=256 if tiny else 4096, attention_mask=torch.ones(1, n, dtype=torch.long))
+        if tiny:
+            return (M.mochi(2, dtype, device, config=M.MOCHI_TINY), torch.zeros(1, 12, 3, 8, 8), n, cond,
+                    "tiny Mochi (hidden 128, 2 blocks)")
+        return (M.mochi(6, dtype, device), torch.zeros(1, 12, 28, 60, 106), n, cond,
+                ("Mochi 1 (hidden 3072 / text stream 1536, 24 heads, mlp 4x; 6 of 48 blocks), 480x848x163 = "
+                "28x60x106 latent (44,520 tokens), T5 text 256"))
+
+    def cogvideox15(dtype, device):
+        if not M.has_cogvideox():
+            raise RuntimeError("this ComfyUI has no native CogVideoX")
+        if tiny:
+            return (M.cogvideox(2, dtype, device, heads=2, time_embed_dim=64), torch.zeros(1, 16, 3, 8, 8), 8, {},
+                    "tiny CogVideoX 1.5 layout (2 heads x 64, 2 blocks)")
+        return (M.cogvideox(6, dtype, device), torch.zeros(1, 16, 21, 96, 170), 226, {},
+                ("CogVideoX 1.5 5B (48 heads x 64 = 3072, time 512, Linear patch 2x2x2; 6 of 42 blocks), "
+                "768x1360x81 = 21x96x170 latent (11x48x85 = 44,880 tokens), T5 text 226"))
+
+    def ltx2(dtype, device):
+        if not M.has_ltxav():
+            raise RuntimeError("this ComfyUI has no LTX-2 (comfy.ldm.lightricks.av_model)")
+        import comfy.nested_tensor
+        n = 8 if tiny else 1024
+        if tiny:
+            v, a, cfgd, title = (1, 128, 3, 4, 4), 5, M.LTXAV_TINY, "tiny LTX-2 (video 128 / audio 64, 2 blocks)"
+            model = M.ltxav(2, dtype, device, config=M.LTXAV_TINY)
+        else:
+            v, a, cfgd = (1, 128, 16, 22, 38), 126, M.LTXAV_REAL
+            title = ("LTX-2 19B dims (video 32x128 = 4096, audio 32x64 = 2048, Gemma text 2 x 3840; 8 of 48 blocks), "
+                     "704x1216x121 = 16x22x38 video latent (13,376 tokens) + 126 audio latents (5 s at 25/s), "
+                     "text 1024")
+            model = M.ltxav(8, dtype, device)
+        latent = comfy.nested_tensor.NestedTensor((torch.zeros(*v), torch.zeros(1, 8, a, 16)))
+        return (model, latent, n,
+                dict(dim=2 * cfgd["caption_channels"], attention_mask=torch.ones(1, n, dtype=torch.long)), title)
+
+    return {"wan13b": wan13b, "wan22_5b": wan22_5b, "hunyuan15": hunyuan15, "kandinsky5_lite": kandinsky5_lite,
+            "mochi": mochi, "cogvideox15": cogvideox15, "ltx2": ltx2}
+
+
+def section_families(rep, pack, device, tiny, steps, rounds, only=None):
+    """Per model family: s / step and peak memory of each variants_for() variant (run_e2e), bf16, CFG 5."""
+    import torch
+    dtype = torch.bfloat16
+    specs = family_specs(tiny)
+    keys = [k for k in FAMILY_KEYS if not only or k in only]
+    out = rep.data["sections"].setdefault("families", {})
+    for key in keys:
+        t0 = time.perf_counter()
+        model = None
+        try:
+            model, latent, ctx, extra, title = specs[key](dtype, device)
+            rep.log(f"[families] {key}: {type(model.model).__name__} built in {time.perf_counter() - t0:.1f}s; {title}")
+            rows, raw = run_e2e(rep, f"families/{key}", device, model, latent, ctx, steps, rounds,
+                                variants_for(pack, tiny), extra_cond=extra)
+            rep.table(f"{title}; {type(model.model).__name__}, CFG 5 (batch 2), {steps} euler steps per run, "
+                      f"{rounds} interleaved rounds, bfloat16 ({card_name(device)})", e2e_header(), rows)
+            out[key] = {"title": title, "model_base": type(model.model).__name__, "rows": rows, "raw": raw}
+        except Exception as e:  # noqa: BLE001  (one family's failure must not stop the others)
+            rep.log(f"[families] {key} FAILED: {type(e).__name__}: {e}")
+            rep.log(traceback.format_exc())
+            out[key] = {"error": f"{type(e).__name__}: {e}"}
+            rep.table(f"{key}: failed", ["error"], [[f"{type(e).__name__}: {e}"[:200]]])
+        finally:
+            del model
+            cleanup(device)
+        rep.log(f"[families] {key} took {time.perf_counter() - t0:.1f}s")
+        rep.save()
+
+
+# -- section: gguf (Wan 2.1 1.3B through ComfyUI-GGUF, Q8_0, dequantized on the GPU) -------------------
+
+def section_gguf(rep, pack, device, tiny, steps, rounds, comfy_src):
+    """The e2e variants on Wan 2.1 1.3B written as a Q8_0 GGUF and loaded by ComfyUI-GGUF's UnetLoaderGGUF."""
+    import tempfile
+    import torch
+    import folder_paths
+    from stas_harness import gguf as G
+    from stas_harness import models as M
+    gdir = G.comfyui_gguf_dir(comfy_src)
+    if gdir is None:
+        raise RuntimeError(f"no ComfyUI-GGUF in {comfy_src}/custom_nodes")
+    mappings = G.load_comfyui_gguf(gdir)
+    dim, ffn, heads, layers = (128, 256, 2, 2) if tiny else (1536, 8960, 12, 30)
+    sd = M.random_state_dict(M.wan_module(num_layers=layers, dim=dim, ffn_dim=ffn, num_heads=heads, meta=True))
+    tmp = Path(tempfile.mkdtemp())
+    t0 = time.perf_counter()
+    G.write_gguf(sd, tmp / "wan_q8.gguf", "Q8_0")
+    del sd
+    rep.log(f"[gguf] Q8_0 file written in {time.perf_counter() - t0:.1f}s ({(tmp / 'wan_q8.gguf').stat().st_size / 2**20:.0f} MiB)")
+    folder_paths.add_model_folder_path("unet", str(tmp))
+    folder_paths.add_model_folder_path("diffusion_models", str(tmp))
+    loader = mappings["UnetLoaderGGUF"]()
+    model = getattr(loader, loader.FUNCTION)("wan_q8.gguf")[0]
+    latent = torch.zeros(1, 16, 5, 8, 8) if tiny else torch.zeros(1, 16, 21, 60, 104)
+    title = ("tiny Wan through ComfyUI-GGUF" if tiny else
+             "Wan 2.1 1.3B as Q8_0 GGUF (ComfyUI-GGUF, dequantized on the GPU), 480x832x81 (32,760 tokens), T5 text 512")
+    rows, raw = run_e2e(rep, "gguf", device, model, latent, 8 if tiny else 512, steps, rounds, variants_for(pack, tiny))
+    rep.table(f"{title}; {G.comfyui_gguf_version(gdir)}, CFG 5 (batch 2), {steps} euler steps per run, {rounds} "
+              f"interleaved rounds ({card_name(device)})", e2e_header(), rows)
+    rep.data["sections"]["gguf"] = {"rows": rows, "raw": raw}
+    del model
+    cleanup(device)
+
+
+# -- section: sweep (STAS Sweep against the renders it stands for) ------------------------------------
+
+def section_sweep(rep, pack, device, tiny, rounds):
+    """STAS Sweep at its defaults (4 variants + the baseline, 10 steps) on Wan 2.1 1.3B at a 272x480x33 preview,
+    against the same 5 renders made one by one (sample + VAE decode), interleaved; with a random full-size Wan VAE."""
+    import comfy.ldm.wan.vae as wv
+    import comfy.sd
+    import torch
+    from stas_harness import models as M
+    sweep_node = pack_module(pack, "nodes.sweep")
+    dtype = torch.bfloat16
+    if tiny:
+        model, latent, ctx = build_wan(128, 256, 2, 4, dtype, device), torch.zeros(1, 16, 3, 8, 8), 8
+        vae = comfy.sd.VAE(sd=M.random_state_dict(wv.WanVAE(dim=96, z_dim=16), scale=0.02))
+    else:
+        model, latent, ctx = build_wan(1536, 8960, 12, 30, dtype, device), torch.zeros(1, 16, 9, 34, 60), 512
+        with torch.device("meta"):
+            shapes = wv.WanVAE(dim=96, z_dim=16)
+        vae = comfy.sd.VAE(sd=M.random_state_dict(shapes, scale=0.02, device=device))
+    pos, neg = text_cond(ctx, seed=1), text_cond(ctx, seed=2)
+    node = sweep_node.StasSweep
+    kw = {i.id: i.default for i in node.define_schema().inputs if getattr(i, "default", None) is not None}
+    kw.update(model=model, positive=pos, negative=neg, latent_image={"samples": latent}, vae=vae, seed=1,
+              sampler_name="euler", scheduler="simple")
+    steps, cfg = kw["steps"], kw["cfg"]
+    variants = sweep_node.sw.grid(sweep_node.sw.parse_floats(kw["alphas"], "alphas"),
+                                  sweep_node.sw.parse_blocks_list(kw["blocks"]), sweep_node.sw.parse_windows(kw["windows"]))
+    smp = pack_module(pack, "nodes.stas_model_patch").StasModelPatch
+    singles = [model] + [smp.execute(model, **sweep_node.stas_settings(v))[0] for v in variants]
+
+    def run_sweep():
+        with torch.inference_mode():
+            node.execute(**kw)
+
+    def run_singles():
+        for m in singles:
+            out = sample(m, latent, steps, cfg, pos, neg, seed=1)
+            with torch.inference_mode():
+                vae.decode(out)
+
+    runs = {"STAS Sweep (1 node)": run_sweep, f"{len(singles)} single renders + decodes": run_singles}
+    times = {n: [] for n in runs}
+    peaks = {n: [] for n in runs}
+    for fn in runs.values():   # warm-up: loads, kernels
+        fn()
+    for r in range(rounds):
+        order = list(runs.items())[r % 2:] + list(runs.items())[:r % 2]
+        for name, fn in order:
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+            if device == "cuda":
+                peaks[name].append(torch.cuda.max_memory_allocated())
+        rep.log(f"[sweep] round {r + 1}/{rounds}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in runs))
+    names = list(runs)
+    base = median(times[names[1]])
+    rows = []
+    for n in names:
+        pk = max(peaks[n]) if peaks[n] else None
+        rows.append([n, f"{median(times[n]):.3f}", f"{median(times[n]) / base:.4f}",
+                     "n/a" if pk is None else f"{pk / 2**20:.0f}"])
+    rep.table(f"STAS Sweep at its defaults ({len(variants)} variants + baseline, {steps} steps, CFG {cfg}) vs the same "
+              f"renders one by one, {'tiny Wan' if tiny else 'Wan 2.1 1.3B, 272x480x33 preview (4,590 tokens)'}, "
+              f"bfloat16, {rounds} interleaved rounds ({card_name(device)})",
+              ["run", "s (median)", "ratio to single renders", "peak MiB"], rows)
+    rep.data["sections"]["sweep"] = {"rows": rows, "times": times, "peaks": peaks}
+    del model, singles
+    cleanup(device)
+
+
 def compile_setup(device, tiny, dtype, backend):
     """Wan 2.1 1.3B dims (tiny on CPU), its conds, and ``compiled(m)``: TorchCompileModel's output."""
     import torch
@@ -920,12 +1171,14 @@ def main():
     ap.add_argument("--tiny", action="store_true", help="tiny sizes (CPU smoke test)")
     ap.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH", str(REPO / ".comfyui")))
     ap.add_argument("--sections", default="op,e2e,mem14b",
-                    help="comma list of op,launch,e2e,mem14b,hunyuan,compile,compile_settings,harden")
+                    help="comma list of op,launch,e2e,mem14b,hunyuan,families,gguf,sweep,compile,compile_settings,harden")
     ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     ap.add_argument("--op-dtypes", default="float16,bfloat16")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--layers14b", type=int, default=8, help="blocks of the 14B-dims model (40 in the real one)")
+    ap.add_argument("--families", default="",
+                    help="section families: comma list of " + ",".join(FAMILY_KEYS) + " (default: all); always bf16")
     ap.add_argument("--compile-backend", default="inductor")
     ap.add_argument("--compile-steps", type=int, default=3)
     ap.add_argument("--pack", default=str(REPO),
@@ -966,6 +1219,13 @@ def main():
                 section_launch(rep, a.device)
             elif s == "hunyuan":
                 section_hunyuan(rep, pack, a.device, a.tiny, dtype, a.steps, a.rounds)
+            elif s == "families":
+                section_families(rep, pack, a.device, a.tiny, a.steps, a.rounds,
+                                 [f.strip() for f in a.families.split(",") if f.strip()])
+            elif s == "gguf":
+                section_gguf(rep, pack, a.device, a.tiny, a.steps, a.rounds, a.comfyui)
+            elif s == "sweep":
+                section_sweep(rep, pack, a.device, a.tiny, a.rounds)
             elif s == "compile":
                 section_compile(rep, pack, a.device, a.tiny, dtype, a.compile_steps,
                                 a.compile_backend if a.device == "cuda" else "aot_eager")

@@ -97,9 +97,13 @@ def tiny_wan_variant(variant: str, seed: int = 0, num_layers: int = 4):
     return load_random(wan_module(cls_name, num_layers=num_layers, **kw), seed=seed)
 
 
-def wan(dim: int, ffn_dim: int, num_heads: int, num_layers: int, dtype, device, seed: int = 0):
-    """A Wan 2.1 T2V of the given dims in ``dtype`` on ``device`` (the bench's sizes; built on the meta device)."""
-    return load_random(wan_module(num_layers=num_layers, dim=dim, ffn_dim=ffn_dim, num_heads=num_heads, meta=True),
+def wan(dim: int, ffn_dim: int, num_heads: int, num_layers: int, dtype, device, seed: int = 0, cls_name: str = "WanModel",
+        **kw):
+    """A Wan of the given dims in ``dtype`` on ``device`` (the bench's sizes; built on the meta device): Wan 2.1 T2V,
+    or with ``kw`` another layout, e.g. ``**WAN_VARIANTS["ti2v_5b"][1]`` for Wan 2.2 TI2V 5B (dim 3072, ffn_dim 14336,
+    24 heads, 30 blocks, 48-channel latent)."""
+    return load_random(wan_module(cls_name, num_layers=num_layers, dim=dim, ffn_dim=ffn_dim, num_heads=num_heads,
+                                  meta=True, **kw),
                        seed=seed, dtype=dtype, device=device, model_options={"dtype": dtype})
 
 
@@ -139,6 +143,21 @@ def has_hunyuan_video15() -> bool:
     return "vision_in_dim" in {f.name for f in dataclasses.fields(hm.HunyuanVideoParams)}
 
 
+def hunyuan_video15_module(depth: int = 2, depth_single: int = 0, hidden: int = 128, heads: int = 1,
+                           meanflow: bool = False, in_channels: int = 65, meta: bool = False):
+    """A HunyuanVideo 1.5 (``tiny_hunyuan_video15``'s layout); the real one is hidden 2048, 16 heads (ComfyUI's
+    detection takes heads = hidden / 128), 54 double-stream blocks, no single-stream block."""
+    import comfy.ldm.hunyuan_video.model as hm
+    params = dataclass_kwargs(hm.HunyuanVideoParams, dict(
+        in_channels=in_channels, out_channels=32, vec_in_dim=None, context_in_dim=3584, hidden_size=hidden,
+        mlp_ratio=4.0, num_heads=heads, depth=depth, depth_single_blocks=depth_single, axes_dim=[16, 56, 56],
+        theta=256, patch_size=[1, 1, 1], qkv_bias=True, guidance_embed=False, byt5=True, meanflow=meanflow,
+        use_cond_type_embedding=True, vision_in_dim=1152, meanflow_sum=meanflow))
+    ops, where = _built(meta)
+    with where:
+        return hm.HunyuanVideo(image_model="hunyuan_video", operations=ops, **params)
+
+
 def tiny_hunyuan_video15(depth: int = 2, depth_single: int = 0, seed: int = 0, meanflow: bool = False,
                          in_channels: int = 65):
     """Tiny HunyuanVideo 1.5 (its real layout but hidden 128: 32-ch latent + 32-ch image concat + mask = 65
@@ -146,15 +165,15 @@ def tiny_hunyuan_video15(depth: int = 2, depth_single: int = 0, seed: int = 0, m
     no CLIP pooled input, no guidance embedding; the real model has 54 double- and no single-stream block).
     T2V and I2V checkpoints have the same layout; ComfyUI loads both as model_base.HunyuanVideo15.
     ``in_channels=98`` (+ meanflow): the super-resolution model, model_base.HunyuanVideo15_SR_Distilled."""
-    import comfy.ldm.hunyuan_video.model as hm
-    import comfy.ops
-    params = dataclass_kwargs(hm.HunyuanVideoParams, dict(
-        in_channels=in_channels, out_channels=32, vec_in_dim=None, context_in_dim=3584, hidden_size=128,
-        mlp_ratio=4.0, num_heads=1, depth=depth, depth_single_blocks=depth_single, axes_dim=[16, 56, 56],
-        theta=256, patch_size=[1, 1, 1], qkv_bias=True, guidance_embed=False, byt5=True, meanflow=meanflow,
-        use_cond_type_embedding=True, vision_in_dim=1152, meanflow_sum=meanflow))
-    m = hm.HunyuanVideo(image_model="hunyuan_video", operations=comfy.ops.manual_cast, **params)
-    return load_random(m, seed=seed)
+    return load_random(hunyuan_video15_module(depth, depth_single, meanflow=meanflow, in_channels=in_channels),
+                       seed=seed)
+
+
+def hunyuan_video15(depth: int, dtype, device, hidden: int = 2048, heads: int = 16, depth_single: int = 0,
+                    seed: int = 0):
+    """A HunyuanVideo 1.5 (480p/720p T2V/I2V layout) in ``dtype`` on ``device`` (built on the meta device)."""
+    return load_random(hunyuan_video15_module(depth, depth_single, hidden, heads, meta=True), seed=seed,
+                       dtype=dtype, device=device, model_options={"dtype": dtype})
 
 
 def tiny_hunyuan_image21(refiner: bool = False, seed: int = 0):
@@ -172,17 +191,37 @@ def tiny_hunyuan_image21(refiner: bool = False, seed: int = 0):
 
 # -- other families ------------------------------------------------------------------------------
 
+def cogvideox_module(num_layers: int = 3, v15: bool = False, heads: int = 2, time_embed_dim: int = 64,
+                     meta: bool = False):
+    """A ``comfy.ldm.cogvideo.model.CogVideoXTransformer3DModel`` (heads x 64 wide, T5 text 4096, rotary positions):
+    tiny by default; CogVideoX 1.5 5B is 48 heads (3072), time_embed_dim 512, 42 blocks, ``v15`` (Linear patch 2,
+    patch_size_t 2)."""
+    import comfy.ldm.cogvideo.model as cm
+    ops, where = _built(meta)
+    with where:
+        return cm.CogVideoXTransformer3DModel(
+            num_attention_heads=heads, attention_head_dim=64, in_channels=16, out_channels=16,
+            time_embed_dim=time_embed_dim, text_embed_dim=4096, num_layers=num_layers, patch_size=2,
+            patch_size_t=2 if v15 else None, use_rotary_positional_embeddings=True,
+            use_learned_positional_embeddings=False, operations=ops)
+
+
 def tiny_cogvideox(num_layers: int = 3, v15: bool = False, seed: int = 0):
     """Tiny CogVideoX (ComfyUI >= 0.2x native): 1.0 layout (Conv2d patch 2, no temporal patch)
     or 1.5 layout (Linear patch, patch_size_t 2). Rotary positions, T5 text 4096."""
-    import comfy.ldm.cogvideo.model as cm
-    import comfy.ops
-    m = cm.CogVideoXTransformer3DModel(
-        num_attention_heads=2, attention_head_dim=64, in_channels=16, out_channels=16, time_embed_dim=64,
-        text_embed_dim=4096, num_layers=num_layers, patch_size=2, patch_size_t=2 if v15 else None,
-        use_rotary_positional_embeddings=True, use_learned_positional_embeddings=False,
-        operations=comfy.ops.manual_cast)
-    return load_random(m, seed=seed)
+    return load_random(cogvideox_module(num_layers, v15), seed=seed)
+
+
+def cogvideox(num_layers: int, dtype, device, heads: int = 48, time_embed_dim: int = 512, v15: bool = True,
+              seed: int = 0):
+    """A CogVideoX (default: 1.5 5B dims, T2V) in ``dtype`` on ``device`` (built on the meta device)."""
+    return load_random(cogvideox_module(num_layers, v15, heads, time_embed_dim, meta=True), seed=seed, dtype=dtype,
+                       device=device, model_options={"dtype": dtype})
+
+
+def has_cogvideox() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("comfy.ldm.cogvideo") is not None
 
 
 def tiny_sd3(seed: int = 0):
@@ -228,6 +267,24 @@ def tiny_ltxav(num_layers: int = 2, seed: int = 0):
     return load_random(ltxav_module(num_layers), seed=seed, metadata={"config": json.dumps({"transformer": cfg})})
 
 
+# LTX-2 (19B) at its real widths: ComfyUI's LTXAVModel defaults (video 32 heads x 128 = 4096, audio 32 x 64 = 2048,
+# Gemma 3 text 3840 per stream, embeddings connectors 30 heads x 128 and 2 layers), 48 blocks in the real model.
+LTXAV_REAL = dict(in_channels=128, audio_in_channels=128, cross_attention_dim=4096, audio_cross_attention_dim=2048,
+                  attention_head_dim=128, audio_attention_head_dim=64, num_attention_heads=32,
+                  audio_num_attention_heads=32, caption_channels=3840, connector_attention_head_dim=128,
+                  connector_num_attention_heads=30, connector_num_layers=2)
+
+
+def ltxav(num_layers: int, dtype, device, config: dict | None = None, seed: int = 0):
+    """An LTX-2 (``config``: LTXAVModel arguments, default ``LTXAV_REAL``) in ``dtype`` on ``device``, built on the
+    meta device; ``config`` reaches ComfyUI as a checkpoint's "config" metadata, as in ``tiny_ltxav``. Its text
+    conditioning is 2 x caption_channels wide (7680 for the real model), with an integer attention_mask."""
+    import json
+    cfg = {**(LTXAV_REAL if config is None else config), "num_layers": num_layers}
+    return load_random(ltxav_module(**cfg, meta=True), seed=seed, dtype=dtype, device=device,
+                       model_options={"dtype": dtype}, metadata={"config": json.dumps({"transformer": cfg})})
+
+
 def has_ltxav() -> bool:
     """LTX-2 (comfy.ldm.lightricks.av_model) came after 0.3.64."""
     import importlib.util
@@ -235,14 +292,15 @@ def has_ltxav() -> bool:
 
 
 def kandinsky5_module(num_visual_blocks: int = 3, model_dim: int = 128, ff_dim: int = 256, image: bool = False,
-                      meta: bool = False):
+                      meta: bool = False, time_dim: int = 64, num_text_blocks: int = 1):
     """A ``comfy.ldm.kandinsky5.model.Kandinsky5``: video (latent 16 + image 16 + mask 1 channels, patch 1x2x2,
     Qwen2.5-VL text 3584, CLIP pooled 768) or ``image`` (16 channels, no concat; ComfyUI's Kandinsky5Image
-    needs model_dim 2560). Lite video is model_dim 1792, 32 blocks; Pro 4096, 60 blocks."""
+    needs model_dim 2560). Lite video is model_dim 1792, ff_dim 7168, time_dim 512, 2 text and 32 visual blocks;
+    Pro 4096, 60 visual blocks."""
     import comfy.ldm.kandinsky5.model as km
     ops, where = _built(meta)
     with where:
-        return km.Kandinsky5(model_dim=model_dim, ff_dim=ff_dim, time_dim=64, num_text_blocks=1,
+        return km.Kandinsky5(model_dim=model_dim, ff_dim=ff_dim, time_dim=time_dim, num_text_blocks=num_text_blocks,
                              num_visual_blocks=num_visual_blocks, visual_embed_dim=64 if image else 132,
                              axes_dims=(32, 48, 48) if model_dim in (2560, 4096) else (16, 24, 24), operations=ops)
 
@@ -253,6 +311,14 @@ def tiny_kandinsky5(num_visual_blocks: int = 3, seed: int = 0, image: bool = Fal
     if image:
         return load_random(kandinsky5_module(1, model_dim=2560, ff_dim=64, image=True, meta=True), seed=seed)
     return load_random(kandinsky5_module(num_visual_blocks), seed=seed)
+
+
+def kandinsky5(num_visual_blocks: int, dtype, device, model_dim: int = 1792, ff_dim: int = 7168, time_dim: int = 512,
+               num_text_blocks: int = 2, seed: int = 0):
+    """A Kandinsky 5 video model (default: Lite dims) in ``dtype`` on ``device`` (built on the meta device)."""
+    return load_random(kandinsky5_module(num_visual_blocks, model_dim, ff_dim, meta=True, time_dim=time_dim,
+                                         num_text_blocks=num_text_blocks),
+                       seed=seed, dtype=dtype, device=device, model_options={"dtype": dtype})
 
 
 def has_kandinsky5() -> bool:
@@ -270,26 +336,39 @@ MOCHI_TINY = dict(image_model="mochi_preview", patch_size=2, num_heads=2, hidden
                   t5_feat_dim=256, t5_token_length=256, rope_theta=10000.0)
 
 
-def tiny_mochi(depth: int = 3, seed: int = 0):
-    """Tiny random-weight Mochi 1 (model_base.GenmoMochi, 12-ch latent, patch 2, text 256 wide), built by
-    ComfyUI's own supported_models.GenmoMochi from ``MOCHI_TINY``; weights loaded as a checkpoint's are."""
+# Mochi 1 preview at its real widths (what ComfyUI's detection hard-codes, depth aside: 48 there).
+MOCHI_REAL = {**MOCHI_TINY, "num_heads": 24, "hidden_size_x": 3072, "hidden_size_y": 1536, "mlp_ratio_x": 4.0,
+              "t5_feat_dim": 4096}
+
+
+def mochi(depth: int, dtype=None, device="cpu", config: dict | None = None, seed: int = 0):
+    """A random-weight Mochi 1 (model_base.GenmoMochi; ``config`` default ``MOCHI_REAL``) with ``depth`` blocks in
+    ``dtype`` on ``device``: built on the meta device, then by ComfyUI's own supported_models.GenmoMochi from the
+    config (its detection fixes depth 48), weights loaded as a checkpoint's are."""
     import comfy.ldm.genmo.joint_model.asymm_models_joint as gm
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.ops
     import comfy.supported_models
     import torch
-    cfg = {**MOCHI_TINY, "depth": depth}
+    cfg = {**(MOCHI_REAL if config is None else config), "depth": depth}
     with torch.device("meta"):
         module = gm.AsymmDiTJoint(operations=comfy.ops.disable_weight_init,
                                   **{k: v for k, v in cfg.items() if k != "image_model"})
-    sd = random_state_dict(module, seed=seed)
+    sd = random_state_dict(module, seed=seed, dtype=dtype, device=device)
     config = comfy.supported_models.GenmoMochi(cfg)
-    config.set_inference_dtype(torch.float32, None)
+    config.set_inference_dtype(dtype or torch.float32, None)
     model = config.get_model(sd, "")
     model.load_model_weights(sd, "")
+    del sd
     return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
                                             offload_device=mm.unet_offload_device())
+
+
+def tiny_mochi(depth: int = 3, seed: int = 0):
+    """Tiny random-weight Mochi 1 (model_base.GenmoMochi, 12-ch latent, patch 2, text 256 wide), built by
+    ComfyUI's own supported_models.GenmoMochi from ``MOCHI_TINY``; weights loaded as a checkpoint's are."""
+    return mochi(depth, config=MOCHI_TINY, seed=seed)
 
 
 def has_cosmos_predict2() -> bool:
