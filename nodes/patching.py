@@ -39,6 +39,7 @@ class StasPlan(Plan):
     label: str = "STAS Model Patch"  # names the node in the console
     shard: Optional[Any] = None      # sequence parallel: callable giving this rank's stas_core.shard.Shard or None
     _dev: PerDevice = field(default_factory=PerDevice, repr=False)
+    detected: Dict[int, Tuple[int, ...]] = field(default_factory=dict, repr=False)  # auto: the last run's channels per block
     node_name: ClassVar[str] = "STAS Model Patch"
 
     def __post_init__(self) -> None:
@@ -241,6 +242,7 @@ class StasPlan(Plan):
         if not self.auto:
             return
         silent, steered, chans = set(), set(), set()
+        per_block: Dict[int, set] = {}
         for tables in list(run.tables.built.values()):
             done = (tables.need == 0).cpu()
             valid = tables.valid.cpu()
@@ -248,6 +250,9 @@ class StasPlan(Plan):
             silent.update(self.blocks[i].flat for i in range(len(self.blocks)) if done[i] and not found[i])
             steered.update(self.blocks[i].flat for i in range(len(self.blocks)) if found[i])
             chans.update(tables.chans.cpu()[valid].tolist())
+            for i in range(len(self.blocks)):
+                per_block.setdefault(self.blocks[i].flat, set()).update(tables.chans[i].cpu()[valid[i]].tolist())
+        self.detected = {b: tuple(sorted(c)) for b, c in per_block.items() if c}
         if steered:  # what auto detection chose, in the console, as a user would want to know
             log.info("STAS Model Patch: auto detection steered channel(s) %s at %d block(s)",
                      sorted(chans), len(steered))

@@ -13,6 +13,18 @@ from .load_ma_profile import profile_folders
 from .types import StasProfile, StasRecording
 
 
+def profile_path(filename: str, node: str, what: str = "filename") -> str:
+    """Where a profile named ``filename`` (the input ``what``) is saved (the first profile folder), or a ValueError
+    naming ``node``."""
+    name = (filename or "").strip()
+    if name.endswith(".safetensors"):
+        name = name[: -len(".safetensors")]
+    if not name or not re.fullmatch(r"[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*", name) or ".." in name:
+        raise ValueError(f"{node}: {what} {filename!r} is not a plain name; use letters, digits, "
+                         "'-', '_', '.' (and '/' for a subfolder), e.g. wan21_1.3b.")
+    return os.path.join(profile_folders()[0], name + ".safetensors")
+
+
 class SaveMAProfile(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -25,11 +37,11 @@ class SaveMAProfile(io.ComfyNode):
             is_output_node=True,
             inputs=[
                 StasRecording.Input("recording", tooltip="The recording output of MA Recorder."),
-                io.Latent.Input("latent", tooltip="The LATENT output of the sampler that ran the MA Recorder's MODEL (picks that run)."),
+                io.Latent.Input("latent", tooltip="The sampler's LATENT, which picks the run to save."),
                 io.String.Input("filename", default="wan_ma_profile",
-                                tooltip="File name (without .safetensors) in ComfyUI/models/stas_profiles; letters, digits, '-', '_', '.' and '/' for subfolders."),
+                                tooltip="Profile name in models/stas_profiles, without .safetensors."),
                 io.Float.Input("threshold", default=50.0, min=1.0, max=100000.0, step=1.0,
-                               tooltip="A channel is massive when its peak |h| is at least this many times the mean |h| (a block with none is an error)."),
+                               tooltip="Peak / mean |h| at which a channel counts as massive."),
                 io.Int.Input("top_k", default=4, min=1, max=64, tooltip="At most this many channels per block (the strongest)."),
                 io.Boolean.Input("overwrite", default=False, tooltip="Replace an existing profile of the same name."),
             ],
@@ -42,12 +54,7 @@ class SaveMAProfile(io.ComfyNode):
 
     @classmethod
     def execute(cls, recording, latent, filename, threshold, top_k, overwrite) -> io.NodeOutput:
-        name = (filename or "").strip()
-        if name.endswith(".safetensors"):
-            name = name[: -len(".safetensors")]
-        if not name or not re.fullmatch(r"[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*", name) or ".." in name:
-            raise ValueError(f"Save MA Profile: filename {filename!r} is not a plain name; use letters, digits, "
-                             "'-', '_', '.' (and '/' for a subfolder), e.g. wan21_1.3b.")
+        path = profile_path(filename, "Save MA Profile")
         run = recording.run_for(latent["samples"], who="Save MA Profile")
         try:
             prof = profile_from_run(run, threshold, top_k)
@@ -60,8 +67,6 @@ class SaveMAProfile(io.ComfyNode):
         if ckpt:
             info["checkpoint"] = ckpt  # named when a model refuses the profile
         prof = dataclasses.replace(prof, info=info, fingerprint=recording.model_fingerprint)
-        folder = profile_folders()[0]
-        path = os.path.join(folder, name + ".safetensors")
         if os.path.exists(path) and not overwrite:
             raise ValueError(f"Save MA Profile: {path} exists; choose another filename or turn on overwrite.")
         os.makedirs(os.path.dirname(path), exist_ok=True)

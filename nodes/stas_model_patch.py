@@ -1,6 +1,7 @@
 """STAS Model Patch: MODEL in, a clone with Structured Activation Steering out."""
 from __future__ import annotations
 
+import json
 import logging
 
 from comfy_api.latest import io
@@ -39,6 +40,16 @@ def check_profile(profile, model, family: str, hidden: int, n_blocks: int, block
                     ", ".join(map(str, borrowed)), ", ".join(f"{b} <- {s}" for b, s in borrowed.items()))
 
 
+def warn_preset(profile, settings: dict) -> None:
+    """A STAS Sweep preset carries the settings it was swept with: say so when this node's differ."""
+    swept = json.loads(profile.info.get("preset") or "{}")
+    differ = {k: v for k, v in swept.items() if k in settings and settings[k] != v}
+    if differ:
+        log.warning("STAS Model Patch: the profile is a STAS Sweep preset swept with %s; this node is set to %s. Set "
+                    "those to steer as the sweep did.", ", ".join(f"{k} {v}" for k, v in swept.items()),
+                    ", ".join(f"{k} {settings[k]}" for k in differ))
+
+
 class StasModelPatch(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -50,31 +61,31 @@ class StasModelPatch(io.ComfyNode):
                         "boundary tokens toward a scaled maximum in early denoising. Training-free, no extra pass; Wan, "
                         "HunyuanVideo, CogVideoX, LTX-Video / LTX-2, Kandinsky 5, Mochi.",
             inputs=[
-                io.Model.Input("model", tooltip="A Wan 2.1/2.2, HunyuanVideo or CogVideoX model to patch; it is cloned, never changed."),
+                io.Model.Input("model", tooltip="Video model to patch (cloned, never changed)."),
                 io.Float.Input("alpha", default=1.0, min=0.0, max=2.0, step=0.01,
-                               tooltip="Scale of the target: steered values move toward alpha * max|h| with their sign kept (1.0 = the maximum itself)."),
+                               tooltip="Target as a multiple of the maximum |h| (1.0 = the maximum itself)."),
                 io.Float.Input("blend", default=1.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="How far steered values move toward the target: 1.0 replaces them (the paper), 0.0 leaves them unchanged (off)."),
+                               tooltip="How far steered values move toward the target (1 = replace, 0 = off)."),
                 io.String.Input("blocks", default="middle",
-                                tooltip="Blocks to steer: 'middle' (the paper's 15 of 30), '15', '10-20', '0,5,9', 'all', -1 = last (HunyuanVideo: double-stream first)."),
+                                tooltip="Blocks to steer: 'middle', '15', '10-20', '0,5,9', 'all' or -1 (the last)."),
                 io.String.Input("channels", default="auto",
-                                tooltip="Channels to steer: 'auto' detects the massive ones at the first steered step of each run, or a list like '12,407'."),
+                                tooltip="Channels to steer: 'auto' (detected per run) or a list like '12,407'."),
                 io.Float.Input("threshold", default=50.0, min=1.0, max=100000.0, step=1.0,
-                               tooltip="auto channels: a channel is massive when its peak |h| is at least this many times the mean |h| of the hidden state."),
+                               tooltip="auto channels: peak / mean |h| at which a channel counts as massive."),
                 io.Int.Input("top_k", default=4, min=1, max=MAX_CHANNELS,
                              tooltip="auto channels: steer at most this many of the strongest channels."),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="Where steering starts as a fraction of denoising, mapped to sigma and inclusive (0 = from the first step)."),
+                               tooltip="Fraction of denoising where steering starts (0 = the first step)."),
                 io.Float.Input("end_percent", default=0.4, min=0.0, max=1.0, step=0.01,
-                               tooltip="Where steering stops as a fraction of denoising, exclusive (0.4 = the paper's first 20 of 50 steps with the simple scheduler)."),
+                               tooltip="Fraction of denoising where steering stops (0.4 = the paper's window)."),
                 io.Combo.Input("apply_to", options=list(PROMPTS), default="cond",
-                               tooltip="Which guider pass is steered: cond = the positive prompt (DualCFGGuider's cond1), uncond = the negative, both = every pass."),
+                               tooltip="Guider pass to steer: cond (positive), uncond (negative) or both."),
                 StasMask.Input("mask", optional=True,
-                               tooltip="Tokens to steer, from Boundary Mask Builder (none = the first latent frame plus one head and tail token row of later frames)."),
+                               tooltip="Tokens to steer, from Boundary Mask Builder (none = the paper's tokens)."),
                 StasProfile.Input("profile", optional=True,
-                                  tooltip="MA profile from Load MA Profile whose calibrated channels replace auto detection (channels must stay 'auto')."),
+                                  tooltip="MA profile from Load MA Profile, used instead of auto channels."),
             ],
-            outputs=[io.Model.Output(tooltip="The patched clone; bypass or remove this node to sample unsteered.")],
+            outputs=[io.Model.Output(tooltip="The patched clone (bypass this node to sample unsteered).")],
             hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )
 
@@ -94,6 +105,8 @@ class StasModelPatch(io.ComfyNode):
                                      "Set channels to 'auto' to use the profile, or disconnect the profile.")
                 check_profile(profile, model, fam.name, hidden, len(fam.blocks(dm)), [r.flat for r in refs],
                               node_model_file(cls))
+                warn_preset(profile, dict(alpha=alpha, blocks=blocks, start_percent=start_percent,
+                                          end_percent=end_percent))
             if apply_to not in PROMPTS:
                 raise ValueError(f"STAS Model Patch: apply_to must be one of {list(PROMPTS)}, got {apply_to!r}.")
             if not 0.0 <= blend <= 1.0 or alpha < 0.0:

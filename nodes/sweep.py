@@ -3,8 +3,10 @@ scores each (stas_core.sweep), and returns the winner as STAS Model Patch would 
 grid, a side-by-side video and the table. docs/sweep.md."""
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import time
 
 import numpy as np
@@ -13,8 +15,12 @@ from comfy_api.latest import io, ui
 
 from ..stas_core import plot, seams
 from ..stas_core import sweep as sw
+from ..stas_core.profile import MAProfile
 from ..stas_core.schedule import SigmaWindow
 from .families import family_of, select_blocks
+from .fingerprint import model_fingerprint, node_model_file
+from .hooks import OuterSample
+from .save_ma_profile import profile_path
 from .stas_model_patch import StasModelPatch
 from .types import StasMask, named_errors
 
@@ -108,7 +114,8 @@ class StasSweep(io.ComfyNode):
                 io.String.Input("blocks", default="middle", tooltip="Block choices to try, separated by ';' (e.g. 'middle; 10-20')."),
                 io.String.Input("windows", default="0-0.2, 0-0.4", tooltip="Windows start-end to try, comma-separated."),
                 io.Float.Input("tolerance", default=0.1, min=0.0, max=1.0, step=0.01,
-                               tooltip="Largest loss of motion or sharpness against the baseline a winner may have."),
+                               tooltip="Largest loss of motion or sharpness a winner may have."),
+                io.String.Input("preset", default="", tooltip="Save the winner as this MA profile name; empty = no file."),
                 StasMask.Input("mask", optional=True, tooltip="Tokens to steer, from Boundary Mask Builder (none = the default)."),
             ],
             outputs=[
@@ -117,12 +124,12 @@ class StasSweep(io.ComfyNode):
                 io.Image.Output(display_name="comparison", tooltip="Baseline (left) and winner (right), frame by frame."),
                 io.String.Output(display_name="table", tooltip="Every render's scores; the winner marked."),
             ],
-            hidden=[io.Hidden.unique_id],
+            hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )
 
     @classmethod
     def execute(cls, model, positive, negative, latent_image, vae, seed, steps, cfg, sampler_name, scheduler,
-                alphas, blocks, windows, tolerance, mask=None) -> io.NodeOutput:
+                alphas, blocks, windows, tolerance, preset="", mask=None) -> io.NodeOutput:
         import comfy.model_management
         import comfy.sample
         import comfy.samplers
@@ -138,6 +145,7 @@ class StasSweep(io.ComfyNode):
                                  "Connect an empty video latent of 5 or more pixel frames.")
             dm = model.get_model_object("diffusion_model")
             fam = family_of(dm)
+            path = preset_path(preset)
             ms = model.get_model_object("model_sampling")
             sigmas = comfy.samplers.calculate_sigmas(ms, scheduler, steps).tolist()
             results, patched = [], []
@@ -192,6 +200,9 @@ class StasSweep(io.ComfyNode):
                 best, best_frames = i, frames
         winner = sw.judge(results, base, tolerance)   # the same pick over all results: ``best``
         text = sw.table(base, results, winner, tolerance)
+        if path is not None:
+            text += "\n" + (save_preset(path, model, fam, patched[winner], results[winner], node_model_file(cls))
+                            if winner is not None else "No preset saved: no variant won.")
         log.info("%s: %s", NAME, text.splitlines()[-2])
 
         labels = ["unpatched baseline\nscore 1.000"] + [
@@ -203,6 +214,42 @@ class StasSweep(io.ComfyNode):
         out_model = patched[winner] if winner is not None else model
         comparison = side_by_side(base_frames, best_frames if winner is not None and winner == best else base_frames)
         return io.NodeOutput(out_model, grid, comparison, text, ui=ui.PreviewText(text))
+
+
+def preset_path(name: str):
+    """Where the winner's preset goes (None: not saved); a file there must be an earlier sweep's preset."""
+    if not (name or "").strip():
+        return None
+    path = profile_path(name, NAME, "preset")
+    if os.path.exists(path):
+        try:
+            ours = "preset" in MAProfile.load(path).info
+        except Exception:  # noqa: BLE001  (not a profile at all)
+            ours = False
+        if not ours:
+            raise ValueError(f"preset: {path} exists and is no STAS Sweep preset; choose another preset name.")
+    return path
+
+
+def save_preset(path: str, model, fam, winner_model, result: sw.Result, checkpoint) -> str:
+    """The winner as an MA profile: its settings, the channels it steered per block, the model's fingerprint."""
+    import comfy.patcher_extension as pe
+    wrappers = [w for ws in winner_model.wrappers.get(pe.WrappersMP.OUTER_SAMPLE, {}).values() for w in ws]
+    plan = [w.plan for w in wrappers if isinstance(w, OuterSample)][-1]   # the sweep's, installed last
+    dm = model.get_model_object("diffusion_model")
+    channels = dict(plan.detected) if plan.auto else {r.flat: tuple(plan.fixed_channels(r)) for r in plan.blocks}
+    if not channels:
+        return "No preset saved: the winner's run detected no channel."
+    v = result.variant
+    info = {"model": fam.name, "made_by": NAME, "score": f"{result.score:.4f}",
+            "preset": json.dumps({"alpha": v.alpha, "blocks": v.blocks, "start_percent": v.start,
+                                  "end_percent": v.end})}
+    if checkpoint:
+        info["checkpoint"] = checkpoint
+    prof = MAProfile(fam.name, fam.hidden_size(dm), len(fam.blocks(dm)), channels, {}, info, model_fingerprint(model))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    prof.save(path)
+    return f"Preset saved: {path} ({v.label()}; channels {sorted({c for cs in channels.values() for c in cs})})."
 
 
 def _samplers():

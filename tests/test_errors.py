@@ -70,6 +70,8 @@ def world(pk, tmp_path_factory):
     (base / "output").mkdir()
     old_out = folder_paths.get_output_directory()
     old_prof = folder_paths.folder_names_and_paths.get("stas_profiles")
+    old_models = folder_paths.models_dir   # profile_folders() saves under models_dir: keep the testbed untouched
+    folder_paths.models_dir = str(base)
     folder_paths.set_output_directory(str(base / "output"))
     folder_paths.folder_names_and_paths["stas_profiles"] = ([str(base / "stas_profiles")], {".safetensors"})
     model = models.tiny_wan()
@@ -77,6 +79,7 @@ def world(pk, tmp_path_factory):
     samples = ce.sample(rm, ce.latent(), steps=3)
     (base / "stas_profiles" / "junk.safetensors").write_bytes(b"not a safetensors file")
     yield {"model": model, "rec": rec, "samples": samples, "base": base}
+    folder_paths.models_dir = old_models
     folder_paths.set_output_directory(old_out)
     if old_prof is None:
         folder_paths.folder_names_and_paths.pop("stas_profiles", None)
@@ -168,6 +171,8 @@ CASES = [
     ("sweep-variant", "sweep", "block 9", lambda pk, w: _sweep(pk, w, blocks="middle; 9")),
     ("sweep-latent", "sweep", "[1, 16, 8, 8]", lambda pk, w: _sweep(pk, w, latent=torch.zeros(1, 16, 8, 8))),
     ("sweep-unsupported", "sweep", "MMDIT", lambda pk, w: _sweep(pk, w, model=models.tiny_sd3())),
+    ("sweep-preset-name", "sweep", "'../x'", lambda pk, w: _sweep(pk, w, preset="../x")),
+    ("sweep-preset-exists", "sweep", "twice.safetensors", lambda pk, w: _sweep(pk, w, preset="twice")),
 ]
 
 

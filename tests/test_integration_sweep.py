@@ -166,3 +166,36 @@ def test_bad_inputs_are_refused_before_the_first_render(pk, kw, msg):
         sweep(pk, spied, SeamVAE(), **kw)
     assert str(e.value).startswith("STAS Sweep: ") and msg in str(e.value), str(e.value)
     assert calls[0] == 0
+
+
+def test_preset_round_trip_refusal_and_no_overwrite(pk, tmp_path, monkeypatch, caplog):
+    """preset: the winner's settings, the channels it steered and the model's fingerprint in an MA profile, which
+    Load MA Profile loads and STAS Model Patch steers as the sweep's MODEL does; another checkpoint refuses it, a
+    file that is no preset is never overwritten, and STAS Model Patch says when its settings differ from it."""
+    import json
+
+    import folder_paths
+    from stas_harness import models
+    monkeypatch.setattr(folder_paths, "models_dir", str(tmp_path / "models"))   # the testbed stays untouched
+    folder = tmp_path / "models" / "stas_profiles"
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "stas_profiles", ([str(folder)], {".safetensors"}))
+    base, lat = planted_wan(), ce.latent(t=3)
+    model, _, _, text = sweep(pk, base, SeamVAE(), preset="wan_sweep").result
+    assert f"Preset saved: {folder / 'wan_sweep.safetensors'}" in text
+    prof = pk.load.execute(profile_name="wan_sweep.safetensors").result[0]
+    settings = json.loads(prof.info["preset"])
+    assert prof.info["made_by"] == "STAS Sweep" and prof.fingerprint is not None
+    assert prof.channels and all(c == (MA,) for c in prof.channels.values()), prof.channels
+    run = lambda m: ce.sample(m, lat, steps=3, cfg=2.0, seed=7)  # noqa: E731
+    assert torch.equal(run(ce.stas(base, profile=prof, **settings)), run(model))
+
+    other = models.load_random(models.wan_module(), seed=1)
+    with pytest.raises(ValueError, match="STAS Model Patch: profile: made on another Wan model"):
+        ce.stas(other, profile=prof)
+    with caplog.at_level("WARNING", logger="comfyui-stas"):
+        ce.stas(base, profile=prof, **{**settings, "alpha": settings["alpha"] + 0.25})
+    assert "the profile is a STAS Sweep preset swept with" in caplog.text and "Set those" in caplog.text
+
+    pk.profile.MAProfile("Wan", 128, 4, {2: (MA,)}).save(str(folder / "plain.safetensors"))
+    with pytest.raises(ValueError, match="STAS Sweep: preset: .*plain.safetensors exists and is no STAS Sweep"):
+        sweep(pk, base, SeamVAE(), preset="plain")
