@@ -10,10 +10,10 @@ from .save_ma_profile import SaveMAProfile
 from .seam_meter import TemporalSeamMeter
 from .ray_patch import StasModelPatchRay
 from .stas_model_patch import StasModelPatch
-from .sweep import StasSweep
+from .sweep import StasSweep, StasSweepCustom
 
 NODES: list[type[io.ComfyNode]] = [StasModelPatch, BoundaryMaskBuilder, MARecorder, MAVisualizer, SaveMAProfile,
-                                   LoadMAProfile, TemporalSeamMeter, StasSweep]
+                                   LoadMAProfile, TemporalSeamMeter, StasSweep, StasSweepCustom]
 
 # Words the frontend's node search also matches (ComfyUI >= 0.33 with frontend >= 1.49; older
 # schemas have no search_aliases): "massive" or "activation" finds every node that works with
@@ -28,6 +28,7 @@ SEARCH_ALIASES: dict[type[io.ComfyNode], list[str]] = {
     BoundaryMaskBuilder: ["steering mask", "first frame boundary tokens"],
     TemporalSeamMeter: ["video seam flicker metric", "vae chunk seams"],
     StasSweep: ["tune massive activation steering", "find stas settings", "a/b sweep"],
+    StasSweepCustom: ["tune massive activation steering", "stas sweep guider sigmas"],
 }
 
 

@@ -99,7 +99,7 @@ class StasSweep(io.ComfyNode):
             description="Renders the unpatched baseline and each STAS setting of a small grid with one seed, scores each "
                         "decoded video for VAE seams and flicker, and returns the best setting's model (docs/sweep.md).",
             inputs=[
-                io.Model.Input("model", tooltip="The video model to tune; it is cloned, never changed."),
+                io.Model.Input("model", tooltip="The video model to tune (cloned, never changed)."),
                 io.Conditioning.Input("positive", tooltip="The positive prompt, as for a KSampler."),
                 io.Conditioning.Input("negative", tooltip="The negative prompt, as for a KSampler."),
                 io.Latent.Input("latent_image", tooltip="An empty video latent at the preview size and length."),
@@ -111,18 +111,18 @@ class StasSweep(io.ComfyNode):
                 io.Combo.Input("sampler_name", options=_samplers(), default="euler", tooltip="Sampler of each render."),
                 io.Combo.Input("scheduler", options=_schedulers(), default="simple", tooltip="Scheduler of each render."),
                 io.String.Input("alphas", default="0.5, 1.0", tooltip="alpha values to try, comma-separated."),
-                io.String.Input("blocks", default="middle", tooltip="Block choices to try, separated by ';' (e.g. 'middle; 10-20')."),
+                io.String.Input("blocks", default="middle", tooltip="Block choices to try, ';'-separated (like 'middle;10-20')."),
                 io.String.Input("windows", default="0-0.2, 0-0.4", tooltip="Windows start-end to try, comma-separated."),
                 io.Float.Input("tolerance", default=0.1, min=0.0, max=1.0, step=0.01,
                                tooltip="Largest loss of motion or sharpness a winner may have."),
-                io.String.Input("preset", default="", tooltip="Save the winner as this MA profile name; empty = no file."),
+                io.String.Input("preset", default="", tooltip="MA profile name to save the winner as (empty = no file)."),
                 StasMask.Input("mask", optional=True, tooltip="Tokens to steer, from Boundary Mask Builder (none = the default)."),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The winner patched as STAS Model Patch would, or the input if none won."),
                 io.Image.Output(display_name="grid", tooltip="One frame per render after the middle VAE seam, labelled."),
                 io.Image.Output(display_name="comparison", tooltip="Baseline (left) and winner (right), frame by frame."),
-                io.String.Output(display_name="table", tooltip="Every render's scores; the winner marked."),
+                io.String.Output(display_name="table", tooltip="Every render's scores, the winner marked."),
             ],
             hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )
@@ -130,61 +130,133 @@ class StasSweep(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent_image, vae, seed, steps, cfg, sampler_name, scheduler,
                 alphas, blocks, windows, tolerance, preset="", mask=None) -> io.NodeOutput:
-        import comfy.model_management
         import comfy.sample
         import comfy.samplers
         import comfy.utils
 
-        # Everything is checked, and every variant patched, before the first render.
         with named_errors(NAME):
-            variants = sw.grid(sw.parse_floats(alphas, "alphas"), sw.parse_blocks_list(blocks), sw.parse_windows(windows))
-            lat = latent_image["samples"]
-            if getattr(lat, "is_nested", False) or lat.ndim != 5 or lat.shape[2] < 2:
-                raise ValueError(f"the latent has shape {list(getattr(lat, 'shape', []))}; the sweep needs one video "
-                                 "latent [B, C, T, H, W] with at least 2 latent frames (VAE seams lie between them). "
-                                 "Connect an empty video latent of 5 or more pixel frames.")
-            dm = model.get_model_object("diffusion_model")
-            fam = family_of(dm)
-            path = preset_path(preset)
-            ms = model.get_model_object("model_sampling")
-            sigmas = comfy.samplers.calculate_sigmas(ms, scheduler, steps).tolist()
-            results, patched = [], []
-            for v in variants:
-                try:
-                    patched.append(StasModelPatch.execute(model, **stas_settings(v, mask))[0])
-                except ValueError as e:   # STAS Model Patch's own check, said for this variant
-                    raise ValueError(f"variant '{v.label()}': {str(e).removeprefix('STAS Model Patch: ')}") from None
-                win = SigmaWindow.from_percents(v.start, v.end, ms.percent_to_sigma)
-                n = win.steps_in(sigmas)
-                results.append(sw.Result(v, n, len(select_blocks(fam, dm, v.blocks)),
-                                         flag=None if n else f"steers no step of {steps}"))
-
-        lat = comfy.sample.fix_empty_latent_channels(model, lat)
+            sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps)
+            sweep = Sweep.prepare(model, latent_image, alphas, blocks, windows, preset, mask, sigmas.tolist())
+        lat = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
         noise = comfy.sample.prepare_noise(lat, seed, latent_image.get("batch_index"))
+
+        def render(m, callback):
+            return comfy.sample.sample(m, noise, steps, cfg, sampler_name, scheduler, positive, negative, lat,
+                                       noise_mask=latent_image.get("noise_mask"), callback=callback,
+                                       disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+        return sweep.run(render, vae, tolerance, node_model_file(cls))
+
+
+class StasSweepCustom(io.ComfyNode):
+    """STAS Sweep for custom-sampler graphs: the guider, sampler, sigmas and noise of SamplerCustomAdvanced."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        base = StasSweep.define_schema()
+        grid_inputs = [i for i in base.inputs if i.id in ("vae", "alphas", "blocks", "windows", "tolerance", "preset",
+                                                            "mask")]
+        return io.Schema(
+            node_id="STASSweepCustom",
+            display_name="STAS Sweep (Custom Sampler)",
+            category="model_patches/stas",
+            description="STAS Sweep with SamplerCustomAdvanced's inputs: the guider's model is swept (docs/sweep.md).",
+            inputs=[
+                io.Noise.Input("noise", tooltip="The noise, as for SamplerCustomAdvanced."),
+                io.Guider.Input("guider", tooltip="The guider whose model is swept (never changed)."),
+                io.Sampler.Input("sampler", tooltip="The sampler, as for SamplerCustomAdvanced."),
+                io.Sigmas.Input("sigmas", tooltip="The sigmas of each preview render."),
+                io.Latent.Input("latent_image", tooltip="An empty video latent at the preview size and length."),
+                *grid_inputs,
+            ],
+            outputs=base.outputs,
+            hidden=[io.Hidden.unique_id, io.Hidden.prompt],
+        )
+
+    @classmethod
+    def execute(cls, noise, guider, sampler, sigmas, latent_image, vae, alphas, blocks, windows, tolerance, preset="",
+                mask=None) -> io.NodeOutput:
+        import copy
+
+        import comfy.sample
+        import comfy.utils
+
+        model = guider.model_patcher
+        with named_errors(NAME):
+            sweep = Sweep.prepare(model, latent_image, alphas, blocks, windows, preset, mask, sigmas.tolist())
+        lat = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
+        lat_dict = {**latent_image, "samples": lat}
+
+        def render(m, callback):
+            g = guider
+            if m is not model:   # the same guider (its conds and settings) on the variant's model
+                g = copy.copy(guider)
+                g.model_patcher, g.model_options = m, m.model_options
+            return g.sample(noise.generate_noise(lat_dict), lat, sampler, sigmas,
+                            denoise_mask=latent_image.get("noise_mask"), callback=callback,
+                            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=noise.seed)
+        return sweep.run(render, vae, tolerance, node_model_file(cls))
+
+
+class Sweep:
+    """One sweep: its variants, each patched by STAS Model Patch before the first render, and their results."""
+
+    def __init__(self, model, latent_frames, steps, fam, patched, results, path):
+        self.model, self.latent_frames, self.steps, self.fam = model, latent_frames, steps, fam
+        self.patched, self.results, self.path = patched, results, path
+
+    @classmethod
+    def prepare(cls, model, latent_image, alphas, blocks, windows, preset, mask, sigmas) -> "Sweep":
+        """Every input checked and every variant patched (a ValueError before the first render)."""
+        variants = sw.grid(sw.parse_floats(alphas, "alphas"), sw.parse_blocks_list(blocks), sw.parse_windows(windows))
+        lat = latent_image["samples"]
+        if getattr(lat, "is_nested", False) or lat.ndim != 5 or lat.shape[2] < 2:
+            raise ValueError(f"the latent has shape {list(getattr(lat, 'shape', []))}; the sweep needs one video "
+                             "latent [B, C, T, H, W] with at least 2 latent frames (VAE seams lie between them). "
+                             "Connect an empty video latent of 5 or more pixel frames.")
+        dm = model.get_model_object("diffusion_model")
+        fam = family_of(dm)
+        path = preset_path(preset)
+        ms = model.get_model_object("model_sampling")
+        steps = len(sigmas) - 1
+        results, patched = [], []
+        for v in variants:
+            try:
+                patched.append(StasModelPatch.execute(model, **stas_settings(v, mask))[0])
+            except ValueError as e:   # STAS Model Patch's own check, said for this variant
+                raise ValueError(f"variant '{v.label()}': {str(e).removeprefix('STAS Model Patch: ')}") from None
+            n = SigmaWindow.from_percents(v.start, v.end, ms.percent_to_sigma).steps_in(sigmas)
+            results.append(sw.Result(v, n, len(select_blocks(fam, dm, v.blocks)),
+                                     flag=None if n else f"steers no step of {steps}"))
+        return cls(model, int(lat.shape[2]), steps, fam, patched, results, path)
+
+    def run(self, render, vae, tolerance, checkpoint) -> io.NodeOutput:
+        """Render the baseline and every variant with ``render(model, callback)``, then decode, score and pick."""
+        import comfy.model_management
+        import comfy.utils
+
+        model, patched, results = self.model, self.patched, self.results
         renders = [model] + patched
-        total = len(renders) * steps
-        pbar = comfy.utils.ProgressBar(total)
-        done = [0]
+        total = len(renders) * self.steps
+        pbar = comfy.utils.ProgressBar(total)   # over every render's steps
+        at = [0]
 
         def callback(step, x0, x, total_steps):
             comfy.model_management.throw_exception_if_processing_interrupted()
-            done[0] += 1
-            pbar.update_absolute(done[0], total)
+            pbar.update_absolute(min(total, at[0] * self.steps + step + 1), total)
 
         # 1. every render with one loaded model (a STAS clone patches no weight: nothing reloads).
         latents, t0 = [], time.perf_counter()
         for i, m in enumerate(renders):
             comfy.model_management.throw_exception_if_processing_interrupted()
-            latents.append(comfy.sample.sample(m, noise, steps, cfg, sampler_name, scheduler, positive, negative, lat,
-                                               noise_mask=latent_image.get("noise_mask"), callback=callback,
-                                               disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed))
+            at[0] = i
+            latents.append(render(m, callback))
             if i == 0:
                 took = time.perf_counter() - t0
                 log.info("%s: %d variants after the baseline; the baseline took %.1f s, so about %.0f s more to render.",
                          NAME, len(patched), took, took * len(patched))
         # 2. decode and score each (one VAE load); only the baseline's and the best qualified frames are kept.
         base_frames = _frames(vae.decode(latents[0]))
-        k, causal = _chunking(len(base_frames), lat.shape[2])
+        k, causal = _chunking(len(base_frames), self.latent_frames)
         base = sw.measure(base_frames, k, causal)
         tiles = [_tile(base_frames, k, causal)]
         best, best_frames = None, None
@@ -200,8 +272,8 @@ class StasSweep(io.ComfyNode):
                 best, best_frames = i, frames
         winner = sw.judge(results, base, tolerance)   # the same pick over all results: ``best``
         text = sw.table(base, results, winner, tolerance)
-        if path is not None:
-            text += "\n" + (save_preset(path, model, fam, patched[winner], results[winner], node_model_file(cls))
+        if self.path is not None:
+            text += "\n" + (save_preset(self.path, model, self.fam, patched[winner], results[winner], checkpoint)
                             if winner is not None else "No preset saved: no variant won.")
         log.info("%s: %s", NAME, text.splitlines()[-2])
 

@@ -199,3 +199,26 @@ def test_preset_round_trip_refusal_and_no_overwrite(pk, tmp_path, monkeypatch, c
     pk.profile.MAProfile("Wan", 128, 4, {2: (MA,)}).save(str(folder / "plain.safetensors"))
     with pytest.raises(ValueError, match="STAS Sweep: preset: .*plain.safetensors exists and is no STAS Sweep"):
         sweep(pk, base, SeamVAE(), preset="plain")
+
+
+def test_custom_sampler_sweep_equals_the_ksampler_sweep(pk):
+    """STAS Sweep (Custom Sampler) with a CFGGuider, euler, the simple schedule's sigmas and RandomNoise renders
+    exactly what STAS Sweep renders with those settings: the same table, the same winner, the guider untouched."""
+    import comfy.samplers
+    import comfy_extras.nodes_custom_sampler as ncs
+    base, vae = planted_wan(), SeamVAE()
+    pos, neg = ce.text_cond(seed=1), ce.text_cond(seed=2)
+    guider = comfy.samplers.CFGGuider(base)
+    guider.set_conds(pos, neg)
+    guider.set_cfg(2.0)
+    sigmas = comfy.samplers.calculate_sigmas(base.get_model_object("model_sampling"), "simple", 3)
+    node = pk.module("nodes.sweep").StasSweepCustom
+    model, grid, comparison, text = node.execute(
+        noise=ncs.Noise_RandomNoise(7), guider=guider, sampler=comfy.samplers.sampler_object("euler"), sigmas=sigmas,
+        latent_image={"samples": ce.latent(t=3)}, vae=vae, alphas="0, 1", blocks="middle", windows="0-0.34, 0-1",
+        tolerance=0.5).result
+    want = sweep(pk, base, vae).result
+    assert text == want[3]
+    assert torch.equal(comparison, want[2])
+    assert guider.model_patcher is base and "dit" not in base.model_options.get("transformer_options", {}).get(
+        "patches_replace", {})
