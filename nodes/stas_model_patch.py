@@ -113,6 +113,11 @@ class StasModelPatch(io.ComfyNode):
                 raise ValueError("STAS Model Patch: alpha must be >= 0 and blend within 0..1.")
             ms = model.get_model_object("model_sampling")
             window = SigmaWindow.from_percents(start_percent, end_percent, ms.percent_to_sigma)
+            idle = ("blend is 0" if blend == 0.0 else
+                    f"its window {window.describe()} holds no sigma" if window.sigma_start <= window.sigma_end else None)
+            if idle is not None:   # as SkipLayerGuidance does: a node that would change nothing patches nothing
+                log.info("%s: %s, so STAS would change nothing; the MODEL passes through unpatched.", _label(cls), idle)
+                return io.NodeOutput(model)
             plan = StasPlan(
                 family=fam, blocks=tuple(refs), spec=mask if mask is not None else BoundarySpec(),
                 channels=sel, alpha=float(alpha), blend=float(blend), window=window,

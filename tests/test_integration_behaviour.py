@@ -670,3 +670,15 @@ def test_auto_channels_below_threshold_warn_after_the_run(env, caplog):
     assert torch.equal(out, sample(env.wan, latent(), steps=2))
     msgs = [r.getMessage() for r in caplog.records if r.name == "comfyui-stas"]
     assert any(f"block(s) [{BLOCK}]" in m and "threshold" in m for m in msgs), msgs
+
+
+def test_a_node_that_would_change_nothing_returns_its_input(pk, caplog):
+    """blend 0 (or a window that holds no sigma) returns the MODEL itself, unpatched, with one console line
+    (as SkipLayerGuidance does), instead of installing a patch that pays its per-call cost."""
+    from stas_harness import comfy_env as ce
+    from stas_harness.models import tiny_wan
+    base = tiny_wan()
+    with caplog.at_level("INFO", logger="comfyui-stas"):
+        out = ce.stas(base, blend=0.0)
+    assert out is base and "blend is 0, so STAS would change nothing" in caplog.text
+    assert ce.stas(base, blend=0.5) is not base
