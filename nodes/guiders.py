@@ -105,10 +105,15 @@ def _runs(pos: bool, neg: bool, other: bool = False) -> FrozenSet[str]:
     return frozenset(r for r, on in ((POSITIVE, pos), (NEGATIVE, neg), (OTHER, other)) if on)
 
 
+def pass_samples(cond_or_uncond: Optional[List[int]], batch: int) -> List[Tuple[int, int, int]]:
+    """(pass, first sample, samples) of each CFG pass batched into a model call, a pass being an index into the
+    guider's conds list (see ``GuiderPasses.indices``); a call with no pass list is one positive pass. The one
+    place that maps passes to samples (STAS steers them, the MA Recorder records them)."""
+    cou = list(cond_or_uncond or [0])
+    per = batch // len(cou)
+    return [(c, k * per, per) for k, c in enumerate(cou)]
+
+
 def steered_samples(cond_or_uncond: Optional[List[int]], batch: int, steered: FrozenSet[int]) -> Tuple[int, ...]:
-    """Samples of a batched model call whose pass (an index into the guider's conds list,
-    see ``GuiderPasses.indices``) is steered; a call with no pass list is one positive pass."""
-    if not cond_or_uncond:
-        return tuple(range(batch)) if 0 in steered else ()
-    per = batch // len(cond_or_uncond)
-    return tuple(c * per + j for c, flag in enumerate(cond_or_uncond) if flag in steered for j in range(per))
+    """Samples of a batched model call whose pass is in ``steered``."""
+    return tuple(s for c, s0, n in pass_samples(cond_or_uncond, batch) if c in steered for s in range(s0, s0 + n))

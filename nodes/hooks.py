@@ -4,11 +4,11 @@ The path node -> plan -> install -> wrappers -> block hook -> op: docs/architect
 """
 from __future__ import annotations
 
-import threading
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional, Tuple
 
+from ..stas_core.shared import Shared
 from .families import BlockRef, Family
 
 WRAPPER_KEY = "comfyui-stas"
@@ -16,41 +16,6 @@ STEER_OBSERVERS = WRAPPER_KEY + ".steer_observers"
 """transformer_options key of a tuple of observers with ``stas_steer(phase, ref, h, vis_start, grid,
 token_idx, channels, valid, samples, steered)``, called by STAS with phase "before" and "after" it steers a
 block (the MA Recorder puts itself there in the calls it records)."""
-
-
-class Shared:
-    """Shared by reference across ModelPatcher.clone(), also where it deep-copies."""
-
-    def __deepcopy__(self, memo):
-        return self
-
-    def __copy__(self):
-        return self
-
-
-class PerDevice:
-    """``make(device)`` built once per (key, device) and kept (a double-checked lock)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.built: dict = {}
-
-    def get(self, key: Any, device, make) -> Any:
-        k = (key, device)
-        got = self.built.get(k)
-        if got is None:
-            with self._lock:
-                got = self.built.get(k)
-                if got is None:
-                    got = self.built[k] = make(device)
-        return got
-
-    def peek(self, key: Any, device) -> Any:
-        """What ``get`` built for (key, device), or None (never builds)."""
-        return self.built.get((key, device))
-
-    def __deepcopy__(self, memo):
-        return self
 
 
 @dataclass(eq=False)
@@ -85,7 +50,8 @@ class Plan(Shared):
 
     # -- one model call (the APPLY_MODEL wrapper) ---------------------------------------------
     def call_context(self, run: Any, model, x, t, transformer_options, kwargs) -> Optional[Any]:
-        """What the block hooks of this call get under ``transformer_options[key]`` (None: nothing)."""
+        """What the block hooks of this call get under ``transformer_options[key]``, with ``calls_plan`` True
+        (None: the plan sits this call out)."""
         raise NotImplementedError
 
     def call_guard(self, x):
@@ -136,6 +102,15 @@ class Plan(Shared):
         return m
 
 
+@dataclass
+class IdleCall(Shared):
+    """The context of a model call the plan sits out (``call_context`` returned None) in an object-patched
+    family, whose block patches find the running model's block through it."""
+
+    diffusion_model: Any
+    calls_plan = False   # every plan's own context says True: the block patches hand the call to the plan
+
+
 class OuterSample(Shared):
     """Keyed OUTER_SAMPLE wrapper: the plan's run state, in that run's own clone of model_options."""
 
@@ -176,7 +151,9 @@ class ApplyModel(Shared):
         ctx = plan.call_context(transformer_options.get(plan.key + ".run"), executor.class_obj, x, t,
                                 transformer_options, kwargs)
         if ctx is None:
-            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+            if plan.family.hook == "replace":
+                return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+            ctx = IdleCall(executor.class_obj.diffusion_model)  # object-patched blocks look their module up in it
         # torch.compile: TorchCompileModel's guard filter drops every guard on transformer_options, so
         # a graph traced with these block patches would run without them (STAS bypassed) or with
         # others (blocks changed). Dynamo does guard the names of the forward's keyword arguments:
@@ -202,7 +179,7 @@ class BlockReplacePatch(Shared):
             hand_over(self.edge, to)
         out = self.inner(args, extra) if self.inner is not None else extra["original_block"](args)
         ctx = to.get(self.plan.key)
-        if ctx is not None:
+        if ctx is not None and ctx.calls_plan:
             self.plan.on_block(self.plan.family.block_hidden(out), self.ref, ctx, to)
         if self.edge == "end":
             hand_over(self.edge, to, out)
@@ -270,7 +247,7 @@ class BlockForwardPatch(Shared):
                                    "apply_model; run the model through a ComfyUI sampler.")
             block = self.plan.family.block_module(ctx.diffusion_model, self.ref)
             out = type(block).forward(block, *args, **kwargs)
-        if ctx is not None and ctx.steer:
+        if ctx is not None and ctx.calls_plan:
             self.plan.on_block(self.plan.family.block_hidden(out), self.ref, ctx, to)
         return out
 

@@ -15,11 +15,12 @@ from ..stas_core.layout import BoundarySpec, Grid, steer_token_indices
 from ..stas_core.profile import MAProfile
 from ..stas_core.schedule import SigmaWindow
 from ..stas_core.shard import steer_shard_
+from ..stas_core.shared import PerDevice, Shared
 from ..stas_core.steer_fast import (Backend, BlockView, SteerCall, StepParams, backend_for, check_params, compiling,
                                     device_guard, steer_traced_, view_of)
 from .families import BlockRef
 from .guiders import ALL_ROLES, DEFAULT, NEGATIVE, POSITIVE, GuiderPasses, passes_of, prompt_name, steered_samples
-from .hooks import STEER_OBSERVERS, PerDevice, Plan
+from .hooks import STEER_OBSERVERS, Plan
 
 log = logging.getLogger("comfyui-stas")
 FEW_STEPS = 8
@@ -264,7 +265,7 @@ class StasPlan(Plan):
 
 
 @dataclass(frozen=True)
-class ChannelTables:
+class ChannelTables(Shared):
     """Channels of every steered block on one device: chans int64 / valid bool [slots, K] and
     need int32 [slots] (1 until the block's channels are detected; auto mode only)."""
 
@@ -274,11 +275,8 @@ class ChannelTables:
     detect: bool
     n_chans: int  # columns in use (the tables have MAX_CHANNELS, one shape whatever the settings)
 
-    def __deepcopy__(self, memo):
-        return self
 
-
-class RunState:
+class RunState(Shared):
     """One sampling run: its sigma window and guider passes, and per device the channel tables
     that auto detection fills at the first steered call of each block."""
 
@@ -291,9 +289,6 @@ class RunState:
         self.passes = passes
         self._detected: set = set()        # devices where every block's channels are known to be detected
         self._need_copy: Dict[torch.device, Tuple[torch.Tensor, Any]] = {}  # pinned copy of need, its event
-
-    def __deepcopy__(self, memo):
-        return self
 
     def tables_for(self, plan: StasPlan, device: torch.device) -> ChannelTables:
         def make(d):
@@ -340,7 +335,7 @@ class RunState:
 
 
 @dataclass
-class CallContext:
+class CallContext(Shared):
     """What one model call tells the block hooks (in that call's transformer_options). The host
     fields serve the eager path; a compiled graph reads only ``call``'s tensors."""
 
@@ -355,7 +350,5 @@ class CallContext:
     backend: Backend
     device: torch.device
     shard: Any = None                   # this rank's stas_core.shard.Shard under sequence parallelism
-    steer = True
+    calls_plan = True                   # the block patches hand this call to the plan (hooks.IdleCall: False)
 
-    def __deepcopy__(self, memo):
-        return self

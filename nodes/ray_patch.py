@@ -14,8 +14,8 @@ from ..stas_core.channels import parse_channels
 from ..stas_core.layout import BoundarySpec
 from ..stas_core.profile import MAProfile, ModelFingerprint
 from ..stas_core.shard import Shard
+from ..stas_core.shared import Shared
 from . import _ray_worker
-from .hooks import Shared
 from .stas_model_patch import StasModelPatch
 from .types import named_errors
 
@@ -124,10 +124,9 @@ class StasModelPatchRay(io.ComfyNode):
             category="model_patches/stas",
             description="STAS Model Patch for raylight (multi-GPU): patches the model on every Ray worker; exact under "
                         "sequence parallelism (USP), where each GPU holds part of the tokens. Needs raylight.",
-            inputs=[RayActors.Input("ray_actors", tooltip="The RAY_ACTORS of raylight's model loader (or of another "
-                                                          "raylight patch node); every worker's model is patched.")]
+            inputs=[RayActors.Input("ray_actors", tooltip="RAY_ACTORS from raylight's model loader (every worker is patched).")]
                    + inputs,
-            outputs=[RayActors.Output(tooltip="The same workers with STAS installed; connect to raylight's sampler.")],
+            outputs=[RayActors.Output(tooltip="The same workers with STAS installed, for raylight's sampler.")],
             hidden=[io.Hidden.unique_id],
         )
 

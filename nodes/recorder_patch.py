@@ -13,12 +13,12 @@ from typing import Any, ClassVar, Dict, List, Optional, Tuple
 import torch
 
 from ..stas_core.channels import detect_ma_channels
-from ..stas_core.record import (Recording, RunLayout, RunRecording, channel_stats, describe_bytes,
+from ..stas_core.record import (PROMPT_NAMES, Recording, RunLayout, RunRecording, channel_stats, describe_bytes,
                                 fingerprint, kept_rows_cols, pack_flat, parse_steps, stride_for, unpack_flat)
+from ..stas_core.shared import PerDevice, Shared
 from .families import BlockRef
-from ..stas_core.record import PROMPT_NAMES
-from .guiders import PROMPTS, passes_of
-from .hooks import STEER_OBSERVERS, WRAPPER_KEY, PerDevice, Plan
+from .guiders import PROMPTS, pass_samples, passes_of
+from .hooks import STEER_OBSERVERS, WRAPPER_KEY, Plan
 
 _stance = getattr(getattr(torch, "compiler", None), "set_stance", None)  # torch >= 2.6
 _eager = (lambda: _stance("force_eager")) if _stance is not None else None
@@ -97,10 +97,7 @@ class RecorderPlan(Plan):
 
     # -- one model call (hooks.ApplyModel) ------------------------------------------------------
     def call_context(self, run, model, x, t, to, kwargs):
-        call = self._call(run, x, t, model, to, kwargs) if run is not None and not run.failed else None
-        if call is None and self.family.hook != "replace":
-            return IdleCall(model.diffusion_model)  # object-patched blocks need a context in every call
-        return call
+        return self._call(run, x, t, model, to, kwargs) if run is not None and not run.failed else None
 
     def call_guard(self, x):
         # A recorded call runs uncompiled (its bookkeeping is Python, which a compiled graph would
@@ -123,13 +120,16 @@ class RecorderPlan(Plan):
         run.inflight.process_ready()
         lay, passes = run.layout, run.passes
         dm = model.diffusion_model
-        cou = list(to.get("cond_or_uncond") or [0])
-        if x.shape[0] % len(cou):
+        cou = to.get("cond_or_uncond")
+        if x.shape[0] % max(1, len(cou or ())):
             return RecCall.skipped(self, run, t, dm, "calls whose batch does not split into CFG passes were not recorded")
-        per = x.shape[0] // len(cou)
+        first: Dict[int, Tuple[int, int]] = {}
+        for c, s0, n in pass_samples(cou, x.shape[0]):
+            first.setdefault(c, (s0, n))
+        per = x.shape[0] // max(1, len(cou or ()))
         # prompt 0 / 1 = the user's positive / negative prompt, whichever pass the guider gives it
-        prompt_samples = tuple((c, cou.index(i) * per, per) for c in lay.prompts
-                            for i in sorted(passes.indices(PROMPTS[PROMPT_NAMES[c]], model)) if i in cou)
+        prompt_samples = tuple((c, *first[i]) for c in lay.prompts
+                               for i in sorted(passes.indices(PROMPTS[PROMPT_NAMES[c]], model)) if i in first)
         if not prompt_samples:
             return None
         if per != lay.batch:
@@ -161,31 +161,17 @@ class RecorderPlan(Plan):
         return run.channels_on.get(ref.flat, dev, make)
 
 
-@dataclass
-class IdleCall:
-    """Context of a call that is not recorded (object-patched families need one in every call)."""
-
-    diffusion_model: Any
-    steer: bool = False
-
-    def __deepcopy__(self, memo):
-        return self
-
-
 def _samples_steered(samples: Optional[Tuple[int, ...]], s0: int, per: int) -> bool:
     return samples is None or any(s0 <= s < s0 + per for s in samples)
 
 
-class InFlight:
+class InFlight(Shared):
     """Recorded calls whose data is on its way to the host (an asynchronous copy each), stored
     in call order once it has arrived: the recorder never waits for the GPU during a run."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._queue: List[Tuple[Any, torch.Tensor, Any]] = []  # (RecCall, host buffer, CUDA event or None)
-
-    def __deepcopy__(self, memo):
-        return self
 
     def push(self, call: "RecCall", host: torch.Tensor, event) -> None:
         with self._lock:
@@ -209,10 +195,10 @@ class InFlight:
         self.process_ready(wait=True)
 
 
-class RecCall:
+class RecCall(Shared):
     """One recorded model call: the small device tensors gathered in it, and where they go."""
 
-    steer = True  # patching's block patches act on a context whose ``steer`` is set
+    calls_plan = True  # the block patches hand this call to the plan (hooks.IdleCall: False)
 
     def __init__(self, plan: RecorderPlan, run: RunRecording, sigma: torch.Tensor, grid, prefix: int, diffusion_model,
                  prompt_samples: Tuple[Tuple[int, int, int], ...], frames: Optional[List[int]], note: str = ""):
@@ -228,9 +214,6 @@ class RecCall:
     @classmethod
     def skipped(cls, plan, run, sigma, dm, note: str) -> "RecCall":
         return cls(plan, run, sigma, None, 0, dm, (), None, note)
-
-    def __deepcopy__(self, memo):
-        return self
 
     def _fail(self, where: str, exc: BaseException) -> None:
         """Log the first failure of a run with its traceback, then record nothing more of it:

@@ -15,6 +15,7 @@ import torch
 
 from .blocks import parse_index_list
 from .layout import Grid
+from .shared import PerDevice, Shared
 from .tagged_file import read_tagged
 
 FORMAT = "comfyui-stas/ma-recording/1"
@@ -178,7 +179,7 @@ class Entry:
         return self.steer_before is not None and self.steer_after is not None
 
 
-class RunRecording:
+class RunRecording(Shared):
     """The recorded data of one sampling run (CPU tensors) plus its output fingerprint."""
 
     def __init__(self, layout: RunLayout, budget_bytes: int):
@@ -191,12 +192,10 @@ class RunRecording:
         self.channels: Dict[int, torch.Tensor] = {}   # block -> tracked channels (CPU int64)
         self._claimed: Dict[Tuple[int, int, int], set] = {}
         self._positions = layout.positions()
-        self._dev: Dict[Any, torch.Tensor] = {}
+        self._dev = PerDevice()   # small index tensors of this run, per device
         self._lock = threading.Lock()
         self._bytes = 0
 
-    def __deepcopy__(self, memo):
-        return self
 
     # -- bookkeeping on the host (no tensor reads) --------------------------------------
     def note(self, text: str) -> None:
@@ -220,26 +219,16 @@ class RunRecording:
     def local_tokens(self, js: Sequence[int], grid: Grid, device) -> torch.Tensor:
         """Token indices (relative to the first video token of a call of ``grid``) of the kept
         positions of local frames ``js``, on ``device``; cached."""
-        key = ("tok", tuple(js), grid[1] * grid[2], device)
-        t = self._dev.get(key)
-        if t is None:
-            hw = grid[1] * grid[2]
-            t = (torch.tensor(list(js), dtype=torch.long)[:, None] * hw + self._positions[None, :]).reshape(-1).to(device)
-            self._dev[key] = t
-        return t
+        hw = grid[1] * grid[2]
+        return self._dev.get(("tok", tuple(js), hw), device, lambda d: (
+            torch.tensor(list(js), dtype=torch.long)[:, None] * hw + self._positions[None, :]).reshape(-1).to(d))
 
     def device_tensor(self, key: Any, make, device) -> torch.Tensor:
-        k = (key, device)
-        t = self._dev.get(k)
-        if t is None:
-            t = make().to(device)
-            self._dev[k] = t
-        return t
+        return self._dev.get(key, device, lambda d: make().to(d))
 
     def release_device(self) -> None:
         """Drop the per-device index tensors once the run is over (the data is on the CPU)."""
-        with self._lock:
-            self._dev.clear()
+        self._dev = PerDevice()
 
     # -- writes (CPU, under the lock) ----------------------------------------------------
     def _entry(self, block: int, step: int, prompt: int, k: int, d: int) -> Optional[Entry]:
@@ -426,7 +415,7 @@ def fingerprint_matches(fp: Tuple[Tuple[int, ...], torch.Tensor], x: torch.Tenso
     return bool(torch.allclose(other, vals, rtol=1e-3, atol=1e-6 * max(scale, 1e-12)))
 
 
-class Recording:
+class Recording(Shared):
     """What the MA Recorder node outputs (STAS_RECORDING): the runs recorded through its MODEL.
 
     Shared by reference (ComfyUI may deep-copy model options).  Keeps the newest runs whose
@@ -442,11 +431,6 @@ class Recording:
         self.runs: List[RunRecording] = []
         self._lock = threading.Lock()
 
-    def __deepcopy__(self, memo):
-        return self
-
-    def __copy__(self):
-        return self
 
     def make_room(self, need: int) -> None:
         """Drop the oldest runs until ``need`` more bytes fit in the budget (called before a run)."""

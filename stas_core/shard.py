@@ -11,12 +11,13 @@ from __future__ import annotations
 import threading
 import weakref
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, Tuple
+from typing import Any, Tuple
 
 import torch
 import torch.distributed as dist
 
 from .channels import ma_stats, ratio_from_stats, top_channels
+from .shared import PerDevice, Shared
 from .steer import steer_samples_
 from .steer_fast import BlockView, SteerCall, StepParams, _sample_blend, backend_for, device_guard, store_detected_
 
@@ -40,7 +41,7 @@ def local_tokens(token_idx: torch.Tensor, first: int, n: int) -> torch.Tensor:
 
 
 @dataclass(eq=False)
-class Shard:
+class Shard(Shared):
     """This rank's place in a sequence-parallel group. ``group``: a torch.distributed process group
     (None: the default group). Keeps the local token lists it built and the runs whose auto
     channels are detected (decided on the host, identically on every rank)."""
@@ -48,12 +49,9 @@ class Shard:
     group: Any
     rank: int
     world: int
-    _tok: Dict[Any, torch.Tensor] = field(default_factory=dict, repr=False)
+    _tok: PerDevice = field(default_factory=PerDevice, repr=False)   # local token lists, per device
     _done: "weakref.WeakSet" = field(default_factory=weakref.WeakSet, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def __deepcopy__(self, memo):
-        return self
 
     def in_window(self, sigma: torch.Tensor, lo: float, hi: float) -> bool:
         """Whether some sample's sigma lies in the window (one host read per model call: every
@@ -74,11 +72,8 @@ class Shard:
 
     def tokens(self, key: Any, token_idx: torch.Tensor, first: int, n: int) -> torch.Tensor:
         """``local_tokens``, built once per ``key`` (one host read of ``token_idx`` then)."""
-        k = (key, first, n, token_idx.device)
-        got = self._tok.get(k)
-        if got is None:
-            got = self._tok[k] = local_tokens(token_idx.cpu(), first, n).to(token_idx.device)
-        return got
+        return self._tok.get((key, first, n), token_idx.device,
+                             lambda d: local_tokens(token_idx.cpu(), first, n).to(d))
 
     def all_reduce_max_(self, t: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)

@@ -17,6 +17,7 @@ from typing import Callable, Dict, NamedTuple, Optional
 import torch
 
 from .channels import MAX_CHANNELS, detect_ma_channels
+from .shared import Shared
 from .steer import steer_samples_
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class StepParams:
 
 
 @dataclass(frozen=True)
-class SteerCall:
+class SteerCall(Shared):
     """The tensors of one model call for one STAS plan (on ``h``'s device, except params, on the CPU).
 
     chans int64 / valid bool [slots, >= n_chans], need int32 [slots]: the run's channel tables,
@@ -65,9 +66,6 @@ class SteerCall:
     blend: torch.Tensor
     sigma: torch.Tensor
     params: torch.Tensor
-
-    def __deepcopy__(self, memo):
-        return self
 
 
 class BlockView(NamedTuple):
