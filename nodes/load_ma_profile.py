@@ -48,10 +48,10 @@ class LoadMAProfile(io.ComfyNode):
                         "Model Patch's profile input to steer its calibrated channels.",
             inputs=[
                 io.Combo.Input("profile_name", options=profile_names(),
-                               tooltip="A .safetensors profile saved by Save MA Profile in models/stas_profiles (or a 'stas_profiles' path of extra_model_paths.yaml)."),
+                               tooltip="A profile saved by Save MA Profile in models/stas_profiles."),
             ],
             outputs=[
-                StasProfile.Output(display_name="profile", tooltip="For STAS Model Patch's profile input (channels 'auto'), which refuses it on any model but the recorded one (weight fingerprint)."),
+                StasProfile.Output(display_name="profile", tooltip="For STAS Model Patch's profile input, on the recorded model only."),
                 io.String.Output(display_name="info", tooltip="The profile's model, blocks and channels."),
             ],
         )

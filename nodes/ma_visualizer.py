@@ -92,33 +92,33 @@ class MAVisualizer(io.ComfyNode):
             is_output_node=True,
             inputs=[
                 StasRecording.Input("recording", tooltip="The recording output of MA Recorder."),
-                io.Latent.Input("latent", tooltip="The LATENT output of the sampler that ran the MA Recorder's MODEL: picks that run's recording and runs this node after sampling."),
+                io.Latent.Input("latent", tooltip="The sampler's LATENT, which picks its run's recording."),
                 io.Int.Input("block", default=-1, min=-4096, max=4096,
-                             tooltip="Recorded block to show, by flat index as typed on the recorder; negative counts from the end: -1 = the last recorded block."),
+                             tooltip="Recorded block to show, as typed on the recorder (-1 = the last)."),
                 io.Int.Input("step", default=0, min=-100000, max=100000,
-                             tooltip="Recorded step to show: 0 = the first (massive activations and steering are strongest early), -1 = the last recorded step."),
+                             tooltip="Recorded step to show (0 = the first, -1 = the last)."),
                 io.Int.Input("sample", default=0, min=0, max=4096, tooltip="Batch item to show (0 = first)."),
-                # input id "chunk" (the prompt pass to show) kept: saved API-format workflows name it
-                io.Combo.Input("chunk", options=list(PROMPT_IDS), default="cond",
-                               tooltip="CFG pass to show (it must have been recorded: see 'record' on the MA Recorder)."),
+                # shown as "pass"; the input id "chunk" is kept: saved workflows name it
+                io.Combo.Input("chunk", display_name="pass", options=list(PROMPT_IDS), default="cond",
+                               tooltip="CFG pass to show, as recorded by MA Recorder's record."),
                 io.String.Input("channel", default="max",
-                                tooltip="Magnitude shown per token: 'max' = its largest |h| over the recorded MA channels, or one recorded channel index."),
+                                tooltip="Magnitude per token: 'max' over the MA channels, or one recorded channel."),
                 io.Float.Input("threshold", default=50.0, min=1.0, max=100000.0, step=1.0,
-                               tooltip="A channel is reported as massive when its peak |h| is at least this many times the mean |h| (as STAS's auto channels)."),
+                               tooltip="Peak / mean |h| at which a channel counts as massive."),
                 io.Boolean.Input("log_scale", default=False, tooltip="Logarithmic magnitude axis for the profile and heatmaps."),
                 io.Boolean.Input("export", default=False,
-                                 tooltip="Also save the recording (safetensors) and the summary (JSON) to ComfyUI's output folder."),
+                                 tooltip="Also save the recording and summary to the output folder (off = show only)."),
                 io.String.Input("filename_prefix", default="stas/ma_recording",
-                                tooltip="Export file name prefix, relative to the output folder (a counter is appended)."),
+                                tooltip="Export file name prefix, relative to the output folder."),
                 StasMask.Input("mask", optional=True,
-                               tooltip="Mask whose head/tail widths define the summary's boundary tokens, e.g. STAS's (none = one token row at each end of later frames)."),
+                               tooltip="Mask whose head and tail define the boundary tokens (none = one row each)."),
             ],
             outputs=[
-                io.Image.Output(display_name="profile", tooltip="Token-index profile of MA magnitude; red first frame, orange head, blue tail, grey interior; lines = latent-frame boundaries."),
-                io.Image.Output(display_name="heatmaps", tooltip="MA magnitude per latent frame (H' x W' kept tokens), one shared colour scale."),
-                io.Image.Output(display_name="hierarchy", tooltip="Block x step grid of the mean MA magnitude of first-frame, boundary and interior tokens."),
-                io.Image.Output(display_name="steering", tooltip="STAS channels at the steered tokens: grey before, red after steering (needs the recorder placed after STAS Model Patch)."),
-                io.String.Output(display_name="summary", tooltip="Detected MA channels with peak-to-mean ratios; mean magnitude of first-frame, boundary and interior tokens and their ratios."),
+                io.Image.Output(display_name="profile", tooltip="MA magnitude along the token index, coloured by token set."),
+                io.Image.Output(display_name="heatmaps", tooltip="MA magnitude per latent frame, on one colour scale."),
+                io.Image.Output(display_name="hierarchy", tooltip="Block x step grid of mean MA magnitude per token set."),
+                io.Image.Output(display_name="steering", tooltip="STAS channels before and after steering (recorder after STAS Model Patch)."),
+                io.String.Output(display_name="summary", tooltip="MA channels, their peak / mean ratios and the magnitude per token set."),
             ],
         )
 
@@ -127,7 +127,7 @@ class MAVisualizer(io.ComfyNode):
                 filename_prefix, mask=None) -> io.NodeOutput:
         prompt = chunk  # the input's id is "chunk" (see define_schema)
         if prompt not in PROMPT_IDS:
-            raise ValueError(f"MA Visualizer: chunk must be one of {list(PROMPT_IDS)}, got {prompt!r}.")
+            raise ValueError(f"MA Visualizer: pass must be one of {list(PROMPT_IDS)}, got {prompt!r}.")
         ch = parse_channel(channel)
         run = recording.run_for(latent["samples"])
         failed = [k for k in run.notes if k.startswith("recording failed")]
