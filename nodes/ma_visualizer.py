@@ -80,6 +80,38 @@ def _hierarchy_channels(run, prompt: int, blocks, channel) -> str:
         " | ".join(f"block {b}: {_list(per.get(b, []))}" for b in blocks)
 
 
+def figures_of(run, entry, b, s, c, prompt, sample, mask, ch, values, classes, tracked, summary, log_scale):
+    """The four figures of one view (token profile, frame heatmaps, block x step hierarchy, steering) and the
+    texts drawn on each (``notes``: what the tests and the frontend read)."""
+    lay = run.layout
+    what = f"|h| of channel {ch}" if ch is not None else f"max |h| over channels {_list(tracked)}"
+    head = f"block {b}, step {s} (sigma {lay.sigmas[s]:.3g}), {prompt}, sample {sample}, {entry.view}"
+    notes = {k: [] for k in ("profile", "heatmaps", "hierarchy", "steering")}
+    profile = plot.token_profile_image(values, classes, lay.positions().numpy(), lay.grid,
+                                       f"MA magnitude per token: {head}", log=log_scale, y_label=what,
+                                       notes=notes["profile"])
+    heat = plot.frame_heatmaps_image(values.reshape(lay.grid[0], len(lay.rows), len(lay.cols)),
+                                     f"MA magnitude per latent frame: {head}; {what}", log=log_scale,
+                                     notes=notes["heatmaps"])
+    mat, blocks, steps = stats.hierarchy_matrix(run, c, sample, mask, ch)
+    hier = plot.hierarchy_image(mat, blocks, steps, f"mean MA magnitude by token group ({prompt}, sample {sample}, "
+                                "log colour)", steered_blocks=_steered_blocks(run, c),
+                                footnotes=[_hierarchy_channels(run, c, blocks, ch)], notes=notes["hierarchy"])
+    arr = stats.steering_arrays(run, entry, sample)
+    if arr is not None and arr[0].size:
+        tok, before, after, sch = arr
+        steer = plot.steering_image(tok, before, after, sch, lay.grid, f"STAS steering at block {b}, step {s}: "
+                                    "|h| before vs after", notes=notes["steering"])
+    else:
+        msg = ("no STAS steering at this block and step (see the summary for the steered ones)"
+               if summary["any_steering"] else
+               "no STAS steering in this run (expected without STAS; with STAS, put the MA Recorder "
+               "after STAS Model Patch)")
+        steer = plot.steering_image(None, None, None, [], lay.grid, "STAS steering", message=msg,
+                                    notes=notes["steering"])
+    return (profile, heat, hier, steer), notes
+
+
 class MAVisualizer(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -141,34 +173,10 @@ class MAVisualizer(io.ComfyNode):
             values = stats.token_magnitude(entry, sample, ch)
         except ValueError as e:
             raise ValueError(f"MA Visualizer: {e}") from None
-        lay = run.layout
         classes = stats.kept_classes(run, mask)
         tracked = [int(x) for x in entry.channels.tolist()]
-        what = f"|h| of channel {ch}" if ch is not None else f"max |h| over channels {_list(tracked)}"
-        head = f"block {b}, step {s} (sigma {lay.sigmas[s]:.3g}), {prompt}, sample {sample}, {entry.view}"
-        notes = {k: [] for k in ("profile", "heatmaps", "hierarchy", "steering")}
-        profile = plot.token_profile_image(values, classes, lay.positions().numpy(), lay.grid,
-                                           f"MA magnitude per token: {head}", log=log_scale, y_label=what,
-                                           notes=notes["profile"])
-        heat = plot.frame_heatmaps_image(values.reshape(lay.grid[0], len(lay.rows), len(lay.cols)),
-                                         f"MA magnitude per latent frame: {head}; {what}", log=log_scale,
-                                         notes=notes["heatmaps"])
-        mat, blocks, steps = stats.hierarchy_matrix(run, c, sample, mask, ch)
-        hier = plot.hierarchy_image(mat, blocks, steps, f"mean MA magnitude by token group ({prompt}, sample {sample}, "
-                                    "log colour)", steered_blocks=_steered_blocks(run, c),
-                                    footnotes=[_hierarchy_channels(run, c, blocks, ch)], notes=notes["hierarchy"])
-        arr = stats.steering_arrays(run, entry, sample)
-        if arr is not None and arr[0].size:
-            tok, before, after, sch = arr
-            steer = plot.steering_image(tok, before, after, sch, lay.grid, f"STAS steering at block {b}, step {s}: "
-                                        "|h| before vs after", notes=notes["steering"])
-        else:
-            msg = ("no STAS steering at this block and step (see the summary for the steered ones)"
-                   if summary["any_steering"] else
-                   "no STAS steering in this run (expected without STAS; with STAS, put the MA Recorder "
-                   "after STAS Model Patch)")
-            steer = plot.steering_image(None, None, None, [], lay.grid, "STAS steering", message=msg,
-                                        notes=notes["steering"])
+        figures, notes = figures_of(run, entry, b, s, c, prompt, sample, mask, ch, values, classes, tracked, summary,
+                                    log_scale)
         text = stats.summary_text(summary)
         if export:
             text += "\n" + cls._export(run, summary, filename_prefix)
@@ -178,7 +186,7 @@ class MAVisualizer(io.ComfyNode):
         chart["channels"] = tracked
         chart["figures"] = notes  # the texts drawn on the IMAGE outputs
         ui = {"stas_profile": [chart]}  # drawn by web/stas_visualizer.js inside this node
-        return io.NodeOutput(_image(profile), _image(heat), _image(hier), _image(steer), text, ui=ui)
+        return io.NodeOutput(*(_image(f) for f in figures), text, ui=ui)
 
     @staticmethod
     def _export(run, summary, filename_prefix: str) -> str:
