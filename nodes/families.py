@@ -9,8 +9,27 @@ from typing import Any, Dict, List, Mapping, Tuple
 
 from ..stas_core.layout import Grid, grid_from_latent
 
-SUPPORTED = ("Wan 2.1/2.2 (T2V, I2V, FLF, VACE, Fun, Camera, TI2V 5B, A14B), HunyuanVideo (1.0 and 1.5), "
-             "CogVideoX, LTX-Video, LTX-2 (audio-video), Kandinsky 5 (video), Mochi")
+SUPPORTED = ("Wan 2.1/2.2 (T2V, I2V, FLF, VACE, Fun, Camera, TI2V 5B, A14B, S2V, Animate, HuMo, SCAIL, WanDancer, "
+             "FlowRVS), HunyuanVideo (1.0 and 1.5), CogVideoX, LTX-Video, LTX-2 (audio-video), Kandinsky 5 (video), Mochi")
+
+REFUSED: Dict[str, Tuple[str, str]] = {
+    # diffusion-model class name -> (what it is and why STAS does not steer it, what to use instead)
+    "CausalWanModel": (
+        "autoregressive Wan: it generates the video chunk by chunk with a KV cache, so a model call sees one chunk, "
+        "and the first frame and the frame boundaries STAS steers are not those of the video it makes",
+        "Use a Wan 2.1/2.2 model loaded with Load Diffusion Model and sampled with KSampler."),
+    "NaDiT": (
+        "SeedVR2 video restoration and upscaling: it restores a video it is given, so there is no generated first "
+        "frame and no first-frame seam to steer",
+        "Use STAS Model Patch on the model that generates the video, then upscale with SeedVR2."),
+    "GeneralDIT": (
+        "Cosmos 1.0: its blocks have no block-replace hook and STAS has not verified its token layout",
+        "Use a Wan 2.1/2.2 or another supported video model."),
+    "MiniTrainDIT": (
+        "Cosmos Predict2 / Anima: its blocks have no block-replace hook and STAS has not verified its token layout",
+        "Use a Wan 2.1/2.2 or another supported video model."),
+}
+"""Video models STAS refuses by class, with the reason and what to use instead (``family_of``'s message)."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +46,9 @@ class BlockRef:
 class Family:
     name: str = ""
     hook: str = "replace"  # "replace": patches_replace["dit"]; "object": object patch on forward
+    lead_frames: int = 0
+    """Latent frames at the start of the model input that are no frames of the generated video (Wan 2.2 Animate's
+    reference image): ``grid`` leaves them out, and their tokens count in ``video_prefix``."""
     loop_keeps_output: bool = True
     """(hook "replace") The block loop keeps a replaced block's output in a local until the next
     replaced block (``out = blocks_replace[...]``): ``Plan.install`` puts a pass-through patch on every
@@ -94,15 +116,24 @@ class Family:
     def grid(self, dm: Any, x_shape: Tuple[int, ...], cond: Mapping[str, Any] | None = None) -> Grid:
         """The video's token grid in a model call with input shape ``x_shape`` and ``cond`` (the call's
         model kwargs; None for the sampler's latent)."""
-        return grid_from_latent(self.latent_shape(x_shape, (cond or {}).get("latent_shapes")), self.patch_size(dm))
+        t, h, w = grid_from_latent(self.latent_shape(x_shape, (cond or {}).get("latent_shapes")), self.patch_size(dm))
+        return (max(t - self.lead_frames, 0), h, w)
 
     def block_hidden(self, out: Any):
         """The video hidden states [B, N, C] in what a hooked block returns (edited in place)."""
         return out["img"]
 
     def prefix_tokens(self, dm: Any, cond_kwargs: Mapping[str, Any]) -> int:
-        """Tokens the model puts before the video tokens (reference latents)."""
+        """Tokens the model puts before the video tokens (reference latents, and reference frames that are not
+        frames of the generated video, as Wan 2.2 Animate's frame 0). Tokens after the video tokens (appended
+        reference, motion or pose tokens) need no hook: STAS reads only ``prefix + T*H*W`` tokens. ``grid``
+        must leave such leading frames out of the video's grid."""
         return 0
+
+    def video_prefix(self, dm: Any, cond_kwargs: Mapping[str, Any], grid: Grid) -> int:
+        """Tokens before the first video token of a model call whose video grid is ``grid``: ``prefix_tokens``
+        and the tokens of the ``lead_frames``. What patching.py and recorder_patch.py use."""
+        return self.prefix_tokens(dm, cond_kwargs) + self.lead_frames * grid[1] * grid[2]
 
     def visual_start(self, kind: str, transformer_options: Mapping[str, Any], prefix: int) -> int:
         """Index of the first video token in the tensor the block hook edits."""
@@ -120,8 +151,27 @@ class Family:
 
 
 class WanFamily(Family):
+    """Wan 2.1/2.2 and the Wan-derived classes whose video tokens come first, (t, h, w) order, every latent frame of
+    the model input a frame of the generated video, conditioning tokens (if any) after them (docs/models.md):
+    WanModel (T2V, I2V, FLF, Fun, 2.2, FlowRVS), VACE, Camera; S2V (reference and motion-frame tokens appended;
+    audio added into the video tokens after the block); HuMo (reference tokens appended, audio by cross-attention);
+    WanDancer (music added into the video tokens after the block). Fun's ref_conv reference tokens come first."""
+
     name = "Wan"
-    _classes = ("WanModel", "VaceWanModel", "CameraWanModel")  # T2V/I2V/FLF/Fun/2.2, VACE, Camera
+    _classes = ("WanModel", "VaceWanModel", "CameraWanModel", "WanModel_S2V", "HumoWanModel", "WanDancerModel")
+
+    def refusal(self, dm):
+        # Older ComfyUI (0.3.64) calls S2V's block patches without transformer_options: STAS would steer nothing.
+        if type(dm).__name__ == "WanModel_S2V":
+            import inspect
+            try:
+                src = inspect.getsource(type(dm).forward_orig)
+            except (OSError, TypeError):
+                return None
+            if '"pe": freqs, "transformer_options"' not in src:
+                return ("Wan 2.2 S2V models in this ComfyUI version (its blocks do not hand block patches the call's "
+                        "transformer_options, so STAS could steer nothing; update ComfyUI to 0.8 or later)")
+        return None
 
     def block_groups(self, dm):
         return [("double_block", len(dm.blocks))]
@@ -147,6 +197,30 @@ class WanFamily(Family):
         if gs is None or len(gs) != 3:
             return ctx_grid
         return (min(int(gs[0]), ctx_grid[0]), int(gs[1]), int(gs[2]))
+
+
+class WanReferenceFramesFamily(WanFamily):
+    """SCAIL and SCAIL-2 (pose-driven Wan): the reference latent's frames are concatenated in time *before* the video
+    (``torch.cat((reference_latent, x), dim=2)``, cut off again after the head) and the pose tokens appended after
+    it. The video is the model input's latent frames; its first frame is the first token frame after the references."""
+
+    _classes = ("SCAILWanModel", "SCAIL2WanModel")
+
+    def prefix_tokens(self, dm, cond_kwargs):
+        ref = cond_kwargs.get("reference_latent")
+        if ref is None:
+            return 0
+        return math.prod(-(-int(s) // p) for s, p in zip(ref.shape[-3:], self.patch_size(dm)))  # padded to the patch
+
+
+class WanAnimateFamily(WanFamily):
+    """Wan 2.2 Animate (AnimateWanModel) and WanAnimate2Model: latent frame 0 of the model input is the reference
+    image (WanAnimateToVideo puts it there and trims it after sampling, ``trim_latent``); the generated video is
+    frames 1..T-1. Pose latents are added into frames 1.. (Animate) or run in a separate branch (Animate 2); face
+    motion is added into the tokens after the block. STAS skips frame 0's tokens and counts only frames 1.. in M."""
+
+    _classes = ("AnimateWanModel", "WanAnimate2Model")
+    lead_frames = 1
 
 
 class HunyuanVideoFamily(Family):
@@ -293,19 +367,24 @@ class MochiFamily(Family):
         return int(dm.hidden_size_x)
 
 
-FAMILIES: Tuple[Family, ...] = (WanFamily(), HunyuanVideoFamily(), CogVideoXFamily(), LTXVideoFamily(),
+FAMILIES: Tuple[Family, ...] = (WanFamily(), WanReferenceFramesFamily(), WanAnimateFamily(), HunyuanVideoFamily(), CogVideoXFamily(), LTXVideoFamily(),
                                 Kandinsky5Family(), MochiFamily())
 
 
 def family_of(diffusion_model: Any) -> Family:
-    """The family of a loaded diffusion model, or a ValueError that names the supported ones."""
+    """The family of a loaded diffusion model, or a ValueError that names the model, why it is refused, what to use
+    instead and the supported ones (callers prefix the node's name)."""
+    cls = type(diffusion_model).__name__
+    if cls in REFUSED:
+        why, instead = REFUSED[cls]
+        raise ValueError(f"STAS does not support {cls} models ({why}). {instead} Supported: {SUPPORTED}.")
     fam = next((f for f in FAMILIES if f.matches(diffusion_model)), None)
-    what = f"{type(diffusion_model).__name__} models" if fam is None else fam.refusal(diffusion_model)
+    what = f"{cls} models" if fam is None else fam.refusal(diffusion_model)
     if what is None:
         return fam
     raise ValueError(
         f"STAS does not support {what}. Supported: {SUPPORTED}. "
-        "Connect the MODEL output of a loader of one of those (Wan S2V, HuMo and Animate, Cosmos, MiniMax and "
+        "Connect the MODEL output of a loader of one of those (autoregressive Wan, SeedVR2, Cosmos, MiniMax and "
         "image models are not supported).")
 
 

@@ -119,7 +119,7 @@ class StasPlan(Plan):
         picked = steered_samples(transformer_options.get("cond_or_uncond"), x.shape[0],
                                  run.passes.indices(self.apply_to, model))
         grid = self.family.grid(dm, tuple(x.shape), kwargs)
-        prefix = self.family.prefix_tokens(dm, kwargs)
+        prefix = self.family.video_prefix(dm, kwargs, grid)
         tables = run.tables_for(self, dev) if self.auto else self.fixed_tables(dev)
         token_idx, n_tok = self.token_idx(grid, dev)
         lo, hi = run.bounds
@@ -184,10 +184,41 @@ class StasPlan(Plan):
     def preflight(self, run: RunState, sigmas) -> None:
         """Before step one: refuse a run whose steered passes the guider never computes, and say in
         one console line when this node will steer nothing in this run, or only in part, and why."""
-        plan, passes = self, run.passes
         s = [float(v) for v in sigmas] if sigmas is not None else []  # one host read per run
         n = max(0, len(s) - 1)
         k = run.window.steps_in(s) if n else 0
+        self.refuse_unrun_passes(run.passes, k)
+        nothing, unsure, part = self.run_notes(run, s, k)
+        if nothing:
+            log.warning("%s will steer nothing in this run: %s.", self.label, "; ".join(nothing + unsure + part))
+        elif unsure:
+            log.warning("%s may not steer the pass you mean in this run: %s.", self.label, "; ".join(unsure + part))
+        elif part:
+            log.info("%s will steer only in part in this run: %s.", self.label, "; ".join(part))
+        if 0 < k < n <= FEW_STEPS and not nothing:  # distilled graphs: which of so few steps (docs/compatibility.md)
+            log.info("%s steers step(s) %s of %d (window %s).", self.label,
+                     ", ".join(str(i + 1) for i in range(n) if run.window.contains(s[i])), n, run.window.describe())
+
+    def _wanted(self, passes: GuiderPasses):
+        roles = set(passes.roles) | ({NEGATIVE} if passes.negative_model is not None else set())
+        return self.apply_to & roles
+
+    def refuse_unrun_passes(self, passes: GuiderPasses, k: int) -> None:
+        """A ValueError when the run steers some step but its guider runs none of the passes apply_to names."""
+        if not passes.known or passes.ambiguous or not k or self._wanted(passes) & passes.runs:
+            return
+        if self.apply_to == {NEGATIVE}:
+            raise ValueError(
+                f"STAS Model Patch: apply_to is 'uncond', but this sampler ({passes.name}) runs no negative "
+                "(uncond) pass (cfg is 1.0, or there is no negative conditioning), so STAS would steer nothing. "
+                "Set apply_to to 'cond' or 'both', or use cfg above 1.")
+        raise ValueError(
+            f"STAS Model Patch: apply_to is '{prompt_name(self.apply_to)}', but this sampler ({passes.name}) runs none "
+            "of those passes, so STAS would steer nothing. Set apply_to to 'both'.")
+
+    def run_notes(self, run: RunState, s, k: int):
+        """(nothing, unsure, part): why this run steers nothing, maybe not the pass meant, or only in part."""
+        passes, n = run.passes, max(0, len(s) - 1)
         nothing, unsure, part = [], [], []
         if n and not k:
             nothing.append(f"none of this run's {n} steps (sigma {s[0]:.4g} to {s[n - 1]:.4g}) lies in its window "
@@ -196,44 +227,26 @@ class StasPlan(Plan):
             part.append(f"it steers {k} of {n} steps: this run starts at sigma {s[0]:.4g}, inside the window "
                         f"{run.window.describe()} (denoise < 1, or the later stage of split steps), so the "
                         "window's first steps are not in it")
-        empty = [ref.flat for ref in plan.blocks if not plan.auto and not plan.fixed_channels(ref)]
+        empty = [ref.flat for ref in self.blocks if not self.auto and not self.fixed_channels(ref)]
         if k and empty:
-            (nothing if len(empty) == len(plan.blocks) else part).append(
+            (nothing if len(empty) == len(self.blocks) else part).append(
                 f"the profile lists no channel for block(s) {empty}, so nothing is steered there")
-        roles = set(passes.roles) | ({NEGATIVE} if passes.negative_model is not None else set())
-        wanted = plan.apply_to & roles
+        wanted = self._wanted(passes)
         if not passes.known:
-            if plan.apply_to != ALL_ROLES:
+            if self.apply_to != ALL_ROLES:
                 unsure.append(f"the guider {passes.name} is not one STAS knows, so it steers the pass ComfyUI "
-                              f"numbers {'first' if plan.apply_to == {POSITIVE} else 'second'} (the "
-                              f"{prompt_name(plan.apply_to)} pass of KSampler), which may be another prompt for this "
+                              f"numbers {'first' if self.apply_to == {POSITIVE} else 'second'} (the "
+                              f"{prompt_name(self.apply_to)} pass of KSampler), which may be another prompt for this "
                               "guider; set apply_to to 'both' to steer every pass")
         elif passes.ambiguous:
             unsure.append(f"{passes.name} runs its negative pass on the same model as the positive one, so STAS cannot "
                           "tell them apart and steers both passes with apply_to 'cond' or 'both', none with 'uncond'; "
                           "load model_negative with its own loader, or use CFGGuider")
-        elif k and not (wanted & passes.runs):
-            if plan.apply_to == {NEGATIVE}:
-                raise ValueError(
-                    f"STAS Model Patch: apply_to is 'uncond', but this sampler ({passes.name}) runs no negative "
-                    "(uncond) pass (cfg is 1.0, or there is no negative conditioning), so STAS would steer nothing. "
-                    "Set apply_to to 'cond' or 'both', or use cfg above 1.")
-            raise ValueError(
-                f"STAS Model Patch: apply_to is '{prompt_name(plan.apply_to)}', but this sampler ({passes.name}) runs none "
-                "of those passes, so STAS would steer nothing. Set apply_to to 'both'.")
-        elif k and wanted - passes.runs:
+        elif k and wanted - passes.runs and wanted & passes.runs:
             part.append(f"{passes.name} skips the {' and '.join(sorted(wanted - passes.runs))} pass of apply_to "
-                        f"'{prompt_name(plan.apply_to)}' in this run (cfg 1.0, or no such conditioning), so only "
+                        f"'{prompt_name(self.apply_to)}' in this run (cfg 1.0, or no such conditioning), so only "
                         f"the {' and '.join(sorted(wanted & passes.runs))} pass is steered")
-        if nothing:
-            log.warning("%s will steer nothing in this run: %s.", plan.label, "; ".join(nothing + unsure + part))
-        elif unsure:
-            log.warning("%s may not steer the pass you mean in this run: %s.", plan.label, "; ".join(unsure + part))
-        elif part:
-            log.info("%s will steer only in part in this run: %s.", plan.label, "; ".join(part))
-        if 0 < k < n <= FEW_STEPS and not nothing:  # distilled graphs: which of so few steps (docs/compatibility.md)
-            log.info("%s steers step(s) %s of %d (window %s).", plan.label,
-                     ", ".join(str(i + 1) for i in range(n) if run.window.contains(s[i])), n, run.window.describe())
+        return nothing, unsure, part
 
     def report_detection(self, run: RunState) -> None:
         """After a run with auto channels, log which channels detection chose, and warn when a

@@ -147,7 +147,7 @@ class RecorderPlan(Plan):
                 latent = [anchor] + latent
             pt = fam.patch_size(dm)[0]
             frames = [latent[j * pt] // pt for j in range(len(latent) // pt)]
-        return RecCall(self, run, t, grid, fam.prefix_tokens(dm, kwargs), dm, prompt_samples, frames)
+        return RecCall(self, run, t, grid, fam.video_prefix(dm, kwargs, grid), dm, prompt_samples, frames)
 
     def tracked_channels(self, run: RunRecording, ref: BlockRef, vis: torch.Tensor) -> torch.Tensor:
         """Channels whose per-token values are recorded for ``ref``: explicit, or the top_k by

@@ -313,8 +313,8 @@ def test_kandinsky5_image_and_unhandled_video_models_are_refused(pk):
 
 
 def test_causal_wan_is_refused_by_its_class():
-    """Causal (autoregressive, KV-cache) Wan shares WanModel's weights but runs blocks without the block-replace
-    hook: its class is refused by name, as the node does (families.family_of)."""
+    """Causal (autoregressive, KV-cache) Wan shares WanModel's weights but generates chunk by chunk: its class is
+    refused by name with the reason and what to use instead, as the node does (families.family_of)."""
     ce.require_comfy()
     try:
         import comfy.ldm.wan.ar_model as ar
@@ -323,7 +323,8 @@ def test_causal_wan_is_refused_by_its_class():
     import comfy.ops
     with torch.device("meta"):
         dm = ar.CausalWanModel(dim=128, ffn_dim=256, num_heads=2, num_layers=1, operations=comfy.ops.disable_weight_init)
-    with pytest.raises(ValueError, match=r"^STAS does not support CausalWanModel models\. Supported: Wan .*Mochi"):
+    with pytest.raises(ValueError, match=r"^STAS does not support CausalWanModel models \(autoregressive Wan: .*\)\. "
+                                         r"Use a Wan 2\.1/2\.2 .* Supported: Wan .*Mochi"):
         ce.pack_module("nodes.families").family_of(dm)
 
 
