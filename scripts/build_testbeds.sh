@@ -5,7 +5,7 @@
 #
 # Each version becomes $(testbeds_root)/comfyui-<version>/{src,venv}:
 #   src   ComfyUI itself, from $STAS_COMFYUI_ARCHIVES/ComfyUI-<version>.tar.gz when that folder
-#         is set (offline), else a shallow git clone of tag v<version> from GitHub;
+#         is set (offline), else a shallow git clone of tag v<version> from GitHub ($STAS_COMFYUI_REPO);
 #   venv  python3 -m venv with ComfyUI's own requirements.txt, pytest and playwright. torch,
 #         torchvision and torchaudio come from one shared folder ($(testbeds_root)/torch-*,
 #         linked into every venv by a .pth file), installed once from where torch_source
@@ -13,14 +13,15 @@
 #
 #   bash scripts/build_testbeds.sh --check            where torch would come from; installs nothing
 # A testbed whose stamp matches this recipe is left alone, so a second run takes seconds; a
-# half-built one is rebuilt. A version that cannot be built stops the script, naming it and why.
+# half-built one is rebuilt. Once all are built it writes their folder to
+# ~/.cache/comfyui-stas/testbeds-location, where first_run.py and test.sh look when STAS_TESTBEDS is unset. A version that cannot be built stops the script, naming it and why.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/testbeds.sh
 
 PY=${PYTHON:-python3}
 ROOT=$(testbeds_root)
-REPO_URL=https://github.com/comfyanonymous/ComfyUI.git
+REPO_URL=$COMFYUI_REPO  # testbeds.sh: $STAS_COMFYUI_REPO or GitHub's
 quiet() { grep -v -e 'is ignored' -e "Running pip as the 'root' user" -e '^WARNING: Retrying' -e 'already exists. Specify --upgrade' || true; }
 fail() { echo "build_testbeds: $*" >&2; exit 1; }
 
@@ -165,6 +166,9 @@ for v in "${versions[@]}"; do build_testbed "$v"; done
 bad=0
 for pid in "${checks[@]}"; do wait "$pid" || bad=1; done
 [ "$bad" = 0 ] || exit 1
+# Where they are, for first_run.py and test.sh when STAS_TESTBEDS is not set again (testbeds.sh, found_testbeds_root).
+mkdir -p "$(dirname "$(testbeds_record)")" && echo "$ROOT" > "$(testbeds_record)" \
+  || echo "build_testbeds: could not write $(testbeds_record); set STAS_TESTBEDS=$ROOT to use these testbeds" >&2
 [ "${#checks[@]}" = 0 ] || echo "== testbeds built, start-up checks passed: $((SECONDS - t_all)) s"
 # A shared torch folder that no testbed uses any more (its pins changed) is removed.
 for old in "$ROOT"/torch-*/; do

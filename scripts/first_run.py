@@ -1,7 +1,8 @@
 """First run without weights or a GPU: see STAS and the MA Visualizer work in a real ComfyUI.
 
     python3 scripts/first_run.py        (ComfyUI: --comfyui PATH, else $COMFYUI_PATH, else the
-                                          newest one scripts/setup.sh built)
+                                          newest one scripts/setup.sh built: under $STAS_TESTBEDS,
+                                          else where set-up last built them, else the default)
 
 Starts that ComfyUI headless on the CPU (on a free local port, with all its state in a temporary
 folder: your ComfyUI install is not modified) with this pack loaded, writes a tiny random-weight
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from _repo import ROOT  # first: the repository root on sys.path (scripts/_repo.py)
 
-from stas_harness.server import ComfyServer, comfy_python_for, newest_testbed, testbeds_root
+from stas_harness.server import ComfyServer, comfy_python_for, default_testbeds_root, newest_testbed, testbeds_root
 
 MODEL = "wan2.1_t2v_1.3B_fp16.safetensors"
 SEED = 42
@@ -122,6 +123,11 @@ def report(srv: ComfyServer, entry: dict, out: Path, seconds: dict) -> str:
         "weights you would expect first frame > boundary > interior; here the numbers only show the tools work.",
         "- **Steering**: STAS sets the MA channels of first-frame and boundary tokens, in one block and in the "
         "early steps only, to `alpha` times that channel's largest value (sign kept).",
+        "- **Tracked channels**: the channels whose values the MA Recorder keeps, per block: the `top_k` (4) "
+        "with the highest peak-to-mean ratio at the first recorded step. Only those at or above `threshold` "
+        "are *detected MA channels*; the rest are the next largest, kept for comparison. \"max over tracked "
+        "(channels [...])\" in the summaries below: each token's value is its largest |h| over those tracked "
+        "channels, so it is the massive channel's value wherever that one is largest.",
         "",
         "## Images",
         "",
@@ -132,7 +138,11 @@ def report(srv: ComfyServer, entry: dict, out: Path, seconds: dict) -> str:
         "- `*_hierarchy_*`: mean MA size of first-frame, boundary and interior tokens for every block and "
         "step of one run; each run's figure has its own colour scale.",
         "- `hierarchy_without_vs_with.png`: the hierarchy of both runs, one above the other, on **one shared "
-        "colour scale**: compare these two by eye, not the separate `*_hierarchy_*` figures.",
+        "colour scale**: compare these two by eye, not the separate `*_hierarchy_*` figures. With STAS, block 3 "
+        "lights up as well as block 2, though only block 2 was steered: each block adds its output to the "
+        "*residual stream* that the next block reads, so the values STAS sets in block 2 carry through into "
+        "block 3's output (blocks 0 and 1 run before block 2 and are unchanged). Only the first 4 of the 10 "
+        "steps change: the window (`end_percent` 0.4) ends there. Interior tokens are not steered.",
         "- `with_stas_steering_*`: the steered values before (grey) and after (red) STAS, at block 2, step 0.",
         "- `without_stas_steering_*`: empty, as it should be: nothing is steered in the run without STAS.",
         "",
@@ -151,6 +161,8 @@ def report(srv: ComfyServer, entry: dict, out: Path, seconds: dict) -> str:
         "```",
         "",
         "## Timing",
+        "",
+        "How long each part took, one after the other (they add up to the total):",
         "",
         *[f"- {k}: {v:.1f} s" for k, v in seconds.items()],
         "",
@@ -173,13 +185,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--comfyui", type=Path, default=os.environ.get("COMFYUI_PATH") or newest_testbed(),
                     help="ComfyUI folder (the one with main.py); default $COMFYUI_PATH, else the newest "
-                         "ComfyUI that scripts/setup.sh built")
+                         "ComfyUI that scripts/setup.sh built (under $STAS_TESTBEDS, else where set-up last "
+                         "built them, recorded in ~/.cache/comfyui-stas/testbeds-location)")
     ap.add_argument("--python", help="python that runs that ComfyUI (default: $COMFYUI_PYTHON, a venv beside or "
                                      "inside it, else this python)")
     ap.add_argument("--out", type=Path, default=Path("stas_first_run"), help="output folder (default ./stas_first_run)")
     a = ap.parse_args(argv)
     if a.comfyui is None:
-        ap.error(f"no ComfyUI found: run 'bash scripts/setup.sh' (it builds one under {testbeds_root()}), "
+        ap.error(f"no ComfyUI found: {testbeds_root()} has no comfyui-<version>/{{src,venv}} testbed. If you built "
+                 "the testbeds elsewhere, set STAS_TESTBEDS=<where you built them>; else run 'bash scripts/setup.sh' "
+                 f"(it builds them under {os.environ.get('STAS_TESTBEDS') or default_testbeds_root()}), "
                  "or give --comfyui /path/to/ComfyUI (the folder with main.py), or set COMFYUI_PATH")
     if not (Path(a.comfyui) / "main.py").exists():
         ap.error(f"--comfyui {a.comfyui}: no main.py there; give the ComfyUI folder (the one with main.py)")
@@ -206,10 +221,15 @@ def main(argv=None) -> int:
             for f in srv.output_files(entry, nid):
                 shutil.copy2(f, a.out / f.name)
         compare_hierarchies(srv, python, a.out)
-        seconds = {"ComfyUI start": t_server - t0, "stand-in model ready": t_ready - t0,
-                   "graph (2 runs, recorded and visualized)": t_done - t_ready, "total": t_done - t0}
+        t_fig = time.monotonic()
+        # durations, not times since the start: the stand-in model is written while ComfyUI starts
+        seconds = {"ComfyUI start-up (the stand-in model was written meanwhile)": t_server - t0,
+                   "then waiting for the stand-in model": t_ready - t_server,
+                   "graph (2 runs, recorded and visualized)": t_done - t_ready,
+                   "copying the images, drawing both hierarchies on one scale": t_fig - t_done,
+                   "total": t_fig - t0}
         (a.out / "report.md").write_text(report(srv, entry, a.out, seconds))
-        print(f"done in {t_done - t0:.0f} s: {len(list(a.out.glob('*.png')))} images and report.md in {a.out.resolve()}")
+        print(f"done in {t_fig - t0:.0f} s: {len(list(a.out.glob('*.png')))} images and report.md in {a.out.resolve()}")
         return 0
     except Exception as e:
         print(f"first run failed: {e}\n--- ComfyUI log (tail) ---\n{srv.log_tail()}", file=sys.stderr)

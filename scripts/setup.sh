@@ -26,7 +26,14 @@ if [ -z "${COMFYUI_PATH:-}" ] && [ "${STAS_BUILD_TESTBEDS:-1}" != 0 ]; then
     for v in "${unbuilt[@]}"; do [ -f "$STAS_COMFYUI_ARCHIVES/ComfyUI-$v.tar.gz" ] || lacking+=("ComfyUI-$v.tar.gz"); done
     [ "${#lacking[@]}" = 0 ] || need "STAS_COMFYUI_ARCHIVES=$STAS_COMFYUI_ARCHIVES lacks ${lacking[*]} (unset it to clone from GitHub instead); nothing was installed"
   elif [ "${#unbuilt[@]}" -gt 0 ]; then
-    command -v git >/dev/null || need "ComfyUI ${unbuilt[*]} must be cloned, but git is missing (or set STAS_COMFYUI_ARCHIVES to a folder of ComfyUI-<version>.tar.gz); nothing was installed"
+    archives_fix="set STAS_COMFYUI_ARCHIVES=<folder of ComfyUI-<version>.tar.gz> (GitHub's release archives of ComfyUI v<version>, which unpack to ComfyUI-<version>/)"
+    command -v git >/dev/null || need "ComfyUI ${unbuilt[*]} must be cloned, but git is missing; install git or $archives_fix; nothing was installed"
+    # Reach the repository before installing anything (issue 31): without it set-up would stop at the first clone.
+    echo "== ComfyUI ${unbuilt[*]}: checking that $COMFYUI_REPO can be cloned"
+    if ! lacking=$(comfyui_repo_lacks "${unbuilt[@]}"); then
+      need "ComfyUI ${unbuilt[*]} must be cloned, but $COMFYUI_REPO cannot be reached (git ls-remote failed or took over ${STAS_GIT_TIMEOUT:-30} s: offline, or a proxy?); $archives_fix; nothing was installed"
+    fi
+    [ -z "$lacking" ] || need "$COMFYUI_REPO has no tag for ComfyUI $(echo $lacking) (v<version>); $archives_fix; nothing was installed"
   fi
   if [ "${#unbuilt[@]}" -gt 0 ]; then
     free_dir=$(testbeds_root); while [ ! -d "$free_dir" ]; do free_dir=$(dirname "$free_dir"); done

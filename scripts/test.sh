@@ -81,7 +81,7 @@ fi
 if [ "$strict" = 1 ]; then
   for need in "${TESTBED_VERSIONS[0]}" "${TESTBED_VERSIONS[-1]}"; do
     if [[ " ${tested[*]} " != *" $need "* ]]; then
-      if [ -n "${COMFYUI_PATH:-}" ]; then where="COMFYUI_PATH names ComfyUI ${tested[*]:-none}"; else where="$(testbeds_root)/comfyui-$need is missing"; fi
+      if [ -n "${COMFYUI_PATH:-}" ]; then where="COMFYUI_PATH names ComfyUI ${tested[*]:-none}"; else where="$(found_testbeds_root)/comfyui-$need is missing"; fi
       echo "FAILED  CI needs the integration tests on ComfyUI $need (the oldest and newest supported) and they did not run: $where. Run 'bash scripts/setup.sh' (with COMFYUI_PATH unset)."
       failed=1
     fi

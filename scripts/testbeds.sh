@@ -2,8 +2,9 @@
 #
 #   $COMFYUI_PATH set    -> that one ComfyUI, run by $COMFYUI_PYTHON, else a venv beside or inside
 #                           it (../venv, ./venv, ./.venv, ../.venv), else python3.
-#   $COMFYUI_PATH unset  -> every ${STAS_TESTBEDS:-$HOME/.cache/comfyui-stas/testbeds}/comfyui-*/
-#                           that has src/main.py and venv/bin/python.
+#   $COMFYUI_PATH unset  -> every comfyui-*/ that has src/main.py and venv/bin/python, under
+#                           $STAS_TESTBEDS, else where build_testbeds.sh last built them (recorded in
+#                           $HOME/.cache/comfyui-stas/testbeds-location), else ~/.cache/comfyui-stas/testbeds.
 #
 # find_testbeds prints one line per testbed: NAME<TAB>SRC<TAB>PYTHON.
 # Keep in sync with stas_harness/server.py (comfy_python_for), which resolves the same python.
@@ -11,6 +12,17 @@
 # The ComfyUI versions the pack supports and tests against, oldest first. setup.sh builds one
 # testbed per version; pyproject's requires-comfyui names the first (tests/test_packaging.py).
 TESTBED_VERSIONS=(0.3.64 0.8.0 0.33.0)
+# Where build_testbeds.sh clones ComfyUI from when $STAS_COMFYUI_ARCHIVES has no archive of it.
+COMFYUI_REPO=${STAS_COMFYUI_REPO:-https://github.com/comfyanonymous/ComfyUI.git}
+# comfyui_repo_lacks VERSION...: prints the versions whose tag v<VERSION> $COMFYUI_REPO lacks, all of them
+# when it cannot be reached within ${STAS_GIT_TIMEOUT:-30} s; returns 1 when it cannot be reached.
+comfyui_repo_lacks() {
+  local refs v
+  refs=$(GIT_TERMINAL_PROMPT=0 timeout "${STAS_GIT_TIMEOUT:-30}" git ls-remote --tags "$COMFYUI_REPO" 2>/dev/null) \
+    || { echo "$*"; return 1; }
+  for v in "$@"; do grep -q "refs/tags/v$v\$" <<< "$refs" || echo "$v"; done
+  return 0
+}
 
 # Where the testbeds' shared torch comes from; build_testbeds.sh prints it with --check, before installing
 # anything. A machine without an NVIDIA GPU never gets a CUDA build of torch unless STAS_ALLOW_CUDA_TORCH=1:
@@ -37,7 +49,18 @@ no_cpu_torch_reason() {
   echo "no NVIDIA GPU here, the CPU index $TORCH_CPU_INDEX is unreachable and pip finds no $CPU_TORCH, so only CUDA builds of torch (about 6.7 GB) could be installed; set STAS_TORCH_INDEX to a CPU index or mirror, put a $CPU_TORCH wheel where pip finds it (PIP_FIND_LINKS), or set STAS_ALLOW_CUDA_TORCH=1 to take the CUDA build"
 }
 
+# Where set-up builds testbeds: $STAS_TESTBEDS, else the default.
 testbeds_root() { echo "${STAS_TESTBEDS:-$HOME/.cache/comfyui-stas/testbeds}"; }
+# build_testbeds.sh records where it built them, so that first_run.py and test.sh find testbeds built
+# under STAS_TESTBEDS without the variable (stas_harness/server.py reads the same file).
+testbeds_record() { echo "$HOME/.cache/comfyui-stas/testbeds-location"; }
+# Where to look for testbeds: $STAS_TESTBEDS, else the recorded folder (when it still exists), else the default.
+found_testbeds_root() {
+  local rec
+  if [ -n "${STAS_TESTBEDS:-}" ]; then echo "$STAS_TESTBEDS"; return; fi
+  rec=$(head -n 1 "$(testbeds_record)" 2>/dev/null || true)
+  if [ -n "$rec" ] && [ -d "$rec" ]; then echo "$rec"; else testbeds_root; fi
+}
 
 comfy_python_for() {
   local src=$1 v
@@ -64,7 +87,7 @@ find_testbeds() {
   while IFS= read -r dir; do  # oldest version first
     [ -f "$dir/src/main.py" ] && [ -x "$dir/venv/bin/python" ] || continue
     printf '%s\t%s\t%s\n' "$(basename "$dir")" "$dir/src" "$dir/venv/bin/python"
-  done < <(find "$(testbeds_root)" -mindepth 1 -maxdepth 1 -name 'comfyui-*' -type d 2>/dev/null | sort -V)
+  done < <(find "$(found_testbeds_root)" -mindepth 1 -maxdepth 1 -name 'comfyui-*' -type d 2>/dev/null | sort -V)
 }
 
 # Why no testbed was found, for the test summary.
@@ -72,6 +95,6 @@ no_testbed_reason() {
   if [ -n "${COMFYUI_PATH:-}" ]; then
     echo "COMFYUI_PATH=$COMFYUI_PATH is not a ComfyUI checkout (no main.py and comfy/ there)"
   else
-    echo "COMFYUI_PATH is unset and $(testbeds_root) has no comfyui-*/{src,venv} testbed"
+    echo "COMFYUI_PATH is unset and $(found_testbeds_root) has no comfyui-*/{src,venv} testbed (built them elsewhere? set STAS_TESTBEDS=<where you built them>)"
   fi
 }

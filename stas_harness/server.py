@@ -81,9 +81,29 @@ def find_comfyui() -> tuple[Path, str] | None:
     return src, comfy_python_for(src)
 
 
+def default_testbeds_root() -> Path:
+    """Where scripts/setup.sh builds its ComfyUI installs when STAS_TESTBEDS is unset (scripts/testbeds.sh)."""
+    return Path.home() / ".cache" / "comfyui-stas" / "testbeds"
+
+
+def testbeds_record() -> Path:
+    """The file in which scripts/build_testbeds.sh records where it last built the testbeds."""
+    return Path.home() / ".cache" / "comfyui-stas" / "testbeds-location"
+
+
 def testbeds_root() -> Path:
-    """Where scripts/setup.sh builds its ComfyUI installs (scripts/testbeds.sh, same default)."""
-    return Path(os.environ.get("STAS_TESTBEDS") or Path.home() / ".cache" / "comfyui-stas" / "testbeds")
+    """Where the testbeds are (scripts/testbeds.sh, found_testbeds_root): $STAS_TESTBEDS, else where
+    scripts/build_testbeds.sh last built them (testbeds_record(), while that folder exists), else the default."""
+    env = os.environ.get("STAS_TESTBEDS")
+    if env:
+        return Path(env)
+    try:
+        recorded = testbeds_record().read_text().splitlines()[0].strip()
+    except (OSError, IndexError):
+        recorded = ""
+    if recorded and Path(recorded).is_dir():
+        return Path(recorded)
+    return default_testbeds_root()
 
 
 def newest_testbed() -> Path | None:

@@ -3,11 +3,13 @@ without the oldest and newest ComfyUI, and the first run finds the ComfyUI that 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 from stas_harness.server import newest_testbed
+from stas_harness.server import testbeds_record as _record  # not collected as a test
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,4 +75,61 @@ def test_first_run_without_comfyui_says_how_to_get_one(tmp_path):
                        capture_output=True, text=True, timeout=60, env=_env(tmp_path))
     assert r.returncode == 2
     assert "scripts/setup.sh" in r.stderr and str(tmp_path / "testbeds") in r.stderr
+    assert "set STAS_TESTBEDS=<where you built them>" in r.stderr, r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def _no_testbeds_var(tmp_path, **extra):
+    """No STAS_TESTBEDS, and a HOME of its own: the record of where set-up built is tmp_path's."""
+    env = {k: v for k, v in _env(tmp_path, HOME=str(tmp_path / "home"), **extra).items() if k != "STAS_TESTBEDS"}
+    return env
+
+
+def test_testbeds_built_under_stas_testbeds_are_found_without_it(tmp_path, monkeypatch):
+    """Issue 31 item 4: build_testbeds.sh records where it built; first_run.py (newest_testbed) and
+    test.sh (find_testbeds) look there when STAS_TESTBEDS is not set again."""
+    monkeypatch.delenv("STAS_TESTBEDS", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    root = tmp_path / "elsewhere"
+    src = _fake_testbed(root, "0.33.0")
+    (root / "comfyui-0.33.0" / "venv" / "bin" / "python").chmod(0o755)
+    assert newest_testbed() is None  # nothing recorded, nothing in the default folder
+    _record().parent.mkdir(parents=True)
+    _record().write_text(f"{root}\n")
+    assert newest_testbed() == src
+    r = subprocess.run(["bash", "-c", "source scripts/testbeds.sh && find_testbeds"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60, env=_no_testbeds_var(tmp_path))
+    assert r.stdout.split("\t")[:2] == ["comfyui-0.33.0", str(src)], r.stdout + r.stderr
+    # STAS_TESTBEDS still wins; a recorded folder that was deleted since is ignored
+    monkeypatch.setenv("STAS_TESTBEDS", str(tmp_path / "testbeds"))
+    assert newest_testbed() is None
+    monkeypatch.delenv("STAS_TESTBEDS")
+    _record().write_text(f"{tmp_path / 'gone'}\n")
+    assert newest_testbed() is None
+
+
+def test_build_records_where_it_built(tmp_path):
+    """build_testbeds.sh, every testbed already built (fake stamps): it writes the record, and only then."""
+    root = tmp_path / "elsewhere"
+    source, pins = "index", "torch==0.0.0"
+    layer = "torch-" + re.sub("_+", "_", re.sub(r"[^A-Za-z0-9.]", "_", f"{source} {pins}")).rstrip("_")
+    (root / layer).mkdir(parents=True)
+    (root / layer / ".stamp").write_text(f"{source} {pins}\n")
+    for v in ("0.3.64", "0.8.0", "0.33.0"):
+        _fake_testbed(root, v)
+        (root / f"comfyui-{v}" / "venv" / "bin" / "python").chmod(0o755)
+        (root / f"comfyui-{v}" / ".stamp").write_text(f"comfyui {v}; {source} {pins}; {layer}\n")
+    env = {**_no_testbeds_var(tmp_path, STAS_TORCH_SOURCE=source, STAS_TORCH_PINS=pins), "STAS_TESTBEDS": str(root)}
+    record = tmp_path / "home" / ".cache" / "comfyui-stas" / "testbeds-location"
+    r = subprocess.run(["bash", "scripts/build_testbeds.sh"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                       env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count(": ready (") == 3, r.stdout
+    assert record.read_text().strip() == str(root)
+    # a build that fails writes nothing
+    record.unlink()
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    r = subprocess.run(["bash", "scripts/build_testbeds.sh"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                       env={**env, "STAS_TESTBEDS": str(tmp_path / "other"), "STAS_COMFYUI_ARCHIVES": str(archives)})
+    assert r.returncode != 0 and not record.exists()
