@@ -10,7 +10,7 @@ from typing import Dict, Iterable, Optional, Tuple
 
 import torch
 
-from .tagged_file import read_tagged
+from .tagged_file import read_tagged, save_tagged
 
 FORMAT = "comfyui-stas/ma-profile/1"
 N_PROBES = 16
@@ -156,8 +156,6 @@ class MAProfile:
         return None if src is None else self.channels[src]
 
     def save(self, path: str) -> None:
-        from safetensors.torch import save_file
-
         tensors = {f"channels.{b}": torch.tensor(c, dtype=torch.int64) for b, c in self.channels.items()}
         tensors.update({f"reference.{b}": torch.tensor(r, dtype=torch.float32) for b, r in self.reference.items()})
         meta = {"format": FORMAT, "family": self.family, "hidden_size": str(self.hidden_size),
@@ -165,7 +163,7 @@ class MAProfile:
                 "info": json.dumps(self.info)}
         if self.fingerprint is not None:
             meta["fingerprint"] = json.dumps(self.fingerprint.to_json())
-        save_file(tensors, path, metadata=meta)
+        save_tagged(tensors, path, meta)
 
     @classmethod
     def load(cls, path: str) -> "MAProfile":

@@ -16,7 +16,7 @@ import torch
 from .blocks import parse_index_list
 from .layout import Grid
 from .shared import PerDevice, Shared
-from .tagged_file import read_tagged
+from .tagged_file import read_tagged, save_tagged
 
 FORMAT = "comfyui-stas/ma-recording/1"
 PROMPT_NAMES = {0: "cond", 1: "uncond"}
@@ -328,10 +328,8 @@ class RunRecording(Shared):
         return {k: v.contiguous() for k, v in tensors.items()}, meta
 
     def save(self, path: str) -> None:
-        from safetensors.torch import save_file
-
         tensors, meta = self.to_tensors()
-        save_file(tensors, path, metadata=meta)
+        save_tagged(tensors, path, meta)
 
     @classmethod
     def load(cls, path: str) -> "RunRecording":

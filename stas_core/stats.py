@@ -12,6 +12,7 @@ import torch
 from .layout import BoundarySpec, TokenClass, token_classes
 from .profile import MAProfile
 from .record import PROMPT_NAMES, Entry, RunRecording
+from .tagged_file import atomic_write
 
 GROUPS = ("first_frame", "boundary", "interior")
 
@@ -287,6 +288,6 @@ def export_run(run: RunRecording, base_path: str, summary: Dict[str, Any]) -> Tu
     run.save(st)
     doc = {"format": "comfyui-stas/ma-summary/1", "recording": st.rsplit("/", 1)[-1],
            "layout": run.layout.to_json(), "summary": summary}
-    with open(js, "w", encoding="utf-8") as f:
+    with atomic_write(js) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(json_safe(doc), f, indent=1, allow_nan=False)
     return st, js

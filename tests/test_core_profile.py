@@ -115,3 +115,31 @@ def test_block_sources_names_borrowed_blocks():
     p = MAProfile("Wan", 128, 30, {4: (1,), 10: (2,), 20: (3,)})
     assert p.block_sources([4, 7, 10, 16, 29]) == {4: 4, 7: 4, 10: 10, 16: 20, 29: 20}
     assert MAProfile("Wan", 128, 30, {}).block_sources([3]) == {}
+
+
+def test_a_profile_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A save that fails midway (here: safetensors writes half a file, then raises, as on a full disk) leaves the
+    old profile intact and no temporary file behind; a save that finishes replaces it."""
+    import safetensors.torch as st
+
+    from stas_core.profile import MAProfile
+    path = tmp_path / "p.safetensors"
+    old = MAProfile("Wan", 128, 4, {2: (77,)})
+    old.save(str(path))
+    before = path.read_bytes()
+    real = st.save_file
+
+    def half_then_fail(tensors, filename, metadata=None):
+        real(tensors, filename, metadata=metadata)
+        with open(filename, "r+b") as f:
+            f.truncate(len(open(filename, "rb").read()) // 2)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(st, "save_file", half_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        MAProfile("Wan", 128, 4, {2: (1, 2, 3)}).save(str(path))
+    assert path.read_bytes() == before and MAProfile.load(str(path)).channels == {2: (77,)}
+    assert [p.name for p in tmp_path.iterdir()] == ["p.safetensors"], "a temporary file was left behind"
+    monkeypatch.setattr(st, "save_file", real)
+    MAProfile("Wan", 128, 4, {2: (1, 2, 3)}).save(str(path))
+    assert MAProfile.load(str(path)).channels == {2: (1, 2, 3)}
