@@ -82,3 +82,13 @@ def frontend_page(comfy_server, browser):
     fp = FrontendPage(ctx.new_page(), comfy_server).open()
     yield fp
     ctx.close()
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (CPU allocation traces and tiny models: steady, and fair to a parallel run)."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -20,8 +20,9 @@ import pytest
 import torch
 
 from stas_harness import comfy_env as ce, models
+from test_integration_new_families import av_latent, ltx_conds, rand
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 
 class _Shared:
@@ -82,20 +83,6 @@ def block_peaks(fn, blocks) -> list:
     return peaks
 
 
-def rand(*shape, seed=5):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-
-
-def _ltx_conds(dim):
-    mask = torch.ones(1, 8, dtype=torch.long)
-    return ce.text_cond(seed=1, dim=dim, attention_mask=mask), ce.text_cond(seed=2, dim=dim, attention_mask=mask)
-
-
-def _av_latent():
-    import comfy.nested_tensor
-    return comfy.nested_tensor.NestedTensor((ce.latent(c=128, t=5, h=8, w=8), torch.zeros(1, 8, 5, 16)))
-
-
 def _case(name):
     """(model, latent, (positive, negative)); every latent has 5 x 8 x 8 video tokens."""
     if name == "wan":
@@ -106,11 +93,11 @@ def _case(name):
         return (models.tiny_hunyuan_video(depth=2, depth_single=3), ce.latent(t=5, h=16, w=16),
                 (ce.text_cond(seed=1, **pooled), ce.text_cond(seed=2, **pooled)))
     if name == "ltxv":
-        return models.tiny_ltxv(num_layers=5), ce.latent(c=128, t=5, h=8, w=8), _ltx_conds(4096)
+        return models.tiny_ltxv(num_layers=5), ce.latent(c=128, t=5, h=8, w=8), ltx_conds(4096)
     if name == "ltx2":
         if not models.has_ltxav():
             pytest.skip(f"ComfyUI {ce.comfy_version()} has no LTX-2")
-        return models.tiny_ltxav(num_layers=5), _av_latent(), _ltx_conds(128)
+        return models.tiny_ltxav(num_layers=5), av_latent(t=5, h=8, w=8), ltx_conds(128)
     if name == "mochi":
         mask = torch.ones(1, 8, dtype=torch.long)
         return (models.tiny_mochi(depth=5), ce.latent(c=12, t=5, h=16, w=16),
@@ -120,14 +107,6 @@ def _case(name):
 
 BLOCK_LISTS = {"wan": ["blocks"], "hunyuan_video": ["double_blocks", "single_blocks"], "ltxv": ["transformer_blocks"],
                "ltx2": ["transformer_blocks"], "mochi": ["blocks"]}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _first(out):

@@ -17,17 +17,9 @@ from stas_harness import comfy_env as ce, models
 from test_integration_families import (ALPHA, CH_TEXT, ObjRec, _Shared, _clone, check_call, object_patched_with_recorders,
                                        patched_with_recorders)
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 stas = functools.partial(ce.stas, channels=CH_TEXT, alpha=ALPHA, end_percent=1.0)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def rand(*shape, seed=5):

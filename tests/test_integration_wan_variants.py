@@ -26,23 +26,12 @@ import torch
 
 from stas_harness import comfy_env as ce, models
 from test_integration_families import ALPHA, CH_TEXT, CHANNELS, Rec, check_call
+from test_integration_new_families import rand
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 stas = functools.partial(ce.stas, channels=CH_TEXT, alpha=ALPHA, end_percent=1.0, apply_to="both")
 PLANT = 1.0e4
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def rand(*shape, seed=5):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
 def require_class(module: str, cls: str):
