@@ -304,9 +304,15 @@ def test_node_titles_fit_and_search_finds_ma_nodes(vis_server, browser, renderer
         fp.evaluate("() => { window.app.graph.clear(); window.app.graph.setDirtyCanvas(true, true); }")
         box = fp.locator("#graph-canvas").bounding_box()
         for query in ("massive", "activation"):
-            fp.mouse.dblclick(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.6)
-            fp.wait_for_function("() => document.activeElement && document.activeElement.tagName === 'INPUT'",
-                                 timeout=15_000)
+            for attempt in range(3):  # a double-click the busy 2-core machine drops opens no search box: again
+                fp.mouse.dblclick(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.6)
+                try:
+                    fp.wait_for_function("() => document.activeElement && document.activeElement.tagName === 'INPUT'",
+                                         timeout=15_000)
+                    break
+                except Exception:  # noqa: BLE001  (playwright's TimeoutError)
+                    if attempt == 2:
+                        raise
             fp.keyboard.type(query)
             fp.wait_for_function(f"() => ({SEARCH_JS})().length > 0", timeout=15_000)
             time.sleep(1.0)
