@@ -255,16 +255,17 @@ class Sweep:
                 log.info("%s: %d variants after the baseline; the baseline took %.1f s, so about %.0f s more to render.",
                          NAME, len(patched), took, took * len(patched))
         # 2. decode and score each (one VAE load); only the baseline's and the best qualified frames are kept.
+        dev = comfy.model_management.get_torch_device()   # scored where it is fast (the decode comes back on the CPU)
         base_frames = _frames(vae.decode(latents[0]))
         k, causal = _chunking(len(base_frames), self.latent_frames)
-        base = sw.measure(base_frames, k, causal)
+        base = sw.measure(base_frames.to(dev), k, causal)
         tiles = [_tile(base_frames, k, causal)]
         best, best_frames = None, None
         for i, r in enumerate(results):
             comfy.model_management.throw_exception_if_processing_interrupted()
             frames = _frames(vae.decode(latents[i + 1]))
             latents[i + 1] = None
-            r.scores = sw.measure(frames, k, causal)
+            r.scores = sw.measure(frames.to(dev), k, causal)
             tiles.append(_tile(frames, k, causal))
             sw.judge([r], base, tolerance)
             if r.flag is None and r.score < 1.0 and (best is None or (r.score, r.change()) <

@@ -126,9 +126,9 @@ def measure(frames: torch.Tensor, temporal_compression: int, causal_first_frame:
     rgb = frames[..., :3].float()
     k = min(int(temporal_compression), len(rgb) - 1)
     motion = float((rgb[k:] - rgb[:-k]).abs().mean())
-    luma = torch.einsum("nhwc,c->nhw", rgb, torch.tensor(LUMA, dtype=rgb.dtype))[:, None]
-    lap = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=rgb.dtype)[None, None]
-    sharp = float(F.conv2d(luma, lap).abs().mean())
+    luma = torch.einsum("nhwc,c->nhw", rgb, torch.tensor(LUMA, dtype=rgb.dtype, device=rgb.device))[:, None]
+    lap = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=rgb.dtype, device=rgb.device)
+    sharp = float(F.conv2d(luma, lap[None, None]).abs().mean())
     return Scores(float(rep.seam_ratio), float(rep.raw_mae.mean()), motion, sharp)
 
 
