@@ -7,7 +7,6 @@ window that steers no step is flagged, an interrupt leaves the input MODEL unpat
 refused before the first render."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
