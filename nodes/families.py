@@ -75,7 +75,7 @@ class Family:
 
     def group_edges(self, dm: Any) -> Dict[int, str]:
         """Flat index -> "end" for the last block of a group that another group follows, "start" for the
-        first block of each later group (see ``hooks.hand_over``)."""
+        first block of each later group (see ``hooks.hold`` / ``hooks.drop_held``)."""
         edges, flat, groups = {}, 0, [(k, n) for k, n in self.block_groups(dm) if n]
         for g, (_, n) in enumerate(groups):
             if g:
@@ -367,8 +367,8 @@ class MochiFamily(Family):
         return int(dm.hidden_size_x)
 
 
-FAMILIES: Tuple[Family, ...] = (WanFamily(), WanReferenceFramesFamily(), WanAnimateFamily(), HunyuanVideoFamily(), CogVideoXFamily(), LTXVideoFamily(),
-                                Kandinsky5Family(), MochiFamily())
+FAMILIES: Tuple[Family, ...] = (WanFamily(), WanReferenceFramesFamily(), WanAnimateFamily(), HunyuanVideoFamily(),
+                                CogVideoXFamily(), LTXVideoFamily(), Kandinsky5Family(), MochiFamily())
 
 
 def family_of(diffusion_model: Any) -> Family:

@@ -176,30 +176,32 @@ class BlockReplacePatch(Shared):
     def __call__(self, args, extra):
         to = args.get("transformer_options") or {}
         if self.edge == "start":
-            hand_over(self.edge, to)
+            drop_held(to)
         out = self.inner(args, extra) if self.inner is not None else extra["original_block"](args)
         ctx = to.get(self.plan.key)
         if ctx is not None and ctx.calls_plan:
             self.plan.on_block(self.plan.family.block_hidden(out), self.ref, ctx, to)
         if self.edge == "end":
-            hand_over(self.edge, to, out)
+            hold(to, out)
         return out
 
 
 HELD = WRAPPER_KEY + ".held"
 """transformer_options key of the output dict of the last block of a group (HunyuanVideo's last double
-block), until the first block of the next group clears it (``hand_over``)."""
+block), until the first block of the next group empties it. Between block groups nothing rebinds the
+loop's ``out``, so without this that dict would be held through the whole next group."""
 
 
-def hand_over(edge: Optional[str], to: dict, out=None) -> None:
-    """Between block groups nothing rebinds the loop's ``out``: the last block of a group ("end") leaves
-    its output dict in the call's transformer_options, and the next group's first block ("start")
-    empties it, so it is not held through that block either."""
-    if edge == "start":
-        held = to.pop(HELD, None)
-        if held is not None:
-            held.clear()
-    elif edge == "end" and isinstance(out, dict):
+def drop_held(to: dict) -> None:
+    """At the first block of a later group: empty the dict the previous group's last block left."""
+    held = to.pop(HELD, None)
+    if held is not None:
+        held.clear()
+
+
+def hold(to: dict, out) -> None:
+    """At the last block of a group that another group follows: leave its output dict for ``drop_held``."""
+    if isinstance(out, dict):
         to[HELD] = out
 
 
@@ -215,11 +217,11 @@ class ReleasePatch(Shared):
 
     def __call__(self, args, extra):
         to = args.get("transformer_options")
-        if self.edge is None or to is None:
-            return extra["original_block"](args)
-        hand_over(self.edge if self.edge == "start" else None, to)
+        if self.edge == "start" and to is not None:
+            drop_held(to)
         out = extra["original_block"](args)
-        hand_over(self.edge if self.edge == "end" else None, to, out)
+        if self.edge == "end" and to is not None:
+            hold(to, out)
         return out
 
 
