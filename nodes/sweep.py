@@ -267,11 +267,10 @@ class Sweep:
             latents[i + 1] = None
             r.scores = sw.measure(frames.to(dev), k, causal)
             tiles.append(_tile(frames, k, causal))
-            sw.judge([r], base, tolerance)
-            if r.flag is None and r.score < 1.0 and (best is None or (r.score, r.change()) <
-                                                     (results[best].score, results[best].change())):
+            sw.assess(r, base, tolerance)
+            if sw.beats(r, None if best is None else results[best]):   # sw.judge's pick, keeping only its frames
                 best, best_frames = i, frames
-        winner = sw.judge(results, base, tolerance)   # the same pick over all results: ``best``
+        winner = best
         text = sw.table(base, results, winner, tolerance)
         if self.path is not None:
             text += "\n" + (save_preset(self.path, model, self.fam, patched[winner], results[winner], checkpoint)
@@ -285,7 +284,7 @@ class Sweep:
                                        (0.3, 0.45, 0.9) for i, r in enumerate(results)]
         grid = torch.from_numpy(grid_image(tiles, labels, colours))[None]
         out_model = patched[winner] if winner is not None else model
-        comparison = side_by_side(base_frames, best_frames if winner is not None and winner == best else base_frames)
+        comparison = side_by_side(base_frames, best_frames if best_frames is not None else base_frames)
         return io.NodeOutput(out_model, grid, comparison, text, ui=ui.PreviewText(text))
 
 

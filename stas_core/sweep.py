@@ -165,19 +165,31 @@ class Result:
         return self.steered_steps, self.n_blocks, self.variant.alpha
 
 
+def assess(r: Result, base: Scores, tolerance: float) -> None:
+    """Fill in a scored result's score and, unless it is flagged already, why it may not win."""
+    if r.scores is None:
+        return
+    r.score = score(r.scores, base)
+    if r.flag is None:
+        r.flag = disqualified(r.scores, base, tolerance)
+
+
+def beats(r: Result, other: Optional[Result]) -> bool:
+    """``r`` may win (qualified, below the baseline's 1) and ranks before ``other`` (None: no candidate yet):
+    the least score, ties to the smaller change."""
+    if r.flag is not None or r.scores is None or not r.score < 1.0:
+        return False
+    return other is None or (r.score, r.change()) < (other.score, other.change())
+
+
 def judge(results: Sequence[Result], base: Scores, tolerance: float) -> Optional[int]:
-    """Fill in each result's score and flag; the index of the winner, or None when no qualified variant
-    scores below the baseline's 1."""
-    for r in results:
-        if r.scores is None:
-            continue
-        r.score = score(r.scores, base)
-        if r.flag is None:
-            r.flag = disqualified(r.scores, base, tolerance)
-    ok = [i for i, r in enumerate(results) if r.flag is None and r.scores is not None and r.score < 1.0]
-    if not ok:
-        return None
-    return min(ok, key=lambda i: (results[i].score, results[i].change()))
+    """Assess every result; the index of the winner, or None when no qualified variant scores below 1."""
+    best = None
+    for i, r in enumerate(results):
+        assess(r, base, tolerance)
+        if beats(r, None if best is None else results[best]):
+            best = i
+    return best
 
 
 def table(base: Scores, results: Sequence[Result], winner: Optional[int], tolerance: float) -> str:
