@@ -255,21 +255,17 @@ class StasPlan(Plan):
         hot path)."""
         if not self.auto:
             return
-        silent, steered, chans = set(), set(), set()
-        per_block: Dict[int, set] = {}
+        silent, per_block = set(), {}
         for tables in list(run.tables.built.values()):
-            done = (tables.need == 0).cpu()
-            valid = tables.valid.cpu()
-            found = valid.any(dim=1)
-            silent.update(self.blocks[i].flat for i in range(len(self.blocks)) if done[i] and not found[i])
-            steered.update(self.blocks[i].flat for i in range(len(self.blocks)) if found[i])
-            chans.update(tables.chans.cpu()[valid].tolist())
-            for i in range(len(self.blocks)):
-                per_block.setdefault(self.blocks[i].flat, set()).update(tables.chans[i].cpu()[valid[i]].tolist())
+            done, valid, chans = (tables.need == 0).cpu(), tables.valid.cpu(), tables.chans.cpu()
+            for i, ref in enumerate(self.blocks):
+                if done[i] and not valid[i].any():
+                    silent.add(ref.flat)
+                per_block.setdefault(ref.flat, set()).update(chans[i][valid[i]].tolist())
         self.detected = {b: tuple(sorted(c)) for b, c in per_block.items() if c}
-        if steered:  # what auto detection chose, in the console, as a user would want to know
+        if self.detected:  # what auto detection chose, in the console, as a user would want to know
             log.info("STAS Model Patch: auto detection steered channel(s) %s at %d block(s)",
-                     sorted(chans), len(steered))
+                     sorted(set().union(*self.detected.values())), len(self.detected))
         if silent:
             log.warning(
                 "STAS Model Patch: at block(s) %s no channel reached the threshold %g, so nothing was steered "
