@@ -226,7 +226,7 @@ class Sweep:
                 raise ValueError(f"variant '{v.label()}': {str(e).removeprefix('STAS Model Patch: ')}") from None
             n = SigmaWindow.from_percents(v.start, v.end, ms.percent_to_sigma).steps_in(sigmas)
             results.append(sw.Result(v, n, len(select_blocks(fam, dm, v.blocks)),
-                                     flag=None if n else f"steers no step of {steps}"))
+                                     flag=None if n else f"steers no step of {steps}, not rendered"))
         return cls(model, int(lat.shape[2]), steps, fam, patched, results, path)
 
     def run(self, render, vae, tolerance, checkpoint) -> io.NodeOutput:
@@ -235,7 +235,8 @@ class Sweep:
         import comfy.utils
 
         model, patched, results = self.model, self.patched, self.results
-        renders = [model] + patched
+        # A variant whose window steers no step of the run would render the baseline again: it is not rendered.
+        renders = [model] + [m for m, r in zip(patched, results) if r.steered_steps]
         total = len(renders) * self.steps
         pbar = comfy.utils.ProgressBar(total)   # over every render's steps
         at = [0]
@@ -245,15 +246,17 @@ class Sweep:
             pbar.update_absolute(min(total, at[0] * self.steps + step + 1), total)
 
         # 1. every render with one loaded model (a STAS clone patches no weight: nothing reloads).
-        latents, t0 = [], time.perf_counter()
+        rendered, t0 = [], time.perf_counter()
         for i, m in enumerate(renders):
             comfy.model_management.throw_exception_if_processing_interrupted()
             at[0] = i
-            latents.append(render(m, callback))
+            rendered.append(render(m, callback))
             if i == 0:
                 took = time.perf_counter() - t0
                 log.info("%s: %d variants after the baseline; the baseline took %.1f s, so about %.0f s more to render.",
-                         NAME, len(patched), took, took * len(patched))
+                         NAME, len(renders) - 1, took, took * (len(renders) - 1))
+        variant_latents = iter(rendered[1:])
+        latents = rendered[:1] + [next(variant_latents) if r.steered_steps else None for r in results]
         # 2. decode and score each (one VAE load); only the baseline's and the best qualified frames are kept.
         dev = comfy.model_management.get_torch_device()   # scored where it is fast (the decode comes back on the CPU)
         base_frames = _frames(vae.decode(latents[0]))
@@ -263,6 +266,9 @@ class Sweep:
         best, best_frames = None, None
         for i, r in enumerate(results):
             comfy.model_management.throw_exception_if_processing_interrupted()
+            if latents[i + 1] is None:   # not rendered (its window steers no step): flagged, no score
+                tiles.append(tiles[0])
+                continue
             frames = _frames(vae.decode(latents[i + 1]))
             latents[i + 1] = None
             r.scores = sw.measure(frames.to(dev), k, causal)

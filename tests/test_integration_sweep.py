@@ -221,3 +221,19 @@ def test_custom_sampler_sweep_equals_the_ksampler_sweep(pk):
     assert torch.equal(comparison, want[2])
     assert guider.model_patcher is base and "dit" not in base.model_options.get("transformer_options", {}).get(
         "patches_replace", {})
+
+
+def test_a_window_that_steers_no_step_is_not_rendered(pk):
+    """Such a variant would render the baseline again: only the baseline and the variants that steer are sampled."""
+    import comfy.patcher_extension as pe
+    calls = [0]
+
+    def count(executor, *args, **kwargs):
+        calls[0] += 1
+        return executor(*args, **kwargs)
+
+    spied = planted_wan().clone()
+    spied.add_wrapper_with_key(pe.WrappersMP.DIFFUSION_MODEL, "test-count", count)
+    text = sweep(pk, spied, SeamVAE(), alphas="1", blocks="middle", windows="0-1, 0.97-1", steps=2, cfg=1.0).result[3]
+    assert calls[0] == 2 * 2, calls   # baseline + the one variant that steers, 2 steps each at cfg 1
+    assert "steers no step of 2, not rendered" in text
