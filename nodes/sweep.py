@@ -69,7 +69,7 @@ def grid_image(tiles, labels, colours, cols: int = 0) -> np.ndarray:
     cols = cols or math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     th, tw = tiles[0].shape[:2]
-    bar, gap = 34, 4
+    bar, gap = 49, 4
     img = np.full((rows * (th + bar + gap) + gap, cols * (tw + gap) + gap, 3), 0.12, dtype=np.float32)
     text = plot.Labels()
     for i, (t, lab, col) in enumerate(zip(tiles, labels, colours)):
@@ -77,7 +77,7 @@ def grid_image(tiles, labels, colours, cols: int = 0) -> np.ndarray:
         y, x = gap + r * (th + bar + gap), gap + c * (tw + gap)
         img[y:y + bar, x:x + tw] = np.asarray(col, dtype=np.float32) * 0.35
         img[y + bar:y + bar + th, x:x + tw] = t[:, :tw]
-        for j, line in enumerate(lab.split("\n")[:2]):
+        for j, line in enumerate(lab.split("\n")[:3]):
             text.add(x + 4, y + 3 + 15 * j, line, colour=(1, 1, 1), size=11)
     return text.render(img)
 
@@ -283,9 +283,10 @@ class Sweep:
                             if winner is not None else "No preset saved: no variant won.")
         log.info("%s: %s", NAME, text.splitlines()[-2])
 
-        labels = ["unpatched baseline\nscore 1.000"] + [
-            f"{r.variant.label()}\n" + (f"score {r.score:.3f}" if r.scores is not None else "") +
-            (f"  {r.flag}" if r.flag else "  WINNER" if i == winner else "") for i, r in enumerate(results)]
+        labels = ["unpatched baseline\nscore 1.000"] + [   # three short lines: tiles are as narrow as the video
+            f"alpha {r.variant.alpha:g}, blocks {r.variant.blocks}\nwindow {r.variant.start:g}-{r.variant.end:g}" +
+            (f", score {r.score:.3f}" if r.scores is not None else "") +
+            (f"\n{r.flag}" if r.flag else "\nWINNER" if i == winner else "") for i, r in enumerate(results)]
         colours = [(0.5, 0.5, 0.5)] + [(0.2, 0.8, 0.3) if i == winner else (0.9, 0.2, 0.2) if r.flag else
                                        (0.3, 0.45, 0.9) for i, r in enumerate(results)]
         grid = torch.from_numpy(grid_image(tiles, labels, colours))[None]
