@@ -296,14 +296,17 @@ def mkcall(fast, chans, valid, need, tok, blend, sigma, *, prefix, n_visual, alp
     return fast.SteerCall(chans, valid, need, tok, blend, sigma, p.pack())
 
 
-def section_op(rep, pack, device, tiny, dtype_names):
+def section_op(rep, pack, device, tiny, dtype_names, only=None):
     import torch
     core = lambda name: pack_module(pack, f"stas_core.{name}")  # noqa: E731
     layout, steer_mod, fast, channels = core("layout"), core("steer"), core("steer_fast"), core("channels")
     tk = fast._triton_module() if device == "cuda" else None
     rows, checks, iso_of = [], [], {}
     n_iso, n_b2b = (5, 5) if tiny else (200, 200)
+    ref_case = op_reference(tiny)[0]
     for case, grid, D, prefix in op_cases(tiny):
+        if only and case != ref_case and not any(o.lower() in case.lower() for o in only):
+            continue
         for dname in dtype_names:
             dtype = getattr(torch, dname)
             B = 2
@@ -588,20 +591,23 @@ def run_e2e(rep, label, device, model, latent, ctx_tokens, steps, rounds, varian
     rows = []
     for name, _ in built:
         if name in errors:
-            rows.append([name, "failed", "", "", "", errors[name][:80]])
+            rows.append([name, "failed", "", "", "", "", errors[name][:80]])
             continue
         med = median(times[name])
+        # paired: each round's time over the unpatched time of the same round (slow drift of the card's clock
+        # cancels), then the median over rounds
+        paired = median([t / b for t, b in zip(times[name], times["unpatched"])])
         spread = (max(times[name]) - min(times[name])) / med if times[name] else float("nan")
         pk = max(peaks[name]) if peaks[name] else None
-        rows.append([name, f"{med:.4f}", f"{med / base:.4f}", f"{spread * 100:.2f}%",
+        rows.append([name, f"{med:.4f}", f"{med / base:.4f}", f"{paired:.4f}", f"{spread * 100:.2f}%",
                      "n/a" if pk is None else f"{pk / 2**20:.0f}",
                      "n/a" if pk is None else f"{(pk - base_peak) / 2**20:+.1f}"])
     return rows, {"times": times, "peaks": peaks, "errors": errors}
 
 
 def e2e_header():
-    return ["variant", "s / step (median)", "ratio to unpatched", "spread (max-min)/median",
-            "peak MiB", "peak vs unpatched (MiB)"]
+    return ["variant", "s / step (median)", "ratio to unpatched", "paired ratio (median of rounds)",
+            "spread (max-min)/median", "peak MiB", "peak vs unpatched (MiB)"]
 
 
 def section_e2e(rep, pack, device, tiny, dtype, steps, rounds):
@@ -760,7 +766,7 @@ def family_specs(tiny):
             "mochi": mochi, "cogvideox15": cogvideox15, "ltx2": ltx2}
 
 
-def section_families(rep, pack, device, tiny, steps, rounds, only=None):
+def section_families(rep, pack, device, tiny, steps, rounds, only=None, variants=None):
     """Per model family: s / step and peak memory of each variants_for() variant (run_e2e), bf16, CFG 5."""
     import torch
     dtype = torch.bfloat16
@@ -773,8 +779,10 @@ def section_families(rep, pack, device, tiny, steps, rounds, only=None):
         try:
             model, latent, ctx, extra, title = specs[key](dtype, device)
             rep.log(f"[families] {key}: {type(model.model).__name__} built in {time.perf_counter() - t0:.1f}s; {title}")
-            rows, raw = run_e2e(rep, f"families/{key}", device, model, latent, ctx, steps, rounds,
-                                variants_for(pack, tiny), extra_cond=extra)
+            chosen = [v for v in variants_for(pack, tiny)
+                      if not variants or v[0] == "unpatched" or any(w.lower() in v[0].lower() for w in variants)]
+            rows, raw = run_e2e(rep, f"families/{key}", device, model, latent, ctx, steps, rounds, chosen,
+                                extra_cond=extra)
             rep.table(f"{title}; {type(model.model).__name__}, CFG 5 (batch 2), {steps} euler steps per run, "
                       f"{rounds} interleaved rounds, bfloat16 ({card_name(device)})", e2e_header(), rows)
             out[key] = {"title": title, "model_base": type(model.model).__name__, "rows": rows, "raw": raw}
@@ -788,6 +796,58 @@ def section_families(rep, pack, device, tiny, steps, rounds, only=None):
             cleanup(device)
         rep.log(f"[families] {key} took {time.perf_counter() - t0:.1f}s")
         rep.save()
+
+
+# -- section: profile (where a variant's extra time goes, by CUDA kernel) --------------------------------
+
+def section_profile(rep, pack, device, tiny, steps, family):
+    """One ``steps``-step run of each variant of one family under torch.profiler: per kernel name, the
+    device time of each variant minus the unpatched run's (the kernels a patch adds, or makes slower)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    model, latent, ctx, extra, title = family_specs(tiny)[family](torch.bfloat16, device)
+    pos = text_cond(ctx, seed=1, **(extra or {}))
+    neg = text_cond(ctx, seed=2, **(extra or {}))
+    built = [(n, make(model)) for n, make in variants_for(pack, tiny) if "A/A" not in n]
+    for _, m in built:   # warm-up
+        sample(m, latent, 1, 5.0, pos, neg)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    per, totals, walls = {}, {}, {}
+    for name, m in built:
+        sync(device)
+        t0 = time.perf_counter()
+        with profile(activities=acts) as prof:
+            sample(m, latent, steps, 5.0, pos, neg)
+            sync(device)
+        walls[name] = (time.perf_counter() - t0) / steps
+        k = {}
+        for e in prof.key_averages():
+            dt = getattr(e, "device_time_total", None)
+            if dt is None:
+                dt = getattr(e, "cuda_time_total", 0)
+            if device != "cuda":
+                dt = e.self_cpu_time_total
+            if dt and (device != "cuda" or e.device_type == torch.autograd.DeviceType.CUDA):
+                k[e.key] = (k.get(e.key, (0, 0))[0] + dt, k.get(e.key, (0, 0))[1] + e.count)
+        per[name] = k
+        totals[name] = sum(v[0] for v in k.values())
+        rep.log(f"[profile/{family}] {name}: device time {totals[name] / 1e3 / steps:.1f} ms/step, wall "
+                f"{walls[name]:.4f} s/step (profiled)")
+    base = per["unpatched"]
+    rows = [[n, f"{totals[n] / 1e3 / steps:.1f}", f"{(totals[n] - totals['unpatched']) / 1e3 / steps:+.2f}",
+             f"{totals[n] / totals['unpatched']:.4f}", f"{walls[n]:.4f}"] for n, _ in built]
+    rep.table(f"Profile: {title}, {steps} euler steps, CFG 5, bfloat16 ({card_name(device)})",
+              ["variant", "device time (ms / step)", "vs unpatched (ms / step)", "ratio", "wall s / step (profiled)"],
+              rows)
+    for name, _ in built[1:]:
+        diff = sorted(((v[0] - base.get(key, (0, 0))[0], key, v[1] - base.get(key, (0, 0))[1])
+                       for key, v in per[name].items()), reverse=True)[:10]
+        rep.table(f"Profile, {name}: the kernels whose device time grew most over unpatched (per step)",
+                  ["kernel", "extra ms / step", "extra launches / step"],
+                  [[key[:90], f"{d / 1e3 / steps:+.3f}", f"{c / steps:+.0f}"] for d, key, c in diff])
+    rep.data["sections"].setdefault("profile", {})[family] = {"rows": rows}
+    del model, built
+    cleanup(device)
 
 
 # -- section: gguf (Wan 2.1 1.3B through ComfyUI-GGUF, Q8_0, dequantized on the GPU) -------------------
@@ -1178,11 +1238,15 @@ def main():
                     help="comma list of op,launch,e2e,mem14b,hunyuan,families,gguf,sweep,compile,compile_settings,harden")
     ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     ap.add_argument("--op-dtypes", default="float16,bfloat16")
+    ap.add_argument("--op-cases", default="",
+                    help="section op: comma list of words a case's name contains (the reference case always runs)")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--layers14b", type=int, default=8, help="blocks of the 14B-dims model (40 in the real one)")
     ap.add_argument("--families", default="",
                     help="section families: comma list of " + ",".join(FAMILY_KEYS) + " (default: all); always bf16")
+    ap.add_argument("--variants", default="",
+                    help="section families: comma list of words a variant's name contains (unpatched always runs)")
     ap.add_argument("--compile-backend", default="inductor")
     ap.add_argument("--compile-steps", type=int, default=3)
     ap.add_argument("--pack", default=str(REPO),
@@ -1212,11 +1276,15 @@ def main():
         t0 = time.perf_counter()
         try:
             if s == "op":
-                section_op(rep, pack, a.device, a.tiny, [d for d in a.op_dtypes.split(",") if d])
+                section_op(rep, pack, a.device, a.tiny, [d for d in a.op_dtypes.split(",") if d],
+                           [c.strip() for c in a.op_cases.split(",") if c.strip()])
             elif s == "block":
                 section_block(rep, pack, a.device, a.tiny, [d for d in a.op_dtypes.split(",") if d])
             elif s == "e2e":
                 section_e2e(rep, pack, a.device, a.tiny, dtype, a.steps, a.rounds)
+            elif s == "profile":
+                for fam in ([f for f in a.families.split(",") if f] or ["mochi"]):
+                    section_profile(rep, pack, a.device, a.tiny, a.steps, fam)
             elif s == "mem14b":
                 section_mem14b(rep, pack, a.device, a.tiny, dtype, a.layers14b if not a.tiny else 2)
             elif s == "launch":
@@ -1225,7 +1293,8 @@ def main():
                 section_hunyuan(rep, pack, a.device, a.tiny, dtype, a.steps, a.rounds)
             elif s == "families":
                 section_families(rep, pack, a.device, a.tiny, a.steps, a.rounds,
-                                 [f.strip() for f in a.families.split(",") if f.strip()])
+                                 [f.strip() for f in a.families.split(",") if f.strip()],
+                                 [v.strip() for v in a.variants.split(",") if v.strip()])
             elif s == "gguf":
                 section_gguf(rep, pack, a.device, a.tiny, a.steps, a.rounds, a.comfyui)
             elif s == "sweep":
