@@ -162,7 +162,7 @@ def op_cases(tiny):
         ("Kandinsky 5 Pro 1280x768x121", (31, 48, 80), 4096, 0),
         # Wan 2.2 Animate 14B: the reference image is latent frame 0 (3,600 tokens before the video), 77 frames
         ("Wan 2.2 Animate 14B 720x1280x77 (+ reference frame)", (20, 45, 80), 5120, 3600),
-        # MiniMax H3 (not steered yet): its width 5376 on a 720p grid, 1,024 text / cond / audio tokens before
+        # MiniMax H3: its width 5376 on a 720p grid, 1,024 text / cond / audio tokens before
         ("width 5376 (MiniMax H3) 720x1280x81 grid, 1,024 tokens before", (21, 45, 80), 5376, 1024),
     ]
 

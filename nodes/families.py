@@ -10,7 +10,8 @@ from typing import Any, Dict, List, Mapping, Tuple
 from ..stas_core.layout import Grid, grid_from_latent
 
 SUPPORTED = ("Wan 2.1/2.2 (T2V, I2V, FLF, VACE, Fun, Camera, TI2V 5B, A14B, S2V, Animate, HuMo, SCAIL, WanDancer, "
-             "FlowRVS), HunyuanVideo (1.0 and 1.5), CogVideoX, LTX-Video, LTX-2 (audio-video), Kandinsky 5 (video), Mochi")
+             "FlowRVS), HunyuanVideo (1.0 and 1.5), CogVideoX, LTX-Video, LTX-2 (audio-video), Kandinsky 5 (video), "
+             "Mochi, MiniMax H3 (audio-video)")
 
 REFUSED: Dict[str, Tuple[str, str]] = {
     # diffusion-model class name -> (what it is and why STAS does not steer it, what to use instead)
@@ -367,8 +368,49 @@ class MochiFamily(Family):
         return int(dm.hidden_size_x)
 
 
+class MiniMaxH3Family(Family):
+    """MiniMax H3 (audio-video, one stream): each block gets and returns one packed sequence ``[S, hidden]`` (no batch
+    dimension; the model runs batch 1, so cond and uncond are separate calls of their own lengths) in the order text,
+    guide / keyframe rows (``MiniMaxH3AddGuide``, ``MiniMaxH3ImageToVideo``: latent and audio rows of their own) or
+    reference rows (``MiniMaxH3ReferenceToVideo``), the generated audio, then the generated video, always last:
+    latent frames in (t, h, w) order, patch 1x2x2, latent frame 0 the video's first frame. Only the video segment is
+    steered and enters M. The block edits its input in place and returns it (``h`` is the loop's own tensor)."""
+
+    name = "MiniMax H3"
+    _classes = ("MiniMaxH3Model",)
+    loop_keeps_output = False
+
+    def block_groups(self, dm):
+        return [("double_block", len(dm.blocks))]
+
+    def patch_size(self, dm):
+        return tuple(int(p) for p in dm.patch_size)
+
+    def hidden_size(self, dm):
+        return int(dm.hidden_size)
+
+    def block_hidden(self, out):
+        return out["img"].unsqueeze(0)  # [S, C] -> a [1, S, C] view: edits reach the block's tensor
+
+    def video_prefix(self, dm, cond_kwargs, grid):
+        # The model's own PackedLayout (built by model_base.extra_conds per prompt, once per run) says where the video
+        # segment starts; for a call of another shape it is rebuilt as the forward rebuilds it (same text and guides).
+        payload = cond_kwargs.get("minimax_payload") or {}
+        layout, shapes = payload.get("layout"), cond_kwargs.get("latent_shapes")
+        if layout is None or shapes is None or len(shapes) < 2:
+            raise RuntimeError("STAS: a MiniMax H3 model call carries no packed layout (minimax_payload), so STAS "
+                               "cannot find its video tokens. Sample the latent of Empty MiniMax H3 AV Latent with "
+                               "ComfyUI's MiniMax H3 conditioning; otherwise please report it with the workflow.")
+        _, ph, pw = self.patch_size(dm)
+        sig = (layout.signature[0], int(grid[0]), int(grid[1]) * ph, int(grid[2]) * pw, int(shapes[1][-1]))
+        if tuple(layout.signature) != sig:
+            layout = type(layout)(*sig, keyframes=payload.get("keyframes"), refs=payload.get("refs"))
+        return next(a for a, _, kind in layout.segments if kind == "video")
+
+
 FAMILIES: Tuple[Family, ...] = (WanFamily(), WanReferenceFramesFamily(), WanAnimateFamily(), HunyuanVideoFamily(),
-                                CogVideoXFamily(), LTXVideoFamily(), Kandinsky5Family(), MochiFamily())
+                                CogVideoXFamily(), LTXVideoFamily(), Kandinsky5Family(), MochiFamily(),
+                                MiniMaxH3Family())
 
 
 def family_of(diffusion_model: Any) -> Family:
@@ -384,7 +426,7 @@ def family_of(diffusion_model: Any) -> Family:
         return fam
     raise ValueError(
         f"STAS does not support {what}. Supported: {SUPPORTED}. "
-        "Connect the MODEL output of a loader of one of those (autoregressive Wan, SeedVR2, Cosmos, MiniMax and "
+        "Connect the MODEL output of a loader of one of those (autoregressive Wan, SeedVR2, Cosmos and "
         "image models are not supported).")
 
 

@@ -31,6 +31,7 @@ ROWS_NOT_COLLECTED = {
     "the profile lists N channels for one block": "a profile file written by hand or by another tool",
     "made on another <family> model": "needs two checkpoints: tests/test_integration_profiles.py",
     "fewer than the": "an internal consistency check ('please report')",
+    "carries no packed layout": "an internal consistency check ('please report'); tests/test_integration_minimax.py",
     "ran outside ComfyUI's apply_model": "a patched model run by another pack's sampler",
     "runs none of those passes": "a guider that runs neither pass; tests/test_integration_window_guiders.py",
     "the recording of this run is incomplete": "an internal failure ('please report'); test_integration_visualizer",

@@ -102,11 +102,17 @@ def _case(name):
         mask = torch.ones(1, 8, dtype=torch.long)
         return (models.tiny_mochi(depth=5), ce.latent(c=12, t=5, h=16, w=16),
                 (ce.text_cond(seed=1, dim=256, attention_mask=mask), ce.text_cond(seed=2, dim=256, attention_mask=mask)))
+    if name == "minimax":
+        from test_integration_minimax import TEXT_DIM, tiny_minimax
+        import comfy.nested_tensor
+        base = tiny_minimax(num_layers=5)
+        lat = comfy.nested_tensor.NestedTensor((torch.zeros(1, 24, 5, 16, 16), torch.zeros(1, 32, 2, 25)))
+        return base, lat, (ce.text_cond(seed=1, dim=TEXT_DIM), ce.text_cond(tokens=5, seed=2, dim=TEXT_DIM))
     raise AssertionError(name)
 
 
 BLOCK_LISTS = {"wan": ["blocks"], "hunyuan_video": ["double_blocks", "single_blocks"], "ltxv": ["transformer_blocks"],
-               "ltx2": ["transformer_blocks"], "mochi": ["blocks"]}
+               "ltx2": ["transformer_blocks"], "mochi": ["blocks"], "minimax": ["blocks"]}
 
 
 def _first(out):
@@ -165,11 +171,11 @@ def test_one_patched_block_holds_no_extra_hidden_state(pk, family, kind, idx):
 
 
 @pytest.mark.parametrize("family,kind", [("ltxv", "double_block"), ("ltx2", "double_block"),
-                                         ("hunyuan_video", "single_block")])
+                                         ("hunyuan_video", "single_block"), ("minimax", "double_block")])
 def test_blocks_that_edit_in_place_hold_nothing(pk, family, kind):
-    """LTX blocks and HunyuanVideo's single-stream blocks add into their input and return it: the loop's
-    ``out`` holds the tensor the loop carries anyway, so no patch holds anything extra (and STAS puts no
-    pass-through patch after an LTX block)."""
+    """LTX blocks, MiniMax H3 blocks and HunyuanVideo's single-stream blocks add into their input and return it:
+    the loop's ``out`` (MiniMax H3: ``h``) holds the tensor the loop carries anyway, so no patch holds anything extra
+    (and STAS puts no pass-through patch after an LTX or MiniMax H3 block)."""
     extra, msg, outs, steered, fam = _measure(pk, family, kind, 0)
     if family != "hunyuan_video":
         assert not fam.loop_keeps_output

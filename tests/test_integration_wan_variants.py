@@ -12,6 +12,9 @@ Conditioning never enters M: a test-only patch plants an extreme value (1e4) in 
 frame, reference and motion-frame tokens, pose tokens) of the block output before STAS sees it; the values STAS
 writes still follow the formula over the video tokens alone, and the planted tokens leave STAS bit-identical.
 
+Wan 2.2 Animate (1 and 2) and S2V are also conditioned by ComfyUI's own WanAnimateToVideo, WanAnimate2ToVideo and
+WanSoundImageToVideo nodes (stand-in VAE from tests/comfy_test_nodes), and checked the same way.
+
 Also: autoregressive Wan (CausalWanModel), SeedVR2 and Cosmos are refused at the node with a message naming the
 class, the reason and what to use instead.
 """
@@ -236,6 +239,79 @@ def test_wan22_animate_recorder_leaves_the_reference_frame_out(pk):
     ce.sample(rm, ce.latent(t=4), steps=2, cfg=2.0, positive=pos, negative=neg)
     run = recording.runs[-1]
     assert run.layout.grid == (3, 4, 4), run.layout.grid   # the generated video's 3 frames, not the reference
+
+
+# -- through ComfyUI's own conditioning nodes (WanAnimateToVideo, WanAnimate2ToVideo, WanSoundImageToVideo) ------------
+
+def wan_node(name):
+    """ComfyUI's own node ``name`` of comfy_extras/nodes_wan.py (a skip where this ComfyUI has none)."""
+    import nodes
+    if name not in nodes.NODE_CLASS_MAPPINGS:
+        ce.ensure_extra_node("WanImageToVideo", "nodes_wan.py")
+    if name not in nodes.NODE_CLASS_MAPPINGS:
+        pytest.skip(f"ComfyUI {ce.comfy_version()} has no {name} node")
+    return nodes.NODE_CLASS_MAPPINGS[name]
+
+
+def wan_vae():
+    """The test stand-in Wan 2.1 VAE (tests/comfy_test_nodes: 16 channels, 8x spatial, 4x temporal, no weights)."""
+    ce.ensure_test_nodes()
+    import nodes
+    return nodes.NODE_CLASS_MAPPINGS["STASTestVAE"]().load("wan2.1")[0]
+
+
+def frames(n, h=64, w=64, seed=0):
+    return torch.rand(n, h, w, 3, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("continue_motion", [False, True], ids=["first_chunk", "continue_motion"])
+@pytest.mark.parametrize("node_name,cls_name,module,model_base,model_type", [
+    ("WanAnimateToVideo", "AnimateWanModel", "comfy.ldm.wan.model_animate", "WAN22_Animate", None),
+    ("WanAnimate2ToVideo", "WanAnimate2Model", "comfy.ldm.wan.model_animate2", "WAN_Animate2", "animate2"),
+], ids=["animate", "animate2"])
+def test_wan22_animate_through_its_node(pk, node_name, cls_name, module, model_base, model_type, continue_motion):
+    """ComfyUI's own WanAnimateToVideo / WanAnimate2ToVideo (reference image, pose video, CLIP vision; with and
+    without continue_motion) make the conditioning and the latent: latent frame 0 is the reference image
+    (``trim_latent`` 1), never steered and never in M; the video's first frame is latent frame 1, also when the
+    continued motion frames sit there (cut after decoding, ``trim_image``). The face video is left out: its motion
+    encoder works at 512x512, and its motion is added into the tokens after the block slot anyway."""
+    base = tiny(cls_name, model_base, module=module, model_type=model_type, in_dim=36,
+                num_layers=5 if model_type is None else 2)
+    node = wan_node(node_name)
+    clip = types.SimpleNamespace(penultimate_hidden_states=rand(1, 257, 1280, seed=3))
+    kw = dict(reference_image=frames(1, seed=1), pose_video=frames(9, seed=2), clip_vision_output=clip)
+    if continue_motion:
+        kw["continue_motion"] = frames(5, seed=4)
+    if node_name == "WanAnimateToVideo":
+        kw["continue_motion_max_frames"] = 5
+    pos, neg, lat, trim_latent, trim_image, _ = node.execute(
+        positive=ce.text_cond(seed=1), negative=ce.text_cond(seed=2), vae=wan_vae(), width=64, height=64, length=9,
+        batch_size=1, video_frame_offset=0, **kw).result
+    assert trim_latent == 1 and tuple(lat["samples"].shape) == (1, 16, 4, 8, 8), (trim_latent, lat["samples"].shape)
+    assert (trim_image > 0) == continue_motion
+    hw = 16
+    run_checked(pk, base, lat["samples"], pos, neg, hw, 0, (3, 4, 4), cond_tokens=lambda n: tokens(0, hw))
+
+
+def test_wan22_s2v_through_wan_sound_image_to_video(pk):
+    """ComfyUI's own WanSoundImageToVideo (reference image, audio encoder output, reference motion video) makes the
+    conditioning and the latent: the video is the first T*H'*W' tokens; the reference image's and the motion
+    frames' tokens after it are neither steered nor in M."""
+    base = s2v()
+    node = wan_node("WanSoundImageToVideo")
+    dm = base.model.diffusion_model
+    audio = {"encoded_audio_all_layers": [rand(1, 50, 1024, seed=20 + i) for i in range(25)]}   # 1 s at 50 Hz
+    pos, neg, lat = node.execute(positive=ce.text_cond(seed=1), negative=ce.text_cond(seed=2), vae=wan_vae(),
+                                 width=128, height=128, length=9, batch_size=1, ref_image=frames(1, 128, 128, seed=1),
+                                 audio_encoder_output=audio, ref_motion=frames(10, 128, 128, seed=2)).result
+    c = pos[0][1]
+    assert tuple(lat["samples"].shape) == (1, 16, 3, 16, 16)
+    assert {"audio_embed", "reference_latents", "reference_motion"} <= set(c), sorted(c)
+    grid = (3, 8, 8)
+    with torch.inference_mode():
+        n_motion = dm.frame_packer(base.model.process_latent_in(c["reference_motion"]), dm)[0].shape[1]
+    suffix = grid[1] * grid[2] + n_motion          # the reference image (one latent frame), then the motion frames
+    run_checked(pk, base, lat["samples"], pos, neg, 0, suffix, grid, cond_tokens=lambda n: tokens(n - suffix, n))
 
 
 # -- refused at the node ----------------------------------------------------------------------------------------------
