@@ -27,3 +27,11 @@ def apply_on_worker(model, pack_dir, pack_name, settings):
             del sys.modules[pack_name]
             raise
     return importlib.import_module(pack_name + ".nodes.ray_patch").patch_on_worker(model, settings)
+
+
+def restore_on_worker(model, pack_name):
+    """The worker's model as it was before apply_on_worker (itself if the pack never patched it here)."""
+    import sys
+
+    ray_patch = sys.modules.get(pack_name + ".nodes.ray_patch")
+    return ray_patch.unpatch_on_worker(model) if ray_patch is not None else model

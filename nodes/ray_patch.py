@@ -1,6 +1,12 @@
 """STAS Model Patch (Ray): STAS Model Patch on every raylight worker, exact under sequence parallelism
 (xDiT USP: each worker holds a slice of the tokens; stas_core/shard.py). Imports without raylight:
 the node then says raylight is missing. How it reaches the workers: docs/multigpu.md.
+
+raylight keeps one model per worker and its patch nodes replace it in place, so a patch left there would
+steer every later run, this node bypassed or not. This node therefore leaves the workers as it found them
+and hands on its own RAY_ACTORS (SteeredWorker handles): a sampler fed by it has STAS installed on each
+worker just before its sampling call and taken off just after (an actor runs one caller's calls in order);
+a sampler fed by the loader, as when this node is bypassed, samples the plain model.
 """
 from __future__ import annotations
 
@@ -73,6 +79,11 @@ def patch_on_worker(model, settings: dict):
     return patched
 
 
+def unpatch_on_worker(model):
+    """On a worker: the model as it was before this node patched it (itself if this node did not patch it)."""
+    return _BASE.get(model, model)
+
+
 def _plain(settings: dict) -> dict:
     """Settings as builtins only, so a worker that has not imported this pack can unpickle them."""
     s = dict(settings)
@@ -91,6 +102,59 @@ def worker_call(settings: dict) -> tuple:
     """(fn, *args) that every worker runs as ``fn(model, *args)`` (raylight's model_function_runner)."""
     pack_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return _ray_worker.apply_on_worker, pack_dir, __package__.rsplit(".", 1)[0], _plain(settings)
+
+
+def worker_undo() -> tuple:
+    """(fn, *args) that gives every worker its model back as it was before ``worker_call``."""
+    return _ray_worker.restore_on_worker, __package__.rsplit(".", 1)[0]
+
+
+# raylight's worker methods that sample its model (RayWorker in raylight/distributed_worker/ray_worker.py);
+# tests/test_integration_ray.py checks this list against raylight's source
+SAMPLING_METHODS = frozenset({"common_ksampler", "custom_sampler", "custom_sampler_advanced"})
+
+
+class SteeredWorker:
+    """A raylight worker's handle as this node hands it on: a sampling method called through it runs with STAS
+    installed on the worker's model (installed just before, taken off just after); every other call passes
+    straight through to the worker."""
+
+    def __init__(self, handle, call: tuple):
+        self._handle, self._call = handle, call
+
+    def __getattr__(self, name):
+        if name in ("_handle", "_call"):  # not set yet (a copy being made)
+            raise AttributeError(name)
+        attr = getattr(self._handle, name)
+        return _SteeredMethod(self, attr) if name in SAMPLING_METHODS else attr
+
+    def __eq__(self, other):
+        return self._handle == getattr(other, "_handle", other)
+
+    def __hash__(self):
+        return hash(self._handle)
+
+    def __repr__(self):
+        return f"SteeredWorker({self._handle!r})"
+
+
+class _SteeredMethod:
+    def __init__(self, worker: SteeredWorker, method):
+        self._worker, self._method = worker, method
+
+    def options(self, *args, **kwargs):
+        return _SteeredMethod(self._worker, self._method.options(*args, **kwargs))
+
+    def remote(self, *args, **kwargs):
+        ray, _ = _ray()
+        handle = self._worker._handle
+        try:  # installed and checked before the sampling call is queued: a refusal stops the run here
+            ray.get(handle.model_function_runner.remote(*self._worker._call))
+        except Exception as e:
+            raise _worker_error(e) from None
+        ref = self._method.remote(*args, **kwargs)
+        handle.model_function_runner.remote(*worker_undo())  # runs after the sampling call, even a failed one
+        return ref
 
 
 def _ray():
@@ -146,10 +210,13 @@ class StasModelPatchRay(io.ComfyNode):
         # Ray pickles functions of importable modules by reference, and workers cannot import this
         # pack by ComfyUI's name for it: send the stdlib-only worker function by value.
         cloudpickle.register_pickle_by_value(_ray_worker)
-        futures = [w.model_function_runner.remote(*worker_call(settings)) for w in workers]
-        try:
-            ray.get(futures)
+        handles = [getattr(w, "_handle", w) for w in workers]  # a STAS (Ray) node's workers: replaced, not stacked
+        call = worker_call(settings)
+        try:  # STAS's checks on every worker's model now, before sampling; the workers are left unpatched
+            ray.get([w.model_function_runner.remote(*call) for w in handles])
         except Exception as e:  # ray.exceptions.RayTaskError wrapping the worker's ValueError
             raise _worker_error(e) from None
-        return io.NodeOutput(ray_actors)
+        finally:
+            ray.get([w.model_function_runner.remote(*worker_undo()) for w in handles])
+        return io.NodeOutput({**ray_actors, "workers": [SteeredWorker(w, call) for w in handles]})
 

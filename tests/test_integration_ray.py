@@ -266,3 +266,264 @@ def test_through_raylights_own_usp_forward(pk, tmp_path):
     for name in names:
         assert facts[name]["usp_alone"] == 0.0, f"{name}: raylight's USP forward alone differs from one process: {facts}"
     check(facts, names)
+
+
+# -- bypassing the node: raylight's workers keep their model across runs ---------------------------------
+
+class _Ref:
+    """What a call on a Ray actor returns: its value, or the error it raised (given back by ray.get)."""
+
+    def __init__(self, fn):
+        try:
+            self.value, self.error = fn(), None
+        except Exception as e:  # noqa: BLE001 -- Ray keeps a task's error for ray.get
+            self.value, self.error = None, e
+
+
+class _StandInRay:
+    """The part of ``ray`` the node and raylight's driver nodes use, over in-process workers that run each
+    call when it is submitted (an actor runs one caller's calls in submission order)."""
+
+    cloudpickle = type("cloudpickle", (), {"register_pickle_by_value": staticmethod(lambda module: None)})
+
+    @staticmethod
+    def get(refs):
+        for r in refs if isinstance(refs, list) else [refs]:
+            if r.error is not None:
+                raise r.error
+        return [r.value for r in refs] if isinstance(refs, list) else refs.value
+
+
+class _Method:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def options(self, **_):
+        return self
+
+    def remote(self, *a, **k):
+        return _Ref(lambda: self.fn(*a, **k))
+
+
+class _Handle:
+    """A Ray actor handle over an in-process RayWorker stand-in."""
+
+    def __init__(self, worker):
+        self.worker = worker
+
+    def __getattr__(self, name):
+        return _Method(getattr(self.worker, name))
+
+
+class _RayWorker:
+    """raylight's RayWorker (distributed_worker/ray_worker.py), the methods this test calls, as raylight writes
+    them: one model per worker, which model_function_runner replaces and common_ksampler samples."""
+
+    def __init__(self, model):
+        self.model, self.fail = model, False
+
+    def model_function_runner(self, fn, *args, **kwargs):
+        self.model = fn(self.model, *args, **kwargs)
+
+    def common_ksampler(self, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent, **_):
+        from stas_harness import comfy_env
+        if self.fail:
+            raise RuntimeError("CUDA out of memory (stand-in)")
+        return ({"samples": comfy_env.sample(self.model, latent["samples"], steps=steps, cfg=cfg, seed=seed,
+                                             positive=positive, negative=negative)},)
+
+
+class _Loader:
+    """raylight's Ray UNET Loader as far as STAS is concerned: RAY_ACTORS whose workers hold the model."""
+    workers = []
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"unet_name": ("STRING", {"default": "tiny"})}}
+
+    RETURN_TYPES = ("RAY_ACTORS",)
+    FUNCTION = "load"
+    CATEGORY = "test"
+
+    def load(self, unet_name):
+        return ({"workers": [_Handle(w) for w in self.workers]},)
+
+
+class _Sampler:
+    """raylight's XFuser KSampler (Advanced) as its ray_sample calls the workers: common_ksampler on each."""
+    got = []
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"ray_actors": ("RAY_ACTORS",), "noise_seed": ("INT", {"default": 0})}}
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "ray_sample"
+    CATEGORY = "test"
+    OUTPUT_NODE = True
+
+    def ray_sample(self, ray_actors, noise_seed):
+        import ray
+
+        from stas_harness import comfy_env
+        lat = {"samples": comfy_env.latent(3, 6, 10)}
+        futures = [a.common_ksampler.remote(noise_seed, 2, 2.0, "euler", "simple", comfy_env.text_cond(seed=1),
+                                            comfy_env.text_cond(seed=2), lat) for a in ray_actors["workers"]]
+        out = ray.get(futures)[0][0]
+        self.got.append((noise_seed, out["samples"]))
+        return (out,)
+
+
+def _stas_keys(model):
+    import comfy.patcher_extension as pe
+    return [k for k in model.wrappers.get(pe.WrappersMP.APPLY_MODEL, {}) if k.startswith("comfyui-stas.")]
+
+
+def test_bypassing_the_ray_node_samples_unsteered(pk, monkeypatch):
+    """Runs of one workflow through ComfyUI's executor (one executor: its cache kept between runs, as in the
+    app): loader -> STAS Model Patch (Ray) -> sampler steers; the same with the node bypassed (the frontend
+    then links the sampler to the loader) samples the plain model, as on one GPU; enabling the node again
+    steers again, its output cached or not. Between runs every worker holds the loader's model, unpatched.
+    A second STAS (Ray) node replaces the first; a failed sampling leaves the workers unpatched too; a
+    sampler fed by the loader and one fed by the node in one run give the plain and the steered result."""
+    import execution
+    import nodes as comfy_nodes
+
+    from stas_harness import comfy_env, models
+    monkeypatch.setitem(sys.modules, "ray", _StandInRay)
+    for name, cls in (("StasTestRayLoader", _Loader), ("StasTestRaySampler", _Sampler)):
+        monkeypatch.setitem(comfy_nodes.NODE_CLASS_MAPPINGS, name, cls)
+    model = models.tiny_wan()
+    workers = [_RayWorker(model), _RayWorker(model)]
+    monkeypatch.setattr(_Loader, "workers", workers)
+    monkeypatch.setattr(_Sampler, "got", [])
+    settings = dict(PLAIN, blocks="1", end_percent=1.0)
+    lat = comfy_env.latent(3, 6, 10)
+
+    def one_gpu(seed, **extra):
+        return comfy_env.sample(comfy_env.stas(model, **{**settings, **extra}), lat, steps=2, cfg=2.0, seed=seed)
+
+    def plain(seed):
+        return comfy_env.sample(model, lat, steps=2, cfg=2.0, seed=seed)
+
+    loader = {"class_type": "StasTestRayLoader", "inputs": {"unet_name": "tiny"}}
+    inputs = {k: v for k, v in settings.items() if k not in ("mask", "profile")}
+    node = {"class_type": "STASModelPatchRay", "inputs": {**inputs, "ray_actors": ["1", 0]}}
+
+    def sampler(src, seed):
+        return {"class_type": "StasTestRaySampler", "inputs": {"ray_actors": [src, 0], "noise_seed": seed}}
+
+    if "cache_args" in __import__("inspect").signature(execution.PromptExecutor).parameters:
+        ex = execution.PromptExecutor(comfy_env._Server(), cache_args={"lru": 0, "ram": 2.0, "ram_inactive": 4.0})
+    else:
+        ex = execution.PromptExecutor(comfy_env._Server())
+
+    def execute(prompt):
+        valid = asyncio_run(execution.validate_prompt("t", prompt, None))
+        assert valid[0], valid
+        if hasattr(ex, "execute_async"):
+            asyncio_run(ex.execute_async(prompt, "t", {}, valid[2]))
+        else:
+            ex.execute(prompt, "t", {}, valid[2])
+
+    def run(prompt):
+        n = len(_Sampler.got)
+        execute(prompt)
+        assert ex.success, ex.status_messages[-1:]
+        for w in workers:  # between runs: the loader's model itself, nothing of STAS left on it
+            assert w.model is model and not _stas_keys(w.model)
+        return dict(_Sampler.got[n:])
+
+    steered = run({"1": loader, "2": node, "3": sampler("2", 1)})
+    assert list(steered) == [1] and torch.equal(steered[1], one_gpu(1)) and not torch.equal(steered[1], plain(1))
+    bypassed = run({"1": loader, "3": sampler("1", 2)})
+    assert list(bypassed) == [2] and torch.equal(bypassed[2], plain(2))
+    again = run({"1": loader, "2": node, "3": sampler("2", 3)})
+    assert list(again) == [3] and torch.equal(again[3], one_gpu(3))
+    chained = {**node, "inputs": {**node["inputs"], "blocks": "2", "ray_actors": ["2", 0]}}
+    second = run({"1": loader, "2": node, "4": chained, "3": sampler("4", 4)})
+    assert list(second) == [4] and torch.equal(second[4], one_gpu(4, blocks="2"))
+    both = run({"1": loader, "2": node, "3": sampler("2", 5), "5": sampler("1", 6)})
+    assert sorted(both) == [5, 6] and torch.equal(both[5], one_gpu(5)) and torch.equal(both[6], plain(6))
+    workers[0].fail = True
+    execute({"1": loader, "2": node, "3": sampler("2", 7)})
+    assert not ex.success and "out of memory" in str(ex.status_messages[-1])
+    assert all(w.model is model and not _stas_keys(w.model) for w in workers)
+
+
+def asyncio_run(coro):
+    import asyncio
+    return asyncio.run(coro)
+
+
+def test_steered_methods_are_raylights_sampling_methods(pk, tmp_path):
+    """The worker methods that STAS Model Patch (Ray)'s output steers are exactly those of raylight's RayWorker
+    that sample its model (comfy.sample.sample / sample_custom / a guider's sample), in raylight's source."""
+    import ast
+    import re
+
+    from stas_harness import raylight
+    src = raylight.source()
+    if src is None or not src.exists():
+        pytest.skip("raylight's source is not here (../shared/thirdparty/raylight-*.tar.gz or $STAS_RAYLIGHT_SRC)")
+    text = (raylight.unpack(src, tmp_path) / "raylight" / "distributed_worker" / "ray_worker.py").read_text()
+    worker = next(n for n in ast.parse(text).body if isinstance(n, ast.ClassDef) and n.name == "RayWorker")
+    sampling = {f.name for f in worker.body if isinstance(f, ast.FunctionDef)
+                and re.search(r"\.sample\(|\bsample_custom\(", ast.get_source_segment(text, f))}
+    assert sampling and sampling == set(pk.module("nodes.ray_patch").SAMPLING_METHODS), sampling
+
+
+class _ActorWorker(_RayWorker):
+    """The same worker as a real Ray actor in a process of its own: ComfyUI and the tiny Wan loaded there."""
+
+    def __init__(self):
+        from stas_harness import comfy_env, models
+        comfy_env.import_comfyui(comfy_env.comfyui_path(), cpu=True)
+        torch.set_num_threads(1)
+        self.base = models.tiny_wan()
+        super().__init__(self.base)
+
+    def state(self):
+        return self.model is self.base, _stas_keys(self.model), any(m.endswith(".nodes.ray_patch") for m in sys.modules)
+
+
+@pytest.mark.slow
+def test_with_real_ray_actors(pk):
+    """Where ``ray`` is installed (not in the testbeds: raylight itself needs CUDA, docs/multigpu.md): two real
+    Ray actors on the CPU, each holding its model as raylight's workers do. The node leaves them unpatched;
+    a sampling call through its output steers (equal to one process) and leaves them unpatched; one through
+    the loader's handles samples the plain model; a refusal on a worker comes back under the node's name."""
+    import os
+
+    ray = pytest.importorskip("ray", reason="ray is not installed (raylight itself needs CUDA: docs/multigpu.md)")
+    from stas_harness import comfy_env, models
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {
+        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "COMFYUI_PATH": str(comfy_env.comfyui_path())}})
+    try:
+        workers = [ray.remote(_ActorWorker).remote() for _ in range(2)]
+        loader = {"workers": workers}
+        settings = {k: v for k, v in dict(PLAIN, blocks="1", end_percent=1.0).items() if k not in ("mask", "profile")}
+        node = pk.module("nodes.ray_patch").StasModelPatchRay
+        out = node.execute(ray_actors=loader, **settings)[0]
+        state = lambda: ray.get([w.state.remote() for w in workers])  # noqa: E731
+        assert state() == [(True, [], True)] * 2  # the pack was imported there, and the model left as it was
+        lat = comfy_env.latent(3, 6, 10)
+        conds = (comfy_env.text_cond(seed=1), comfy_env.text_cond(seed=2), {"samples": lat})
+
+        def sample(actors):
+            return [r[0]["samples"] for r in ray.get([a.common_ksampler.remote(1, 2, 2.0, "euler", "simple", *conds)
+                                                       for a in actors["workers"]])]
+
+        steered, plain = sample(out), sample(loader)
+        assert state() == [(True, [], True)] * 2
+        model = models.tiny_wan()
+        want = comfy_env.sample(comfy_env.stas(model, **settings), lat, steps=2, cfg=2.0, seed=1)
+        want_plain = comfy_env.sample(model, lat, steps=2, cfg=2.0, seed=1)
+        assert not torch.equal(want, want_plain)
+        assert all(torch.equal(s, want) for s in steered) and all(torch.equal(p, want_plain) for p in plain)
+        with pytest.raises(ValueError, match=r"^STAS Model Patch \(Ray\): blocks: block 9 does not exist"):
+            node.execute(ray_actors=loader, **{**settings, "blocks": "9"})
+        assert state() == [(True, [], True)] * 2
+    finally:
+        ray.shutdown()
