@@ -182,6 +182,7 @@ class MAVisualizer(io.ComfyNode):
             text += "\n" + cls._export(run, summary, filename_prefix)
         chart = chart_data(run, b, s, c, sample, ch, values, classes, log_scale, summary["group_means"])
         chart["summary"] = text
+        chart["asked"] = {"block": block, "step": step}  # as typed: the chart says what -1 resolved to
         chart["view"] = entry.view
         chart["channels"] = tracked
         chart["figures"] = notes  # the texts drawn on the IMAGE outputs

@@ -16,12 +16,23 @@ Only the standard library is needed to run this script; ComfyUI's own python (a 
 inside the ComfyUI folder, or --python) runs ComfyUI and the stand-in generator. The text encoder
 is a stand-in too (tests/comfy_test_nodes) and nothing is decoded: the output demonstrates the
 tools on random weights; it says nothing about video quality.
+
+    python3 scripts/first_run.py --serve [--port 8188]
+
+starts the same ComfyUI (state in a temporary folder) with the stand-ins and keeps it running for your
+browser: open the URL it prints and the page opens on a ready graph ("STAS first run": the tiny Wan,
+STAS Model Patch, MA Recorder, KSampler, a stand-in VAE that decodes without weights, Save Video and the
+MA Visualizer); press Run. Ctrl-C stops ComfyUI and removes the temporary folder. The graph is loaded
+by a small frontend extension that exists only in that temporary folder (SERVE_JS).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,7 +40,8 @@ from pathlib import Path
 
 from _repo import ROOT  # first: the repository root on sys.path (scripts/_repo.py)
 
-from stas_harness.server import ComfyServer, comfy_python_for, default_testbeds_root, newest_testbed, testbeds_root
+from stas_harness.server import (ComfyServer, comfy_python_for, default_testbeds_root, free_port, newest_testbed,
+                                 testbeds_root)
 
 MODEL = "wan2.1_t2v_1.3B_fp16.safetensors"
 SEED = 42
@@ -83,6 +95,181 @@ def graph() -> dict:
             p[f"save_{fig}_{run}"] = ("SaveImage", dict(images=[f"vis_{run}", i],
                                                         filename_prefix=f"stas_first_run/{label}_{fig}"))
     return {k: {"class_type": ct, "inputs": inp} for k, (ct, inp) in p.items()}
+
+
+# -- --serve: the same stand-ins behind a browser -------------------------------------------------
+
+SERVE_GRAPH_NAME = "STAS first run"
+STAS_COLOR = "#2a4858"
+
+
+def serve_graph() -> tuple[dict, dict]:
+    """(API prompt, layout) of the graph --serve opens in the browser: one run with STAS, recorded, decoded
+    by a stand-in VAE (no weights: tests/comfy_test_nodes) into a video, and visualized. Layout: node id ->
+    position, size and title, in canvas units (about 1500 x 900: readable in a 1600 x 1000 window)."""
+    rec = dict(blocks="all", steps="all", record="cond", channels="auto", top_k=4, token_stride=0, max_memory_mb=256)
+    vis = dict(block=2, step=0, sample=0, chunk="cond", channel="max", threshold=50.0, log_scale=False,
+               export=False, filename_prefix="stas_first_run/ma_recording")
+    nodes = {  # id: (class, inputs, (x, y), size or None, title or None)
+        1: ("UNETLoader", dict(unet_name=MODEL, weight_dtype="default"), (0, 0), None,
+            "Tiny random Wan 2.1 (stand-in)"),
+        2: ("ModelSamplingSD3", dict(model=["1", 0], shift=8.0), (0, 130), None, None),
+        3: ("STASTestTextEncoder", dict(kind="wan"), (0, 240), None, "Stand-in text encoder (no weights)"),
+        4: ("CLIPTextEncode", dict(clip=["3", 0], text="a red fox trotting through fresh snow"), (260, 0),
+            [300, 120], "Positive prompt"),
+        5: ("CLIPTextEncode", dict(clip=["3", 0], text="blurry, low quality"), (260, 170), [300, 100],
+            "Negative prompt"),
+        6: ("EmptyHunyuanLatentVideo", dict(width=256, height=160, length=17, batch_size=1), (0, 350), None, None),
+        7: ("STASBoundaryMaskBuilder", dict(first_frame=True, boundaries=True, head=1.0, tail=1.0, unit="rows",
+                                            latent=["6", 0], patch_t=1, patch_hw=2), (260, 320), None, None),
+        8: ("STASModelPatch", dict(model=["2", 0], mask=["7", 0], alpha=1.0, blend=1.0, blocks="middle",
+                                   channels="auto", threshold=50.0, top_k=4, start_percent=0.0, end_percent=0.4,
+                                   apply_to="cond"), (600, 0), None, None),
+        9: ("STASMARecorder", dict(model=["8", 0], **rec), (600, 330), None, None),
+        10: ("KSampler", dict(model=["9", 0], positive=["4", 0], negative=["5", 0], latent_image=["6", 0], seed=SEED,
+                              control_after_generate="fixed", steps=10, cfg=5.0, sampler_name="euler",
+                              scheduler="simple", denoise=1.0), (860, 0), None, None),
+        11: ("STASTestVAE", dict(kind="wan2.1"), (860, 310), None, "Stand-in VAE (no weights)"),
+        12: ("VAEDecode", dict(samples=["10", 0], vae=["11", 0]), (860, 420), None, None),
+        13: ("CreateVideo", dict(images=["12", 0], fps=16.0), (860, 510), None, None),
+        14: ("SaveVideo", dict(video=["13", 0], filename_prefix="stas_first_run/video", format="auto", codec="auto"),
+             (860, 640), [260, 260], None),
+        15: ("STASMAVisualizer", dict(recording=["9", 1], latent=["10", 0], mask=["7", 0], **vis), (1150, 0),
+             [480, 600], None),
+        16: ("PreviewImage", dict(images=["7", 1]), (260, 600), [300, 280], "Which tokens STAS steers"),
+        17: ("PreviewImage", dict(images=["15", 3]), (1150, 680), [480, 220], "Steering: before vs after"),
+    }
+    prompt, layout = {}, {}
+    for nid, (ct, inputs, pos, size, title) in nodes.items():
+        prompt[str(nid)] = {"class_type": ct, "inputs": inputs}
+        layout[str(nid)] = {"pos": list(pos), "size": size, "title": title,
+                            "color": STAS_COLOR if ct.startswith("STAS") and not ct.startswith("STASTest") else None}
+    return prompt, layout
+
+
+# The extension --serve installs in its temporary custom_nodes: once per browser tab, after the frontend has
+# restored its last workflow (the first graph it configures), it opens the first-run graph instead.
+SERVE_JS = r"""
+import { app } from "../../scripts/app.js";
+
+const KEY = "comfyui-stas-first-run-opened";
+let opening = null;
+
+async function openFirstRun() {
+  const { prompt, layout, name } = await (await fetch(new URL("first_run_graph.json", import.meta.url))).json();
+  await app.loadApiJson(prompt, name);
+  for (const [id, l] of Object.entries(layout)) {
+    const n = app.graph.getNodeById(+id) ?? app.graph.getNodeById(id);
+    if (!n) continue;
+    n.pos = l.pos;
+    if (l.title) n.title = l.title;
+    if (l.color) { n.color = l.color; n.bgcolor = "#1f3a47"; }
+    const min = n.computeSize?.() ?? [0, 0];
+    n.size = l.size ? [Math.max(l.size[0], min[0]), Math.max(l.size[1], min[1])] : min;
+  }
+  // the whole graph in view, at a zoom where titles and widgets are drawn
+  let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+  for (const n of app.graph._nodes) {
+    x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - 30);
+    x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]);
+  }
+  // clear of the side bar and the menu, which lie over the canvas in newer frontends
+  const c = app.canvas, r = c.canvas.getBoundingClientRect();
+  const left = Math.max(72 - r.left, 16), top = Math.max(90 - r.top, 16);
+  const s = Math.max(0.6, Math.min(1, (r.width - left - 20) / (x1 - x0), (r.height - top - 20) / (y1 - y0)));
+  c.ds.scale = s;
+  c.ds.offset = [left / s - x0, top / s - y0];
+  app.graph.setDirtyCanvas(true, true);
+}
+
+function openOnce() {
+  if (sessionStorage.getItem(KEY)) return;
+  sessionStorage.setItem(KEY, "1");
+  opening = new Promise((ok) => setTimeout(ok, 0)).then(openFirstRun).catch((e) => {
+    console.error("comfyui-stas first run: could not open the graph", e);
+  });
+}
+
+app.registerExtension({
+  name: "comfyui-stas.firstRun",
+  afterConfigureGraph() { openOnce(); },
+  setup() { setTimeout(openOnce, 10000); },  // a frontend that configured no graph at start-up
+});
+"""
+
+SERVE_INIT = 'WEB_DIRECTORY = "web"\nNODE_CLASS_MAPPINGS = {}\n'
+
+
+class ServedComfy(ComfyServer):
+    """The harness's server on a chosen port, with the first-run extension in its custom_nodes."""
+
+    def __init__(self, *args, port: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.wanted_port = port
+
+    def _prepare_base(self) -> None:
+        super()._prepare_base()
+        ext = self.base_dir / "custom_nodes" / "stas_first_run"
+        (ext / "web").mkdir(parents=True, exist_ok=True)
+        (ext / "__init__.py").write_text(SERVE_INIT)
+        (ext / "web" / "first_run.js").write_text(SERVE_JS)
+        prompt, layout = serve_graph()
+        (ext / "web" / "first_run_graph.json").write_text(
+            json.dumps({"name": SERVE_GRAPH_NAME, "prompt": prompt, "layout": layout}, indent=1))
+
+    def command(self) -> list[str]:
+        if self.wanted_port:
+            self.port = self.wanted_port
+        return super().command()
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def serve(src: Path, python: str, port: int) -> int:
+    """Start ComfyUI with the stand-ins and the first-run graph; run until Ctrl-C (or SIGTERM), then stop it
+    and remove its temporary folder."""
+    if port and not port_free(port):
+        if port != 8188:
+            raise SystemExit(f"port {port} is in use: give another --port, or --port 0 for a free one")
+        port = 0
+    srv = ServedComfy(src, python, port=port or free_port())
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # `kill` stops it as cleanly as Ctrl-C
+    try:
+        print(f"starting ComfyUI at {src} (python {python}) on the CPU, state in {srv.base_dir} ...", flush=True)
+        gen = subprocess.Popen([python, "-B", str(ROOT / "tools" / "make_standins.py"), "--comfyui", str(src),
+                                "--models", str(srv.models_dir), "--plant-ma", MODEL],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        srv.start()
+        gen_out = gen.communicate(timeout=600)[0]
+        if gen.returncode != 0:
+            raise SystemExit(f"writing the stand-in model failed:\n{gen_out}")
+        print(f"\nComfyUI {srv.version()} with comfyui-stas and the stand-in models is running at\n\n    {srv.url}\n\n"
+              f"Open it in a browser: the page opens on the graph '{SERVE_GRAPH_NAME}'; press Run (about 10-30 s on "
+              "a CPU). Random weights: it shows the nodes working, not what STAS does to a real video.\n"
+              "Press Ctrl-C here to stop ComfyUI (its temporary folder is removed).", flush=True)
+        while srv.proc is not None and srv.proc.poll() is None:
+            time.sleep(0.5)
+        print(f"ComfyUI exited by itself (code {srv.proc.returncode if srv.proc else '?'}):\n{srv.log_tail()}",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping ComfyUI ...", flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        srv.cleanup()
+        print(f"stopped; removed {srv.base_dir}", flush=True)
 
 
 def _summary(entry: dict, run: str) -> str:
@@ -190,6 +377,10 @@ def main(argv=None) -> int:
     ap.add_argument("--python", help="python that runs that ComfyUI (default: $COMFYUI_PYTHON, a venv beside or "
                                      "inside it, else this python)")
     ap.add_argument("--out", type=Path, default=Path("stas_first_run"), help="output folder (default ./stas_first_run)")
+    ap.add_argument("--serve", action="store_true",
+                    help="keep ComfyUI running with the stand-ins and a ready graph for your browser; Ctrl-C stops it")
+    ap.add_argument("--port", type=int, default=8188,
+                    help="with --serve: the port on 127.0.0.1 (default 8188, a free one if that is taken; 0: a free one)")
     a = ap.parse_args(argv)
     if a.comfyui is None:
         ap.error(f"no ComfyUI found: {testbeds_root()} has no comfyui-<version>/{{src,venv}} testbed. If you built "
@@ -200,6 +391,8 @@ def main(argv=None) -> int:
         ap.error(f"--comfyui {a.comfyui}: no main.py there; give the ComfyUI folder (the one with main.py)")
     src = Path(a.comfyui).resolve()
     python = a.python or comfy_python_for(src)
+    if a.serve:
+        return serve(src, python, a.port)
     t0 = time.monotonic()
     srv = ComfyServer(src, python)
     try:

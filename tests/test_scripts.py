@@ -133,3 +133,19 @@ def test_build_records_where_it_built(tmp_path):
     r = subprocess.run(["bash", "scripts/build_testbeds.sh"], cwd=ROOT, capture_output=True, text=True, timeout=60,
                        env={**env, "STAS_TESTBEDS": str(tmp_path / "other"), "STAS_COMFYUI_ARCHIVES": str(archives)})
     assert r.returncode != 0 and not record.exists()
+
+
+def test_serve_refuses_a_taken_port_before_starting_anything(tmp_path):
+    """`first_run.py --serve --port P` with P taken: says so and how to pick another, starts no ComfyUI."""
+    import socket
+    src = _fake_testbed(tmp_path / "testbeds", "0.33.0")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run([sys.executable, "scripts/first_run.py", "--serve", "--port", str(port), "--comfyui", str(src),
+                            "--python", sys.executable], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                           env=_env(tmp_path))
+    assert r.returncode != 0
+    assert f"port {port} is in use" in r.stderr and "--port 0" in r.stderr, r.stdout + r.stderr
+    assert "starting ComfyUI" not in r.stdout

@@ -12,6 +12,11 @@ that graph. Build with the OLDEST supported ComfyUI so every newer frontend can 
 except "7. LTX-2 with STAS": ComfyUI has LTX-2's nodes from 0.8.0 (an older one skips it), so build that
 one with the 0.8.0 testbed (``... comfyui-0.8.0 ... tools/build_workflows.py 7``).
 
+Every layout is compact (MAX_EXTENT, no overlapping nodes; the build stops otherwise) and the file's saved
+view frames it in a 1600 x 1000 window, so each workflow opens readable from Browse Templates on frontends
+1.27 to 1.58 (tests/test_workflow_view.py). Only positions, sizes and the saved view come from here; nodes,
+links and widget values are the workflow's content.
+
 Model file names are those of the official ComfyUI repackaged releases (as in ComfyUI's own
 templates), so a user with those files runs the workflows unchanged. Every loader node carries its
 files' download entries (``properties.models``: name, url, directory; MODEL_DOWNLOADS below, the
@@ -138,8 +143,8 @@ def wan_text(g: Graph, pos, prompt: str, negative: str = NEGATIVE):
     """CLIPLoader (umt5) + positive and negative CLIPTextEncode; returns (clip, pos, neg) node keys."""
     x, y = pos
     clip = g.add("CLIPLoader", (x, y), clip_name="umt5_xxl_fp8_e4m3fn_scaled.safetensors", type="wan", device="default")
-    p = g.add("CLIPTextEncode", (x + 360, y), title="Positive prompt", size=[420, 160], text=prompt)
-    n = g.add("CLIPTextEncode", (x + 360, y + 210), title="Negative prompt", size=[420, 140], text=negative)
+    p = g.add("CLIPTextEncode", (x + 250, y), title="Positive prompt", size=[400, 150], text=prompt)
+    n = g.add("CLIPTextEncode", (x + 250, y + 200), title="Negative prompt", size=[400, 130], text=negative)
     g.link(clip, "CLIP", p, "clip")
     g.link(clip, "CLIP", n, "clip")
     return clip, p, n
@@ -176,6 +181,7 @@ def ksampler(g: Graph, pos, model_src, positive, negative, latent, steps: int, c
 
 
 def decode_and_save(g: Graph, pos, latent_src, vae, fps: float, prefix: str, tiled: bool = False):
+    """VAE decode -> Create Video -> Save Video, stacked in one 400-wide column from ``pos`` down."""
     x, y = pos
     if tiled:
         dec = g.add("VAEDecodeTiled", (x, y), tile_size=256, overlap=64, temporal_size=64, temporal_overlap=8)
@@ -183,20 +189,22 @@ def decode_and_save(g: Graph, pos, latent_src, vae, fps: float, prefix: str, til
         dec = g.add("VAEDecode", (x, y))
     g.link(latent_src[0], latent_src[1], dec, "samples")
     g.link(vae, "VAE", dec, "vae")
-    vid = g.add("CreateVideo", (x, y + 160), fps=fps)
+    y += 200 if tiled else 100
+    vid = g.add("CreateVideo", (x, y), fps=fps)
     g.link(dec, "IMAGE", vid, "images")
-    save = g.add("SaveVideo", (x + 260, y), size=[420, 420], filename_prefix=prefix, format="auto", codec="auto")
+    save = g.add("SaveVideo", (x, y + 130), size=[400, 380], filename_prefix=prefix, format="auto", codec="auto")
     g.link(vid, "VIDEO", save, "video")
     return dec
 
 
-def mask_builder_with_preview(g: Graph, pos, latent_src, patch_hw: int = 2) -> int:
-    """Boundary Mask Builder on this workflow's latent, with its preview image shown."""
+def mask_builder_with_preview(g: Graph, pos, latent_src, patch_hw: int = 2, preview_pos=None) -> int:
+    """Boundary Mask Builder on this workflow's latent, with its preview image shown (at ``preview_pos``,
+    default below it)."""
     x, y = pos
     mb = g.add("STASBoundaryMaskBuilder", (x, y), color=STAS_COLOR, first_frame=True, boundaries=True, head=1.0,
                tail=1.0, unit="rows", patch_t=1, patch_hw=patch_hw)
     g.link(latent_src[0], latent_src[1], mb, "latent")
-    prev = g.add("PreviewImage", (x, y + 330), title="Which tokens STAS steers", size=[330, 300])
+    prev = g.add("PreviewImage", preview_pos or (x, y + 270), title="Which tokens STAS steers", size=[330, 280])
     g.link(mb, "preview", prev, "images")
     return mb
 
@@ -207,16 +215,16 @@ def wan21_t2v() -> Graph:
     g = Graph("1. Wan 2.1 T2V with STAS",
               "The basic setup: one STAS Model Patch between the model and the sampler.")
     ms = diffusion_model(g, (0, 0), "wan2.1_t2v_1.3B_fp16.safetensors", 8.0)
-    _, pos, neg = wan_text(g, (0, 260), "a red fox trotting through fresh snow in a pine forest at sunrise, "
+    _, pos, neg = wan_text(g, (0, 240), "a red fox trotting through fresh snow in a pine forest at sunrise, "
                                         "tracking shot, soft golden light, breath visible in the cold air")
-    lat = g.add("EmptyHunyuanLatentVideo", (0, 640), width=832, height=480, length=33, batch_size=1)
-    mb = mask_builder_with_preview(g, (420, 640), (lat, "LATENT"))
-    st = stas(g, (820, 0), ms)
+    lat = g.add("EmptyHunyuanLatentVideo", (0, 630), width=832, height=480, length=33, batch_size=1)
+    mb = mask_builder_with_preview(g, (0, 810), (lat, "LATENT"), preview_pos=(250, 630))
+    st = stas(g, (700, 0), ms)
     g.link(mb, "mask", st, "mask")
-    ks = ksampler(g, (1200, 0), (st, "MODEL"), (pos, "CONDITIONING"), (neg, "CONDITIONING"), (lat, "LATENT"), 30, 6.0)
-    vae = g.add("VAELoader", (1200, 300), vae_name="wan_2.1_vae.safetensors")
-    decode_and_save(g, (1540, 0), (ks, "LATENT"), vae, 16, "video/stas_wan21_t2v")
-    g.note((820, 420), """
+    ks = ksampler(g, (950, 0), (st, "MODEL"), (pos, "CONDITIONING"), (neg, "CONDITIONING"), (lat, "LATENT"), 30, 6.0)
+    vae = g.add("VAELoader", (950, 320), vae_name="wan_2.1_vae.safetensors")
+    decode_and_save(g, (1240, 0), (ks, "LATENT"), vae, 16, "video/stas_wan21_t2v")
+    g.note((700, 460), """
 STAS (Structured Activation Steering) steers the massive activations of the first latent frame and of the head/tail token rows of every later latent frame toward a scaled global maximum, in one block, during early denoising. No extra model pass.
 
 Settings that matter:
@@ -234,15 +242,15 @@ Bypass STAS (Ctrl+B) to render the same seed without it.
 def wan22_ti2v_5b() -> Graph:
     g = Graph("4. Wan 2.2 TI2V 5B with STAS", "Wan 2.2 5B: per-frame timesteps, 48-channel latent; same defaults.")
     ms = diffusion_model(g, (0, 0), "wan2.2_ti2v_5B_fp16.safetensors", 8.0)
-    _, pos, neg = wan_text(g, (0, 260), "a street musician playing guitar in a retro subway station, commuters "
+    _, pos, neg = wan_text(g, (0, 240), "a street musician playing guitar in a retro subway station, commuters "
                                         "hurrying past, warm dim light, handheld camera")
-    vae = g.add("VAELoader", (0, 640), vae_name="wan2.2_vae.safetensors")
-    lat = g.add("Wan22ImageToVideoLatent", (360, 640), width=1280, height=704, length=121, batch_size=1)
+    vae = g.add("VAELoader", (0, 630), vae_name="wan2.2_vae.safetensors")
+    lat = g.add("Wan22ImageToVideoLatent", (250, 630), width=1280, height=704, length=121, batch_size=1)
     g.link(vae, "VAE", lat, "vae")
-    st = stas(g, (820, 0), ms)
-    ks = ksampler(g, (1200, 0), (st, "MODEL"), (pos, "CONDITIONING"), (neg, "CONDITIONING"), (lat, "LATENT"), 20, 5.0)
-    decode_and_save(g, (1540, 0), (ks, "LATENT"), vae, 24, "video/stas_wan22_ti2v_5b")
-    g.note((820, 420), """
+    st = stas(g, (700, 0), ms)
+    ks = ksampler(g, (950, 0), (st, "MODEL"), (pos, "CONDITIONING"), (neg, "CONDITIONING"), (lat, "LATENT"), 20, 5.0)
+    decode_and_save(g, (1240, 0), (ks, "LATENT"), vae, 24, "video/stas_wan22_ti2v_5b")
+    g.note((700, 460), """
 Wan 2.2 TI2V 5B with STAS. This model runs per-frame timesteps and a 48-channel latent; STAS steers the same token groups (first latent frame, head/tail rows of every later frame) in the middle block (15 of 30) during the first 40% of denoising.
 
 Settings that matter: blocks = middle, end_percent = 0.4, alpha = 1.0, apply_to = cond. With a start image (connect a Load Image to Wan22ImageToVideoLatent's start_image) the first latent frame is the given image; keep first_frame steering on: its tokens still carry the largest massive activations.
@@ -260,7 +268,7 @@ def two_experts(g: Graph, x: int, models, pos, neg, lat, steps: int, cfg: float,
     k1 = g.add("KSamplerAdvanced", (x, 0), title=f"Steps 0-{split}: high-noise expert", add_noise="enable",
                noise_seed=SEED, control_after_generate="fixed", **common, start_at_step=0, end_at_step=split,
                return_with_leftover_noise="enable")
-    k2 = g.add("KSamplerAdvanced", (x, 420), title=f"Steps {split}-{steps}: low-noise expert", add_noise="disable",
+    k2 = g.add("KSamplerAdvanced", (x, 390), title=f"Steps {split}-{steps}: low-noise expert", add_noise="disable",
                noise_seed=0, control_after_generate="fixed", **common, start_at_step=split, end_at_step=end,
                return_with_leftover_noise="disable")
     for k, st in zip((k1, k2), models):
@@ -269,32 +277,32 @@ def two_experts(g: Graph, x: int, models, pos, neg, lat, steps: int, cfg: float,
         g.link(neg, "CONDITIONING", k, "negative")
     g.link(lat, "LATENT", k1, "latent_image")
     g.link(k1, "LATENT", k2, "latent_image")
-    vae = g.add("VAELoader", (x, 860), vae_name="wan_2.1_vae.safetensors")
-    decode_and_save(g, (x + 360, 0), (k2, "LATENT"), vae, 16, prefix)
+    vae = g.add("VAELoader", (x, 780), vae_name="wan_2.1_vae.safetensors")
+    decode_and_save(g, (x + 290, 0), (k2, "LATENT"), vae, 16, prefix)
 
 
 def wan22_a14b() -> Graph:
     g = Graph("5. Wan 2.2 A14B with STAS",
               "Both experts patched, each steering only the steps it runs.")
     hi = diffusion_model(g, (0, 0), "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", 8.0, title="High-noise expert",
-                         shift_pos=(360, 0))
-    lo = diffusion_model(g, (0, 150), "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", 8.0, title="Low-noise expert",
-                         shift_pos=(360, 150))
-    _, pos, neg = wan_text(g, (0, 300), "a paper boat drifting down a rain-soaked cobblestone street, "
+                         shift_pos=(250, 0))
+    lo = diffusion_model(g, (0, 130), "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", 8.0, title="Low-noise expert",
+                         shift_pos=(250, 130))
+    _, pos, neg = wan_text(g, (0, 260), "a paper boat drifting down a rain-soaked cobblestone street, "
                                         "reflections of neon signs, low camera following the boat")
-    lat = g.add("EmptyHunyuanLatentVideo", (0, 680), width=640, height=640, length=81, batch_size=1)
-    sth = stas(g, (820, 0), hi, title="STAS (high-noise expert)")
-    stl = stas(g, (820, 420), lo, title="STAS (low-noise expert)")
+    lat = g.add("EmptyHunyuanLatentVideo", (0, 640), width=640, height=640, length=81, batch_size=1)
+    sth = stas(g, (700, 0), hi, title="STAS (high-noise expert)")
+    stl = stas(g, (700, 370), lo, title="STAS (low-noise expert)")
     g.focus = [sth, stl]
-    two_experts(g, 1200, (sth, stl), pos, neg, lat, steps=20, cfg=3.5, split=10, end=10000,
+    two_experts(g, 950, (sth, stl), pos, neg, lat, steps=20, cfg=3.5, split=10, end=10000,
                 prefix="video/stas_wan22_a14b")
-    g.note((0, 840), """
+    g.note((250, 640), """
 Wan 2.2 A14B is two models: the high-noise expert runs the first steps, the low-noise expert the rest. Each expert gets its own STAS Model Patch with the same settings. start/end_percent are fractions of the whole denoising schedule, mapped to sigma by each model, so each STAS steers only the steps its expert actually runs that fall inside the window.
 
 With the split at step 10 of 20 and end_percent = 0.4, the high-noise expert does all the steering and the low-noise STAS steers nothing (it costs nothing, and says so in the console before its first step). Move the split earlier or raise end_percent and the low-noise expert steers its share too.
 
 blocks = middle = block 20 of 40. Bypass both STAS nodes (Ctrl+B) to compare with the same seed.
-""", size=(520, 330))
+""", size=(420, 400))
     return g
 
 
@@ -305,54 +313,54 @@ def wan22_a14b_4step() -> Graph:
               "4-step LoRA, cfg 1: STAS steers steps 1 and 2 of 4, on the high-noise expert.")
     experts = []
     for y, which, unet in ((0, "High", "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"),
-                           (150, "Low", "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors")):
+                           (130, "Low", "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors")):
         u = g.add("UNETLoader", (0, y), title=f"{which}-noise expert", unet_name=unet, weight_dtype="default")
-        lo = g.add("LoraLoaderModelOnly", (360, y), title=f"4-step LoRA ({which.lower()} noise)",
+        lo = g.add("LoraLoaderModelOnly", (250, y), title=f"4-step LoRA ({which.lower()} noise)",
                    lora_name=f"wan2.2_t2v_lightx2v_4steps_lora_v1.1_{which.lower()}_noise.safetensors",
                    strength_model=1.0)
         g.link(u, "MODEL", lo, "model")
-        ms = g.add("ModelSamplingSD3", (720, y), shift=5.0)
+        ms = g.add("ModelSamplingSD3", (500, y), shift=5.0)
         g.link(lo, "MODEL", ms, "model")
         experts.append(ms)
-    _, pos, neg = wan_text(g, (0, 300), "a paper boat drifting down a rain-soaked cobblestone street, "
+    _, pos, neg = wan_text(g, (0, 260), "a paper boat drifting down a rain-soaked cobblestone street, "
                                         "reflections of neon signs, low camera following the boat")
-    lat = g.add("EmptyHunyuanLatentVideo", (0, 680), width=640, height=640, length=81, batch_size=1)
-    sth = stas(g, (1080, 0), experts[0], title="STAS (high-noise expert)")
-    stl = stas(g, (1080, 420), experts[1], title="STAS (low-noise expert)")
+    lat = g.add("EmptyHunyuanLatentVideo", (0, 640), width=640, height=640, length=81, batch_size=1)
+    sth = stas(g, (750, 0), experts[0], title="STAS (high-noise expert)")
+    stl = stas(g, (750, 370), experts[1], title="STAS (low-noise expert)")
     g.focus = [sth, stl]
-    two_experts(g, 1460, (sth, stl), pos, neg, lat, steps=4, cfg=1.0, split=2, end=4,
+    two_experts(g, 1000, (sth, stl), pos, neg, lat, steps=4, cfg=1.0, split=2, end=4,
                 prefix="video/stas_wan22_a14b_4step")
-    g.note((0, 840), """
+    g.note((250, 640), """
 Wan 2.2 A14B with the LightX2V 4-step LoRAs (as in ComfyUI's own Wan 2.2 14B text-to-video template): a LoRA on each expert, 4 steps, cfg 1, the high-noise expert runs steps 1-2, the low-noise expert steps 3-4. Each expert gets its own STAS Model Patch with the default settings.
 
 With 4 steps the default window (end_percent = 0.4) holds the steps that start at 0 and 0.25 of denoising: steps 1 and 2, both on the high-noise expert. The low-noise STAS steers nothing (it costs nothing, and says so in the console before its first step). cfg 1 runs only the positive pass, which apply_to = cond steers. Raise end_percent above 0.5 to steer step 3 on the low-noise expert too.
 
 blocks = middle = block 20 of 40. Bypass both STAS nodes (Ctrl+B) to compare with the same seed.
-""", size=(520, 360))
+""", size=(460, 440))
     return g
 
 
 def wan21_i2v() -> Graph:
     g = Graph("3. Wan 2.1 I2V with STAS", "Image to video: the first latent frame is your image.")
     ms = diffusion_model(g, (0, 0), "wan2.1_i2v_480p_14B_fp16.safetensors", 8.0)
-    _, pos, neg = wan_text(g, (0, 260), "the scene comes alive: gentle wind moves the grass, the camera slowly "
+    _, pos, neg = wan_text(g, (0, 240), "the scene comes alive: gentle wind moves the grass, the camera slowly "
                                         "pushes in, natural motion")
-    img = g.add("LoadImage", (0, 640), size=[320, 360], image="example.png", upload="image")
-    cvl = g.add("CLIPVisionLoader", (360, 640), clip_name="clip_vision_h.safetensors")
-    cve = g.add("CLIPVisionEncode", (360, 760), crop="none")
+    img = g.add("LoadImage", (0, 630), size=[300, 340], image="example.png", upload="image")
+    cvl = g.add("CLIPVisionLoader", (340, 630), clip_name="clip_vision_h.safetensors")
+    cve = g.add("CLIPVisionEncode", (340, 740), crop="none")
     g.link(cvl, "CLIP_VISION", cve, "clip_vision")
     g.link(img, "IMAGE", cve, "image")
-    vae = g.add("VAELoader", (360, 900), vae_name="wan_2.1_vae.safetensors")
-    i2v = g.add("WanImageToVideo", (820, 420), width=512, height=512, length=33, batch_size=1)
+    vae = g.add("VAELoader", (340, 870), vae_name="wan_2.1_vae.safetensors")
+    i2v = g.add("WanImageToVideo", (700, 370), width=512, height=512, length=33, batch_size=1)
     g.link(pos, "CONDITIONING", i2v, "positive")
     g.link(neg, "CONDITIONING", i2v, "negative")
     g.link(vae, "VAE", i2v, "vae")
     g.link(cve, "CLIP_VISION_OUTPUT", i2v, "clip_vision_output")
     g.link(img, "IMAGE", i2v, "start_image")
-    st = stas(g, (820, 0), ms)
-    ks = ksampler(g, (1200, 0), (st, "MODEL"), (i2v, "positive"), (i2v, "negative"), (i2v, "latent"), 20, 6.0)
-    decode_and_save(g, (1540, 0), (ks, "LATENT"), vae, 16, "video/stas_wan21_i2v")
-    g.note((1200, 520), """
+    st = stas(g, (700, 0), ms)
+    ks = ksampler(g, (950, 0), (st, "MODEL"), (i2v, "positive"), (i2v, "negative"), (i2v, "latent"), 20, 6.0)
+    decode_and_save(g, (1240, 0), (ks, "LATENT"), vae, 16, "video/stas_wan21_i2v")
+    g.note((700, 660), """
 Wan 2.1 image-to-video with STAS. The first latent frame is the input image (concatenated to the model input); STAS steers its tokens and the head/tail rows of every later latent frame in the middle block (20 of 40) during the first 40% of denoising.
 
 Settings that matter: blocks = middle, end_percent = 0.4, alpha = 1.0, apply_to = cond. If the video drifts from the image, try a lower alpha (0.8) or blend 0.5.
@@ -366,30 +374,30 @@ def hunyuan_t2v() -> Graph:
     g = Graph("6. HunyuanVideo with STAS",
               "HunyuanVideo: middle block = single-stream block 10; cond only.")
     ms = diffusion_model(g, (0, 0), "hunyuan_video_t2v_720p_bf16.safetensors", 7.0)
-    clip = g.add("DualCLIPLoader", (0, 260), clip_name1="clip_l.safetensors",
+    clip = g.add("DualCLIPLoader", (0, 240), clip_name1="clip_l.safetensors",
                  clip_name2="llava_llama3_fp8_scaled.safetensors", type="hunyuan_video", device="default")
-    enc = g.add("CLIPTextEncode", (360, 260), title="Prompt", size=[420, 160],
+    enc = g.add("CLIPTextEncode", (250, 240), title="Prompt", size=[400, 160],
                 text="a hummingbird hovering at a bright red flower in slow motion, shallow depth of field, "
                      "morning light, macro shot")
     g.link(clip, "CLIP", enc, "clip")
-    guid = g.add("FluxGuidance", (360, 470), guidance=6.0)
+    guid = g.add("FluxGuidance", (250, 450), guidance=6.0)
     g.link(enc, "CONDITIONING", guid, "conditioning")
-    lat = g.add("EmptyHunyuanLatentVideo", (0, 600), width=848, height=480, length=73, batch_size=1)
-    st = stas(g, (820, 0), ms)
-    guider = g.add("BasicGuider", (1200, 0))
+    lat = g.add("EmptyHunyuanLatentVideo", (0, 430), width=848, height=480, length=73, batch_size=1)
+    st = stas(g, (700, 0), ms)
+    guider = g.add("BasicGuider", (950, 0))
     g.link(st, "MODEL", guider, "model")
     g.link(guid, "CONDITIONING", guider, "conditioning")
-    sel = g.add("KSamplerSelect", (1200, 110), sampler_name="euler")
-    sch = g.add("BasicScheduler", (1200, 210), scheduler="simple", steps=20, denoise=1.0)
+    sel = g.add("KSamplerSelect", (950, 100), sampler_name="euler")
+    sch = g.add("BasicScheduler", (950, 210), scheduler="simple", steps=20, denoise=1.0)
     g.link(st, "MODEL", sch, "model")
-    noise = g.add("RandomNoise", (1200, 370), noise_seed=SEED, control_after_generate="fixed")
-    sca = g.add("SamplerCustomAdvanced", (1540, 0))
+    noise = g.add("RandomNoise", (950, 370), noise_seed=SEED, control_after_generate="fixed")
+    sca = g.add("SamplerCustomAdvanced", (1200, 0))
     for src, out, inp in ((noise, "NOISE", "noise"), (guider, "GUIDER", "guider"), (sel, "SAMPLER", "sampler"),
                           (sch, "SIGMAS", "sigmas"), (lat, "LATENT", "latent_image")):
         g.link(src, out, sca, inp)
-    vae = g.add("VAELoader", (1540, 260), vae_name="hunyuan_video_vae_bf16.safetensors")
-    decode_and_save(g, (1880, 0), (sca, "output"), vae, 24, "video/stas_hunyuan_t2v", tiled=True)
-    g.note((820, 420), """
+    vae = g.add("VAELoader", (1200, 170), vae_name="hunyuan_video_vae_bf16.safetensors")
+    decode_and_save(g, (1450, 0), (sca, "output"), vae, 24, "video/stas_hunyuan_t2v", tiled=True)
+    g.note((700, 510), """
 HunyuanVideo with STAS. HunyuanVideo has 20 double-stream and 40 single-stream blocks; STAS counts them in that order, so blocks = middle is block 30 = single-stream block 10. In single-stream blocks the text tokens are left alone: only video tokens are steered.
 
 HunyuanVideo is guidance-distilled (FluxGuidance, no negative pass), so apply_to must be cond (uncond would steer nothing and is refused). end_percent = 0.4, alpha = 1.0.
@@ -405,61 +413,61 @@ def ltx2_t2v() -> Graph:
     g = Graph("7. LTX-2 with STAS", "LTX-2 audio + video: STAS steers the video stream only.")
     ckpt_name = "ltx-2-19b-dev-fp8.safetensors"
     ckpt = g.add("CheckpointLoaderSimple", (0, 0), ckpt_name=ckpt_name)
-    te = g.add("LTXAVTextEncoderLoader", (0, 140), text_encoder="gemma_3_12B_it_fp4_mixed.safetensors",
+    te = g.add("LTXAVTextEncoderLoader", (0, 150), text_encoder="gemma_3_12B_it_fp4_mixed.safetensors",
                ckpt_name=ckpt_name)
-    p = g.add("CLIPTextEncode", (360, 0), title="Positive prompt", size=[420, 160],
+    p = g.add("CLIPTextEncode", (300, 0), title="Positive prompt", size=[400, 150],
               text="a close-up of a cheerful puppet with curly yarn hair holding a small red umbrella in the rain; "
                    "she looks up and sings a short happy melody, raindrops pattering on the umbrella")
-    n = g.add("CLIPTextEncode", (360, 210), title="Negative prompt", size=[420, 120],
+    n = g.add("CLIPTextEncode", (300, 190), title="Negative prompt", size=[400, 110],
               text="blurry, low quality, still frame, frames, watermark, overlay, titles, has blurbox, has subtitles")
     for enc in (p, n):
         g.link(te, "CLIP", enc, "clip")
-    cond = g.add("LTXVConditioning", (360, 380), frame_rate=24.0)
+    cond = g.add("LTXVConditioning", (300, 350), frame_rate=24.0)
     g.link(p, "CONDITIONING", cond, "positive")
     g.link(n, "CONDITIONING", cond, "negative")
-    lat = g.add("EmptyLTXVLatentVideo", (0, 300), width=768, height=512, length=97, batch_size=1)
-    avae = g.add("LTXVAudioVAELoader", (0, 500), ckpt_name=ckpt_name)
-    alat = g.add("LTXVEmptyLatentAudio", (0, 600), frames_number=97, frame_rate=24, batch_size=1)
+    lat = g.add("EmptyLTXVLatentVideo", (0, 290), width=768, height=512, length=97, batch_size=1)
+    avae = g.add("LTXVAudioVAELoader", (0, 470), ckpt_name=ckpt_name)
+    alat = g.add("LTXVEmptyLatentAudio", (0, 580), frames_number=97, frame_rate=24, batch_size=1)
     g.link(avae, 0, alat, "audio_vae")
-    av = g.add("LTXVConcatAVLatent", (0, 800))
+    av = g.add("LTXVConcatAVLatent", (0, 740))
     g.link(lat, "LATENT", av, "video_latent")
     g.link(alat, 0, av, "audio_latent")
-    mb = mask_builder_with_preview(g, (360, 560), (lat, "LATENT"), patch_hw=1)
-    st = stas(g, (820, 0), ckpt)
+    mb = mask_builder_with_preview(g, (300, 480), (lat, "LATENT"), patch_hw=1)
+    st = stas(g, (740, 0), ckpt)
     g.link(mb, "mask", st, "mask")
-    guider = g.add("CFGGuider", (1200, 0), cfg=4.0)
+    guider = g.add("CFGGuider", (990, 0), cfg=4.0)
     g.link(st, "MODEL", guider, "model")
     g.link(cond, 0, guider, "positive")
     g.link(cond, 1, guider, "negative")
-    sel = g.add("KSamplerSelect", (1200, 130), sampler_name="euler_ancestral")
-    sch = g.add("LTXVScheduler", (1200, 230), steps=20, max_shift=2.05, base_shift=0.95, stretch=True, terminal=0.1)
+    sel = g.add("KSamplerSelect", (990, 150), sampler_name="euler_ancestral")
+    sch = g.add("LTXVScheduler", (990, 260), steps=20, max_shift=2.05, base_shift=0.95, stretch=True, terminal=0.1)
     g.link(av, 0, sch, "latent")
-    noise = g.add("RandomNoise", (1540, 200), noise_seed=SEED, control_after_generate="fixed")
-    sca = g.add("SamplerCustomAdvanced", (1540, 0))
+    noise = g.add("RandomNoise", (1240, 160), noise_seed=SEED, control_after_generate="fixed")
+    sca = g.add("SamplerCustomAdvanced", (1240, 0))
     for src, out, inp in ((noise, "NOISE", "noise"), (guider, "GUIDER", "guider"), (sel, "SAMPLER", "sampler"),
                           (sch, 0, "sigmas"), (av, 0, "latent_image")):
         g.link(src, out, sca, inp)
-    sep = g.add("LTXVSeparateAVLatent", (1540, 340))
+    sep = g.add("LTXVSeparateAVLatent", (1240, 300))
     g.link(sca, "output", sep, "av_latent")
-    dec = g.add("VAEDecodeTiled", (1880, 0), tile_size=512, overlap=64, temporal_size=4096, temporal_overlap=8)
+    dec = g.add("VAEDecodeTiled", (1490, 0), tile_size=512, overlap=64, temporal_size=4096, temporal_overlap=8)
     g.link(sep, 0, dec, "samples")
     g.link(ckpt, "VAE", dec, "vae")
-    adec = g.add("LTXVAudioVAEDecode", (1880, 200))
+    adec = g.add("LTXVAudioVAEDecode", (1490, 200))
     g.link(sep, 1, adec, "samples")
     g.link(avae, 0, adec, "audio_vae")
-    vid = g.add("CreateVideo", (1880, 320), fps=24.0)
+    vid = g.add("CreateVideo", (1490, 300), fps=24.0)
     g.link(dec, "IMAGE", vid, "images")
     g.link(adec, 0, vid, "audio")
-    save = g.add("SaveVideo", (2140, 0), size=[420, 420], filename_prefix="video/stas_ltx2_t2v", format="auto",
+    save = g.add("SaveVideo", (1490, 430), size=[400, 380], filename_prefix="video/stas_ltx2_t2v", format="auto",
                  codec="auto")
     g.link(vid, "VIDEO", save, "video")
-    g.note((820, 420), """
+    g.note((740, 470), """
 LTX-2 with STAS: ComfyUI's LTX-2 text-to-video template in one stage (its first stage's dev model, scheduler and CFG 4, at 768x512, without the x2 upscale pass), with STAS between the checkpoint's model and the guider. In the two-stage template, patch the first stage's model only. LTX-2 makes video and audio together; STAS steers only the video tokens (first latent frame, head/tail rows of every later frame) in the middle block (24 of 48) during the first 40% of denoising, and never touches the audio stream.
 
 Settings that matter: blocks = middle, end_percent = 0.4, alpha = 1.0, apply_to = cond. The Boundary Mask Builder takes the video latent with patch_hw = 1 (LTX: one token per latent pixel). Width and height: multiples of 32; length: 8k + 1 frames; keep the frame rate the same in LTXV Conditioning, the audio latent and Create Video.
 
 Bypass STAS (Ctrl+B) to compare with the same noise seed.
-""")
+""", size=(700, 330))
     return g
 
 
@@ -467,68 +475,72 @@ def analysis() -> Graph:
     g = Graph("2. Without vs with STAS",
               "Same seed without | with STAS in one video; MAs of both runs recorded.")
     ms = diffusion_model(g, (0, 0), "wan2.1_t2v_1.3B_fp16.safetensors", 8.0)
-    _, pos, neg = wan_text(g, (0, 260), "a red fox trotting through fresh snow in a pine forest at sunrise, "
+    _, pos, neg = wan_text(g, (0, 220), "a red fox trotting through fresh snow in a pine forest at sunrise, "
                                         "tracking shot, soft golden light")
-    lat = g.add("EmptyHunyuanLatentVideo", (0, 640), width=832, height=480, length=33, batch_size=1)
-    mb = g.add("STASBoundaryMaskBuilder", (0, 800), color=STAS_COLOR, first_frame=True, boundaries=True, head=1.0,
+    # the densest example: laid out to fit 2000 x 1200 canvas units (opens readable at 1600 x 1000, see BUILD_JS)
+    g.nodes[pos].update(pos=[263, 0], size=[300, 150])
+    g.nodes[neg].update(pos=[263, 190], size=[300, 120])
+    g.nodes[ms].update(pos=[0, 120])
+    lat = g.add("EmptyHunyuanLatentVideo", (0, 370), width=832, height=480, length=33, batch_size=1)
+    mb = g.add("STASBoundaryMaskBuilder", (0, 550), color=STAS_COLOR, first_frame=True, boundaries=True, head=1.0,
                tail=1.0, unit="rows", patch_t=1, patch_hw=2)
     g.link(lat, "LATENT", mb, "latent")
     rec_kw = dict(blocks="middle", steps="all", record="cond", channels="auto", top_k=4, token_stride=0,
                   max_memory_mb=256)
     # A: without STAS.  B: with STAS (the recorder after STAS also records values before/after steering)
-    rec_a = g.add("STASMARecorder", (820, 0), title="MA Recorder (without STAS)", color=STAS_COLOR, **rec_kw)
+    rec_a = g.add("STASMARecorder", (263, 360), title="MA Recorder (without STAS)", color=STAS_COLOR, **rec_kw)
     g.link(ms, "MODEL", rec_a, "model")
-    st = stas(g, (820, 460), ms)
+    st = stas(g, (520, 360), ms)
     g.link(mb, "mask", st, "mask")
-    rec_b = g.add("STASMARecorder", (820, 880), title="MA Recorder (with STAS)", color=STAS_COLOR, **rec_kw)
+    rec_b = g.add("STASMARecorder", (263, 630), title="MA Recorder (with STAS)", color=STAS_COLOR, **rec_kw)
     g.link(st, "MODEL", rec_b, "model")
     conds = ((pos, "CONDITIONING"), (neg, "CONDITIONING"), (lat, "LATENT"))
-    ks_a = ksampler(g, (1200, 0), (rec_a, "model"), *conds, 30, 6.0, title="KSampler (without STAS)")
-    ks_b = ksampler(g, (1200, 460), (rec_b, "model"), *conds, 30, 6.0, title="KSampler (with STAS, same seed)")
-    vae = g.add("VAELoader", (1200, 920), vae_name="wan_2.1_vae.safetensors")
-    dec_a = g.add("VAEDecode", (1560, 0), title="Decode (without STAS)")
-    dec_b = g.add("VAEDecode", (1560, 110), title="Decode (with STAS)")
+    ks_a = ksampler(g, (760, 0), (rec_a, "model"), *conds, 30, 6.0, title="KSampler (without STAS)")
+    ks_b = ksampler(g, (760, 310), (rec_b, "model"), *conds, 30, 6.0, title="KSampler (with STAS, same seed)")
+    vae = g.add("VAELoader", (0, 820), vae_name="wan_2.1_vae.safetensors")
+    dec_a = g.add("VAEDecode", (520, 700), title="Decode (without STAS)")
+    dec_b = g.add("VAEDecode", (520, 790), title="Decode (with STAS)")
     for dec, ks in ((dec_a, ks_a), (dec_b, ks_b)):
         g.link(ks, "LATENT", dec, "samples")
         g.link(vae, "VAE", dec, "vae")
-    stitch = g.add("ImageStitch", (1560, 220), title="Side by side: without | with STAS", direction="right",
+    stitch = g.add("ImageStitch", (760, 620), title="Side by side: without | with STAS", direction="right",
                    match_image_size=True, spacing_width=8, spacing_color="white")
     g.link(dec_a, "IMAGE", stitch, "image1")
     g.link(dec_b, "IMAGE", stitch, "image2")
-    vid = g.add("CreateVideo", (1560, 420), fps=16.0)
+    vid = g.add("CreateVideo", (760, 820), fps=16.0)
     g.focus = [st, rec_b]
     g.link(stitch, "IMAGE", vid, "images")
-    save = g.add("SaveVideo", (1840, 0), size=[520, 420], filename_prefix="video/stas_side_by_side", format="auto",
+    save = g.add("SaveVideo", (760, 950), size=[240, 250], filename_prefix="video/stas_side_by_side", format="auto",
                  codec="auto")
     g.link(vid, "VIDEO", save, "video")
     # visualizers: one per run
     vis_kw = dict(block=-1, step=0, sample=0, chunk="cond", channel="max", threshold=50.0, log_scale=False,
                   export=False, filename_prefix="stas/ma_recording")
     vis = {}
-    for key, y, label in (("a", 0, "without STAS"), ("b", 680, "with STAS")):
-        vis[key] = g.add("STASMAVisualizer", (2400, y), title=f"MA Visualizer ({label})", size=[520, 620],
+    for key, x, label in (("a", 1030, "without STAS"), ("b", 1520, "with STAS")):
+        vis[key] = g.add("STASMAVisualizer", (x, 0), title=f"MA Visualizer ({label})", size=[480, 600],
                          color=STAS_COLOR, **vis_kw)
         rec, ks = (rec_a, ks_a) if key == "a" else (rec_b, ks_b)
         g.link(rec, "recording", vis[key], "recording")
         g.link(ks, "LATENT", vis[key], "latent")
         g.link(mb, "mask", vis[key], "mask")
-    for key, out, y, title in (("a", "profile", 0, "Token profile (without STAS)"),
-                               ("a", "hierarchy", 340, "Hierarchy by block x step (without STAS)"),
-                               ("b", "steering", 680, "Steering: before vs after (with STAS)"),
-                               ("b", "heatmaps", 1020, "Per-frame heatmaps (with STAS)")):
-        prev = g.add("PreviewImage", (2960, y), title=title, size=[420, 300])
+    for key, out, xy, title in (("a", "profile", (1030, 700), "Token profile (without STAS)"),
+                               ("a", "hierarchy", (1270, 700), "Hierarchy by block x step (without STAS)"),
+                               ("b", "steering", (1573, 700), "Steering: before vs after (with STAS)"),
+                               ("b", "heatmaps", (1030, 950), "Per-frame heatmaps (with STAS)")):
+        prev = g.add("PreviewImage", xy, title=title, size=[230, 190])
         g.link(vis[key], out, prev, "images")
     # the decoded videos themselves: change across the VAE's chunk seams, with STAS (A) vs without (B)
-    seam = g.add("STASTemporalSeamMeter", (1200, 1060), color=STAS_COLOR, temporal_compression=4,
+    seam = g.add("STASTemporalSeamMeter", (0, 930), color=STAS_COLOR, temporal_compression=4,
                  causal_first_frame=True, flag_contrast=1.5, motion_compensation=True, analysis_size=320)
     g.link(dec_b, "IMAGE", seam, "images")
     g.link(dec_a, "IMAGE", seam, "images_b")
-    seam_plot = g.add("PreviewImage", (1560, 1060), title="Seams: with STAS (A, blue) vs without (B, orange)",
-                      size=[800, 300])
+    seam_plot = g.add("PreviewImage", (1285, 950), title="Seams: with STAS (A, blue) vs without (B, orange)",
+                      size=[350, 240])
     g.link(seam, "plot", seam_plot, "images")
-    seam_text = g.add("PreviewAny", (1560, 1400), title="Seam summary", size=[800, 300])
+    seam_text = g.add("PreviewAny", (1650, 950), title="Seam summary", size=[350, 240])
     g.link(seam, "summary", seam_text, "source")
-    g.note((0, 1140), """
+    g.note((263, 900), """
 Analysis: the same prompt and seed rendered without (left) and with (right) STAS, the two videos side by side in one file, and the massive activations of the middle block recorded in both runs.
 
 - MA Recorder: records the chosen blocks and steps while the sampler runs. Placed after STAS, it also records each steered value before and after steering.
@@ -537,7 +549,7 @@ Analysis: the same prompt and seed rendered without (left) and with (right) STAS
 - Temporal Seam Meter: on the decoded videos, how much frames change across the VAE's chunk seams (frames 4k | 4k+1) compared with inside the chunks, with STAS (A) and without (B). Seam ratio 1 = seams invisible; the summary says A - B in words.
 
 See docs/visualizer.md for how to read the figures.
-""", size=(780, 330))
+""", size=(470, 300))
     return g
 
 
@@ -564,13 +576,13 @@ def wan21_t2v_sweep() -> Graph:
               "Sweep STAS settings on a quick preview, then render full size with the best.")
     g.downloads = WAN21_T2V_TEMPLATE_DOWNLOADS
     ms = diffusion_model(g, (0, 0), "wan2.1_t2v_1.3B_fp16.safetensors", 8.0)
-    _, pos, neg = wan_text(g, (0, 260), WAN21_T2V_TEMPLATE_PROMPT, WAN21_T2V_TEMPLATE_NEGATIVE)
-    vae = g.add("VAELoader", (0, 640), vae_name="wan_2.1_vae.safetensors")
-    preview = g.add("EmptyHunyuanLatentVideo", (0, 760), title="Preview latent (the sweep's renders)",
+    _, pos, neg = wan_text(g, (0, 240), WAN21_T2V_TEMPLATE_PROMPT, WAN21_T2V_TEMPLATE_NEGATIVE)
+    vae = g.add("VAELoader", (0, 400), vae_name="wan_2.1_vae.safetensors")
+    preview = g.add("EmptyHunyuanLatentVideo", (0, 630), title="Preview latent (the sweep's renders)",
                     width=480, height=272, length=33, batch_size=1)
-    full = g.add("EmptyHunyuanLatentVideo", (360, 760), title="Full-size latent (the final render)",
+    full = g.add("EmptyHunyuanLatentVideo", (300, 630), title="Full-size latent (the final render)",
                  width=832, height=480, length=33, batch_size=1)
-    sw = g.add("STASSweep", (820, 0), color=STAS_COLOR, size=[360, 400], seed=SEED, control_after_generate="fixed",
+    sw = g.add("STASSweep", (700, 0), color=STAS_COLOR, size=[360, 400], seed=SEED, control_after_generate="fixed",
                steps=10, cfg=6.0, sampler_name="uni_pc", scheduler="simple", alphas="0.5, 1.0", blocks="middle",
                windows="0-0.2, 0-0.4", tolerance=0.1)
     g.focus = [sw]
@@ -579,22 +591,22 @@ def wan21_t2v_sweep() -> Graph:
     g.link(neg, "CONDITIONING", sw, "negative")
     g.link(preview, "LATENT", sw, "latent_image")
     g.link(vae, "VAE", sw, "vae")
-    ks = ksampler(g, (1260, 0), (sw, "model"), (pos, "CONDITIONING"), (neg, "CONDITIONING"), (full, "LATENT"),
+    ks = ksampler(g, (1120, 0), (sw, "model"), (pos, "CONDITIONING"), (neg, "CONDITIONING"), (full, "LATENT"),
                   30, 6.0, title="KSampler (full size, the sweep's winner)")
-    decode_and_save(g, (1600, 0), (ks, "LATENT"), vae, 16, "video/stas_wan21_sweep")
-    grid = g.add("PreviewImage", (1260, 480), title="Sweep grid: each render after the middle VAE seam",
-                 size=[560, 420])
+    decode_and_save(g, (1450, 0), (ks, "LATENT"), vae, 16, "video/stas_wan21_sweep")
+    grid = g.add("PreviewImage", (700, 820), title="Sweep grid: each render after the middle VAE seam",
+                 size=[380, 330])
     g.link(sw, "grid", grid, "images")
-    cmp_vid = g.add("CreateVideo", (1860, 480), title="Create Video (baseline | winner)", fps=16.0)
+    cmp_vid = g.add("CreateVideo", (1120, 320), title="Create Video (baseline | winner)", fps=16.0)
     g.link(sw, "comparison", cmp_vid, "images")
-    cmp_save = g.add("SaveVideo", (2120, 480), title="Preview: baseline (left) | winner (right)", size=[520, 320],
+    cmp_save = g.add("SaveVideo", (1450, 670), title="Preview: baseline (left) | winner (right)", size=[400, 300],
                      filename_prefix="video/stas_sweep_baseline_vs_winner", format="auto", codec="auto")
     g.link(cmp_vid, "VIDEO", cmp_save, "video")
-    table = g.add("PreviewAny", (1260, 960), title="Sweep table", size=[860, 300])
+    table = g.add("PreviewAny", (0, 820), title="Sweep table", size=[650, 330])
     g.link(sw, "table", table, "source")
-    g.note((820, 540), """
+    g.note((700, 450), """
 STAS Sweep renders the preview latent with the same seed once without STAS (the baseline) and once per combination of alphas x blocks x windows, decodes each and scores it: score = 0.5 seam ratio + 0.5 flicker, each relative to the unpatched baseline (1.000), lower is better; variants that freeze motion or blur (motion or sharpness more than tolerance below the baseline's) are disqualified. The grid shows one frame per render right after the middle VAE seam with its score (green = winner, red = disqualified), the table lists every render's scores (winner marked *), and the comparison video plays baseline | winner. Its model output is the winner's STAS patch, or the input unpatched if no variant beats the baseline; the KSampler renders the full-size video with it.
-""", size=(380, 320))
+""", size=(360, 320))
     return g
 
 
@@ -618,7 +630,9 @@ async ({nodes, links, groups}) => {
       if (!w) throw new Error(s.type + " has no widget " + name + " (has " + (n.widgets || []).map(w => w.name) + ")");
       w.value = value;
     }
-    if (s.size) n.size = s.size; else n.size = n.computeSize();
+    // never below the node's own minimum (a frontend widens a node to its title when it loads it)
+    const min = n.computeSize();
+    n.size = s.size ? [Math.max(s.size[0], min[0]), Math.max(s.size[1], min[1])] : min;
     made.push(n);
   }
   for (const [src, out, dst, inp] of links) {
@@ -675,6 +689,40 @@ FOCUS_JS = """
 
 THUMB = 512
 
+# Opened from Browse Templates, frontends 1.49 and later fit the whole graph into 75 % of the window
+# (fitView); 1.27 and 1.35 restore the view saved in the file. Below a zoom of 8 px / 14 px = 0.571 (at
+# device pixel ratio 1) every frontend draws nodes as blank boxes. So every layout stays within MAX_EXTENT
+# canvas units (titles included): 75 % of a 1600 x 1000 window then gives a zoom of at least 0.58; and the
+# saved view frames the graph in such a window (tests/test_workflow_view.py opens each one so).
+WINDOW = (1600, 1000)
+MAX_EXTENT = (2030, 1260)
+
+
+def extent(wf: dict) -> tuple[float, float, float, float]:
+    """x0, y0, x1, y1 of a saved workflow's nodes, title bars included."""
+    title = 30
+    return (min(n["pos"][0] for n in wf["nodes"]), min(n["pos"][1] - title for n in wf["nodes"]),
+            max(n["pos"][0] + n["size"][0] for n in wf["nodes"]), max(n["pos"][1] + n["size"][1] for n in wf["nodes"]))
+
+
+def overlaps(wf: dict, gap: float = 8) -> list[str]:
+    """Pairs of nodes (title bars included) closer than ``gap`` canvas units."""
+    boxes = [(f"{n.get('title') or n['type']} #{n['id']}", n["pos"][0], n["pos"][1] - 30, n["pos"][0] + n["size"][0],
+              n["pos"][1] + n["size"][1]) for n in wf["nodes"]]
+    return [f"{a[0]} / {b[0]}" for i, a in enumerate(boxes) for b in boxes[i + 1:]
+            if a[1] < b[3] + gap and b[1] < a[3] + gap and a[2] < b[4] + gap and b[2] < a[4] + gap]
+
+
+def saved_view(wf: dict) -> dict:
+    """``extra.ds``: the whole graph in a WINDOW-sized window. The canvas is the whole window from frontend
+    1.49 (the side bar and the menu lie over it) and the part right of the side bar and below the menu in 1.27
+    (64 and 78 px there): the graph goes where both show it."""
+    x0, y0, x1, y1 = extent(wf)
+    left, top, right, bottom = 72, 86, WINDOW[0] - 64 - 12, WINDOW[1] - 78 - 12
+    scale = min(1.0, (right - left) / (x1 - x0), (bottom - top) / (y1 - y0))
+    cx, cy = (left + right) / 2, (top + bottom) / 2
+    return {"scale": round(scale, 4), "offset": [round(cx / scale - (x0 + x1) / 2, 1), round(cy / scale - (y0 + y1) / 2, 1)]}
+
 
 def save_thumbnail(png: bytes, path: Path, blurb: str) -> None:
     """The template browser's card image (shown at 256 x 256): the pack's nodes of this workflow,
@@ -729,6 +777,13 @@ def main(argv: list[str]) -> int:
             page = FrontendPage(ctx.new_page(), srv).open()
             text, _ = page.evaluate(BUILD_JS, g.spec())
             wf = add_model_downloads(json.loads(text), g.downloads)
+            x0, y0, x1, y1 = extent(wf)
+            if x1 - x0 > MAX_EXTENT[0] or y1 - y0 > MAX_EXTENT[1]:
+                raise SystemExit(f"{g.name}: {x1 - x0:.0f} x {y1 - y0:.0f} canvas units, more than {MAX_EXTENT}: "
+                                 "opened from Browse Templates it would be drawn as blank boxes; lay it out tighter")
+            if overlaps(wf):
+                raise SystemExit(f"{g.name}: nodes overlap: {overlaps(wf)}")
+            wf.setdefault("extra", {})["ds"] = saved_view(wf)
             (OUT / f"{g.name}.json").write_text(json.dumps(wf, indent=2, ensure_ascii=False) + "\n")
             focus = g.focus or [next(i for i, n in enumerate(g.nodes) if n["type"] == "STASModelPatch")]
             clip = page.evaluate(FOCUS_JS, focus)

@@ -161,7 +161,11 @@ class StasChart {
     const ch = d.channel === "max"
       ? "max |h| over channels " + (Array.isArray(d.channels) && d.channels.length ? d.channels.join(", ") : "recorded")
       : "|h| of channel " + d.channel;
-    this.title.textContent = `${d.family} ${d.model}: block ${d.block}, step ${d.step} (sigma ${fmt(d.sigma)}), ` +
+    // a negative block / step counts from the end of what was recorded: say what it resolved to
+    const asked = (v, got) => (typeof v === "number" && v < 0 && v !== got
+      ? ` (${v === -1 ? "-1 = the last recorded" : `${v}, counted from the last recorded`})` : "");
+    const b = d.block + asked(d.asked?.block, d.block), s = d.step + asked(d.asked?.step, d.step);
+    this.title.textContent = `${d.family} ${d.model}: block ${b}, step ${s} (sigma ${fmt(d.sigma)}), ` +
       `${d.prompt}, sample ${d.sample}, ${ch}${d.view ? ", " + d.view : ""}`;
     this.title.title = this.title.textContent; // the whole line on hover where the node is narrow
     this.pre.textContent = d.summary || "";
