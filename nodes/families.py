@@ -437,7 +437,9 @@ def select_blocks(fam: Family, dm: Any, text: str) -> List[BlockRef]:
     try:
         picked = parse_blocks(text, len(refs))
     except ValueError as e:
-        raise ValueError(f"{e} ({fam.name}: {fam.describe_blocks(dm)}).") from None
+        if len([n for _, n in fam.block_groups(dm) if n]) < 2:  # the message already gives the one valid range
+            raise
+        raise ValueError(f"{str(e).rstrip('.')} ({fam.name}: {fam.describe_blocks(dm)}).") from None
     if not picked:
         raise ValueError(f"blocks: no block selected; STAS would do nothing. Use 'middle', an index or a range "
                          f"({fam.name}: {fam.describe_blocks(dm)}).")

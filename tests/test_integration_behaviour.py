@@ -541,7 +541,7 @@ def test_concurrent_cond_and_uncond_calls_from_two_threads(env):
 # -- 6. bad input: clear errors at node execution or before the first step ---------------
 
 @pytest.mark.parametrize("kw,msg", [
-    (dict(blocks="99"), r"block 99 does not exist; this model has 4 \(valid 0-3.*\(Wan: 0-3 blocks\)"),
+    (dict(blocks="99"), r"block 99 does not exist; this model has 4 \(valid 0-3, or -1 for the last\)\.$"),
     (dict(blocks="2-1"), "runs backwards"),
     (dict(blocks="none"), "no block selected"),
     (dict(channels="3,128"), r"\[128\] out of range for this model's hidden size 128 \(valid 0-127\).*auto"),

@@ -446,6 +446,11 @@ def test_hunyuan_video_double_and_single_blocks(pk, with_ref):
     are prepended to the image tokens of that call only, and must stay untouched too."""
     base = models.tiny_hunyuan_video(depth=2, depth_single=2)
     assert type(base.model).__name__ == "HunyuanVideo"
+    if not with_ref:  # two kinds of block: the error names both ranges (one kind: its message has the range)
+        with pytest.raises(ValueError, match=r"block 4 does not exist; this model has 4 \(valid 0-3, or -1 for the "
+                                             r"last\) \(HunyuanVideo: 0-1 double-stream blocks, 2-3 single-stream "
+                                             r"blocks\)\.$"):
+            stas(base, blocks="4")
     lat = latent()
     grid = grid_of(lat)
     ref = rand(1, 16, 1, 8, 8, seed=9) if with_ref else None
@@ -557,7 +562,7 @@ def test_hunyuan_video15_blocks_and_recorder(pk):
     fam = fam_mod.family_of(dm)
     assert fam.name == "HunyuanVideo" and fam.describe_blocks(dm) == "0-2 double-stream blocks"
     assert [r.flat for r in fam_mod.select_blocks(fam, dm, "middle")] == [1]
-    with pytest.raises(ValueError, match=r"block 3 does not exist.*\(HunyuanVideo: 0-2 double-stream blocks\)\.$"):
+    with pytest.raises(ValueError, match=r"block 3 does not exist; this model has 3 \(valid 0-2, or -1 for the last\)\.$"):
         stas(base, blocks="3")
 
     rec_node = ce.pack_module("nodes.ma_recorder").MARecorder
