@@ -117,3 +117,47 @@ def pass_samples(cond_or_uncond: Optional[List[int]], batch: int) -> List[Tuple[
 def steered_samples(cond_or_uncond: Optional[List[int]], batch: int, steered: FrozenSet[int]) -> Tuple[int, ...]:
     """Samples of a batched model call whose pass is in ``steered``."""
     return tuple(s for c, s0, n in pass_samples(cond_or_uncond, batch) if c in steered for s in range(s0, s0 + n))
+
+
+# -- step caches (ComfyUI's EasyCache / LazyCache) -------------------------------------------------------
+
+CACHE_KEY = "easycache"
+"""transformer_options key of the holder ComfyUI's EasyCache and LazyCache nodes put on the MODEL (its
+``name``, ``start_percent``, ``end_percent``): a step they skip runs no block (EasyCache: the diffusion
+model is not called; LazyCache: the model is not called at all)."""
+
+
+@dataclass(frozen=True)
+class StepCache:
+    """A step cache in a sampling run: which steps it may skip (sigma in ``lo < s <= hi``)."""
+
+    name: str
+    start_percent: float
+    end_percent: float
+    lo: float
+    hi: float
+    compiled: bool   # under TorchCompileModel: which calls ran a block is not seen (the graph replays them)
+
+    def may_skip(self, sigma: float) -> bool:
+        return self.lo < sigma <= self.hi
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.start_percent:g}-{self.end_percent:g} of denoising)"
+
+
+def cache_of(guider) -> Optional[StepCache]:
+    """The step cache of ``guider``'s model in this run, or None."""
+    to = (getattr(guider, "model_options", None) or {}).get("transformer_options") or {}
+    holder = to.get(CACHE_KEY)
+    if holder is None or not hasattr(holder, "start_percent"):
+        return None
+    ms = guider.model_patcher.get_model_object("model_sampling")
+    wrappers = (to.get("wrappers") or {}).get("apply_model") or {}
+    return StepCache(str(getattr(holder, "name", type(holder).__name__)), float(holder.start_percent),
+                     float(holder.end_percent), float(ms.percent_to_sigma(holder.end_percent)),
+                     float(ms.percent_to_sigma(holder.start_percent)), "torch.compile" in wrappers)
+
+
+def skipped_steps(sigmas: List[float], steps: List[int], computed: List[float]) -> List[int]:
+    """Those of ``steps`` (indices into ``sigmas``) at whose sigma no model call in ``computed`` ran a block."""
+    return [i for i in steps if not any(math.isclose(sigmas[i], c, rel_tol=1e-6, abs_tol=1e-9) for c in computed)]

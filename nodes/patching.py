@@ -18,8 +18,10 @@ from ..stas_core.shard import steer_shard_
 from ..stas_core.shared import PerDevice, Shared
 from ..stas_core.steer_fast import (Backend, BlockView, SteerCall, StepParams, backend_for, check_params, compiling,
                                     device_guard, steer_traced_, view_of)
+from . import compile_breaks
 from .families import BlockRef
-from .guiders import ALL_ROLES, DEFAULT, NEGATIVE, POSITIVE, GuiderPasses, passes_of, prompt_name, steered_samples
+from .guiders import (ALL_ROLES, DEFAULT, NEGATIVE, POSITIVE, GuiderPasses, StepCache, cache_of, passes_of,
+                      prompt_name, skipped_steps, steered_samples)
 from .hooks import STEER_OBSERVERS, Plan
 
 log = logging.getLogger("comfyui-stas")
@@ -101,12 +103,14 @@ class StasPlan(Plan):
 
     def start_run(self, guider, dm, shape, sigmas) -> "RunState":
         run = RunState(self.window.for_model(guider.model_patcher.get_model_object("model_sampling")),
-                       passes_of(guider))
+                       passes_of(guider), cache_of(guider))
         self.preflight(run, sigmas)
+        compile_breaks.start_run(self, guider.model_patcher)  # torch.compile with a graph break in every block
         return run
 
     def finish_run(self, run: "RunState", out) -> None:
         self.report_detection(run)
+        self.report_cache(run)
 
     # -- one model call (hooks.ApplyModel) ------------------------------------------------------
     def call_context(self, run, model, x, t, transformer_options, kwargs) -> "CallContext":
@@ -136,7 +140,7 @@ class StasPlan(Plan):
                            backend=backend_for(dev), device=dev, shard=shard)
 
     def call_guard(self, x):
-        return device_guard(x)
+        return compile_breaks.call_guard(self, device_guard(x))
 
     def after_call(self, ctx: "CallContext") -> None:
         if ctx.p.detect:
@@ -154,6 +158,10 @@ class StasPlan(Plan):
         if compiling():
             steer_traced_(h, ctx.call, self._slot[ref.flat], self.family.visual_start(ref.kind, transformer_options, 0))
             return
+        if not ctx.ran:  # the call's first patched block: this call was computed (a step cache may skip calls)
+            ctx.ran = True
+            if ctx.run.cache is not None:
+                ctx.run.computed.append(ctx.call.sigma)
         if not ctx.active:  # no sample of this call is steered
             return
         v = view_of(h, ctx.call, ctx.p, self._slot[ref.flat], self.family.visual_start(ref.kind, transformer_options, 0))
@@ -185,6 +193,7 @@ class StasPlan(Plan):
         """Before step one: refuse a run whose steered passes the guider never computes, and say in
         one console line when this node will steer nothing in this run, or only in part, and why."""
         s = [float(v) for v in sigmas] if sigmas is not None else []  # one host read per run
+        run.sigmas = s
         n = max(0, len(s) - 1)
         k = run.window.steps_in(s) if n else 0
         self.refuse_unrun_passes(run.passes, k)
@@ -227,6 +236,11 @@ class StasPlan(Plan):
             part.append(f"it steers {k} of {n} steps: this run starts at sigma {s[0]:.4g}, inside the window "
                         f"{run.window.describe()} (denoise < 1, or the later stage of split steps), so the "
                         "window's first steps are not in it")
+        cache = run.cache
+        may = [i + 1 for i in range(n) if run.window.contains(s[i]) and cache.may_skip(s[i])] if cache and k else []
+        if may:
+            part.append(f"{cache.describe()} may skip steered step(s) {', '.join(map(str, may))} of {n}; a step it "
+                        "skips runs no block, so STAS steers nothing in it (which it skipped is said after the run)")
         empty = [ref.flat for ref in self.blocks if not self.auto and not self.fixed_channels(ref)]
         if k and empty:
             (nothing if len(empty) == len(self.blocks) else part).append(
@@ -272,6 +286,21 @@ class StasPlan(Plan):
                 "there. Lower 'threshold', list channels explicitly, or look at the MA Visualizer's summary.",
                 sorted(silent), self.channels.threshold)
 
+    def report_cache(self, run: RunState) -> None:
+        """After a run beside a step cache: say which steered steps it skipped (one host read per run)."""
+        cache, s, computed = run.cache, run.sigmas, run.computed
+        run.computed = []
+        steered = [i for i in range(max(0, len(s) - 1)) if run.window.contains(s[i])]
+        if cache is None or cache.compiled or not steered:
+            return
+        skipped = skipped_steps(s, steered, [float(t.reshape(-1)[0]) for t in computed])
+        if skipped:
+            log.info("%s: %s skipped steered step(s) %s of %d, so STAS steered %d of the %d steps of its window.",
+                     self.label, cache.name, ", ".join(str(i + 1) for i in skipped), len(s) - 1,
+                     len(steered) - len(skipped), len(steered))
+        else:
+            log.info("%s: %s skipped none of the %d steered steps.", self.label, cache.name, len(steered))
+
 
 @dataclass(frozen=True)
 class ChannelTables(Shared):
@@ -289,13 +318,16 @@ class RunState(Shared):
     """One sampling run: its sigma window and guider passes, and per device the channel tables
     that auto detection fills at the first steered call of each block."""
 
-    def __init__(self, window: SigmaWindow, passes: GuiderPasses = DEFAULT) -> None:
+    def __init__(self, window: SigmaWindow, passes: GuiderPasses = DEFAULT, cache: Optional[StepCache] = None) -> None:
         self.tables = PerDevice()  # "tables" -> ChannelTables, per device
         # The window in the sigmas of the model_sampling this run's sampler uses (a shift node placed
         # after STAS Model Patch replaces the one the node saw; each Wan 2.2 expert has its own).
         self.window = window
         self.bounds: Tuple[float, float] = window.bounds()
         self.passes = passes
+        self.cache = cache                 # guiders.StepCache: EasyCache / LazyCache in this run, or None
+        self.sigmas: list = []             # the run's sigmas (host floats, read once in preflight)
+        self.computed: list = []           # with a cache: the sigma (device tensor) of each call that ran a block
         self._detected: set = set()        # devices where every block's channels are known to be detected
         self._need_copy: Dict[torch.device, Tuple[torch.Tensor, Any]] = {}  # pinned copy of need, its event
 
@@ -359,5 +391,6 @@ class CallContext(Shared):
     backend: Backend
     device: torch.device
     shard: Any = None                   # this rank's stas_core.shard.Shard under sequence parallelism
+    ran: bool = False                   # a patched block ran in this call (eager path; a step cache may skip calls)
     calls_plan = True                   # the block patches hand this call to the plan (hooks.IdleCall: False)
 

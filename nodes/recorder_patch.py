@@ -17,7 +17,7 @@ from ..stas_core.record import (PROMPT_NAMES, Recording, RunLayout, RunRecording
                                 fingerprint, kept_rows_cols, pack_flat, parse_steps, stride_for, unpack_flat)
 from ..stas_core.shared import PerDevice, Shared
 from .families import BlockRef
-from .guiders import PROMPTS, pass_samples, passes_of
+from .guiders import PROMPTS, cache_of, pass_samples, passes_of
 from .hooks import STEER_OBSERVERS, WRAPPER_KEY, Plan
 
 _stance = getattr(getattr(torch, "compiler", None), "set_stance", None)  # torch >= 2.6
@@ -54,7 +54,7 @@ class RecorderPlan(Plan):
     def start_run(self, guider, dm, shape: Tuple[int, ...], sigmas: torch.Tensor) -> RunRecording:
         """A RunRecording sized for this run, or a ValueError (before step 1) naming the fix."""
         model_patcher = guider.model_patcher
-        grid = self.family.grid(dm, shape)
+        grid = self.family.grid(dm, shape, _first_cond(guider))   # LTX guide frames are not frames of the video
         sig = [float(s) for s in sigmas.reshape(-1).tolist()]  # one read per run
         n_steps = len(sig) - 1
         steps = parse_steps(self.steps_text, n_steps)
@@ -80,6 +80,7 @@ class RecorderPlan(Plan):
         self.recording.make_room(need)
         run = RunRecording(layout, budget_bytes=max(need, self.recording.remaining()))
         run.passes = passes_of(guider)
+        run.cache = cache_of(guider)   # EasyCache / LazyCache: the steps it skips run no block, so are not recorded
         run.inflight = InFlight()
         run.channels_on = PerDevice()  # block -> auto channels on each device
         return run
@@ -94,6 +95,10 @@ class RecorderPlan(Plan):
         self.recording.add(run)
         if run.notes:
             log.warning("comfyui-stas MA Recorder: %s", "; ".join(f"{k} ({v}x)" for k, v in run.notes.items()))
+        missing = sorted(set(run.layout.steps) - set(run.recorded_steps()))
+        if run.cache is not None and missing and not run.failed:
+            log.info("comfyui-stas MA Recorder: %s skipped step(s) %s (numbered from 0), which ran no block, so they "
+                     "are not recorded.", run.cache.name, ", ".join(map(str, missing)))
 
     # -- one model call (hooks.ApplyModel) ------------------------------------------------------
     def call_context(self, run, model, x, t, to, kwargs):
@@ -382,6 +387,16 @@ class RecCall(Shared):
                 sel = torch.tensor([j * p + q for j in js for q in range(p)], dtype=torch.long)
                 run.write_steer(block, step, prompt, [frames[j] for j in js], chans[keep], before[:, sel][..., keep],
                                 ts[0][:, sel][..., keep], mask[sel])
+
+
+def _first_cond(guider) -> Optional[dict]:
+    """The first conditioning dict the guider samples with (its options, e.g. LTXVAddGuide's ``keyframe_idxs``,
+    which say how many latent frames are guides rather than video), or None."""
+    for conds in (getattr(guider, "original_conds", None) or {}).values():
+        for c in conds or ():
+            if isinstance(c, dict):
+                return c
+    return None
 
 
 def prompt_ids(record: str) -> Tuple[int, ...]:

@@ -7,6 +7,10 @@ guard filter drops every guard on transformer_options. Every run must equal the 
 uncompiled; a new graph is compiled only for a new layout (which plans and blocks), never for a
 setting; and dynamo must never reach its recompile limit (a run past it falls back to eager and
 would pass for the wrong reason): the ``dynamo`` fixture makes that a hard failure.
+
+With ComfyUI's default CPU attention, or another pack's patch, the graph breaks inside every block; the
+last two tests check that STAS then samples uncompiled and says so once, before sampling, with the fix
+(nodes/compile_breaks.py).
 """
 from __future__ import annotations
 
@@ -273,3 +277,125 @@ def test_ma_recorder_under_torch_compile(env, dynamo):
             for x, y in zip(a[k], b[k]):
                 assert close_to(x.float(), y.float(), tol), (name, k)
         check([(name + ", recorder removed", run(stas(cm)), steered)], tol)
+
+
+@pytest.mark.slow
+def test_cpu_attention_graph_break_runs_uncompiled_and_says_so_once(env, monkeypatch, caplog):
+    """ComfyUI's default CPU attention breaks the graph inside every block, where dynamo would compile STAS's
+    block code per steered block and layout until its recompile limit. Bypassing STAS and back, changing
+    blocks, adding a node and steering every block then run STAS uncompiled (the results the eager ones; no
+    recompile limit reached), the unpatched model stays compiled, and STAS says so once, before the first
+    model call of the first run, with the fix."""
+    import logging
+
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+    cb = pack_module("nodes.compile_breaks")
+    base = env.wan
+    dm = base.model.diffusion_model
+    assert cb.attention_of(dm).__name__ in cb.BREAKING_ATTENTION, "not ComfyUI's CPU attention: the test cannot tell"
+    monkeypatch.setattr(cb, "_said", set())
+    torch._dynamo.reset()
+    calls, said_at = [0], []
+    hook = dm.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+
+    class At(logging.Handler):
+        def emit(self, record):
+            if "uncompiled" in record.getMessage():
+                said_at.append((calls[0], record.getMessage()))
+
+    at = At(logging.WARNING)
+    logging.getLogger("comfyui-stas").addHandler(at)
+    caplog.set_level(logging.WARNING, logger="torch._dynamo")
+    try:
+        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+            cm = compiled(env, base)
+            tol = eager_rounding(env, cm)
+            plain_graphs = graphs()
+            assert plain_graphs > 0, "the unpatched model did not compile"
+            rows, counts, starts = [], [], []
+            for name, build in (("STAS", lambda m: stas(m)), ("bypassed", lambda m: m),
+                                ("STAS back", lambda m: stas(m)),
+                                ("blocks 1,2", lambda m: stas(m, blocks="1,2")),
+                                ("blocks 0,3", lambda m: stas(m, blocks="0,3")),
+                                ("a second node", lambda m: stas(stas(m, blocks="1"), blocks="2", channels="4,20")),
+                                ("every block", lambda m: stas(m, blocks="all"))):
+                starts.append(calls[0])
+                got = run(build(cm), steps=2)
+                assert calls[0] > starts[-1]
+                rows.append((name, got, run(build(base), steps=2)))
+                counts.append(graphs())
+    finally:
+        hook.remove()
+        logging.getLogger("comfyui-stas").removeHandler(at)
+    check(rows, tol)
+    before = [plain_graphs] + counts[:-1]  # only the bypassed run (the plain model, still compiled) may compile
+    assert [c for c, b, (name, _, _) in zip(counts, before, rows) if name != "bypassed" and c != b] == [], \
+        f"graphs per run {counts}: a run with STAS compiled something"
+    assert len(said_at) == 1, said_at
+    at_call, message = said_at[0]
+    assert at_call == starts[0], f"said after {at_call - starts[0]} model call(s) of the first run"
+    assert message.startswith("STAS Model Patch") and cb.attention_of(dm).__name__ in message
+    assert "--use-pytorch-cross-attention" in message
+    hit = [r.getMessage() for r in caplog.records if "recompile_limit" in r.getMessage()]
+    hit += [k for g in ("graph_break", "unimplemented") for k in counters[g] if "limit" in str(k).lower()]
+    assert not hit, hit
+
+
+@pytest.mark.slow
+def test_a_pack_breaking_the_graph_in_the_blocks_is_said_once_then_uncompiled(env, monkeypatch, caplog):
+    """Another pack's block patch that breaks the graph (with PyTorch attention, which does not): STAS cannot
+    know before dynamo hits its recompile limit in STAS's block code. After that run, the next run with
+    STAS says once, before its first model call, that it runs uncompiled, why and the fix, and gives the
+    eager result with no new graph."""
+    import logging
+
+    import comfy.ldm.modules.attention as attention
+    import comfy.ldm.wan.model as wan
+    import torch._dynamo
+    cb = pack_module("nodes.compile_breaks")
+    monkeypatch.setattr(wan, "optimized_attention", attention.attention_pytorch)
+    monkeypatch.setattr(cb, "_said", set())
+    monkeypatch.setattr(cb._LimitWatch, "hit", False)
+    torch._dynamo.reset()
+
+    def breaking(args, extra):  # another pack's patch on every block, breaking the graph
+        torch._dynamo.graph_break()
+        return extra["original_block"](args)
+
+    def with_pack(m):
+        m = m.clone()
+        for i in range(len(m.model.diffusion_model.blocks)):
+            m.set_model_patch_replace(breaking, "dit", "double_block", i)
+        return m
+
+    base = with_pack(env.wan)
+    dm = base.model.diffusion_model
+    calls, said_at = [0], []
+    hook = dm.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+
+    class At(logging.Handler):
+        def emit(self, record):
+            if "uncompiled" in record.getMessage():
+                said_at.append((calls[0], record.getMessage()))
+
+    at = At(logging.WARNING)
+    logging.getLogger("comfyui-stas").addHandler(at)
+    try:
+        cm = compiled(env, base)
+        tol = eager_rounding(env, cm)
+        for blocks in ("1", "1,2", "0,3", "2", "3", "all"):  # layouts until dynamo's limit (8 entries)
+            run(stas(cm, blocks=blocks), steps=2)
+        assert cb._LimitWatch.hit, "dynamo did not hit its recompile limit in STAS's code: the test cannot tell"
+        assert not said_at
+        before, start = graphs(), calls[0]
+        rows = [(blocks, run(stas(cm, blocks=blocks), steps=2), run(stas(base, blocks=blocks), steps=2))
+                for blocks in ("1,3", "0,1,2")]  # a layout seen before the limit, and a new one
+        after = graphs()
+    finally:
+        hook.remove()
+        logging.getLogger("comfyui-stas").removeHandler(at)
+    check(rows, tol)
+    assert after == before, f"{before} -> {after} graphs: a run with STAS compiled something after the limit"
+    assert len(said_at) == 1 and said_at[0][0] == start, said_at
+    assert said_at[0][1].startswith("STAS Model Patch") and "recompile_limit" in said_at[0][1]

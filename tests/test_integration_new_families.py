@@ -123,6 +123,8 @@ def test_ltxv_guide_frames_are_not_video(pk):
     assert len(pre.calls) == 2
     for a, b in zip(pre.calls, post.calls):
         check_call(a, b, 0, (3, 4, 4), 0, suffix=16)
+    # the MA Recorder records the video's 3 latent frames, not the guide's frame after them
+    record_and_visualize(models.tiny_ltxv(num_layers=2), lat2, (pos, neg), (3, 4, 4), "LTX-Video", noise_mask=mask)
 
 
 # -- LTX-2 (audio-video) -----------------------------------------------------------------------
