@@ -59,7 +59,7 @@ class StasModelPatch(io.ComfyNode):
             category="model_patches/stas",
             description="Structured Activation Steering (arXiv 2603.17825): pulls the massive activations of first-frame and "
                         "boundary tokens toward a scaled maximum in early denoising. Training-free, no extra pass; Wan, "
-                        "HunyuanVideo, CogVideoX, LTX-Video / LTX-2, Kandinsky 5, Mochi.",
+                        "HunyuanVideo, CogVideoX, LTX-Video / LTX-2, Kandinsky 5, Mochi, MiniMax H3.",
             inputs=[
                 io.Model.Input("model", tooltip="Video model to patch (cloned, never changed)."),
                 io.Float.Input("alpha", default=1.0, min=0.0, max=2.0, step=0.01,

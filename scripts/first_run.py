@@ -232,6 +232,21 @@ def port_free(port: int) -> bool:
             return False
 
 
+def start_with_standins(srv, src: Path, python: str) -> float:
+    """Start ComfyUI while the stand-in models are written into its model folder, then wait for them; returns
+    the time ComfyUI was up (the stand-ins may take longer)."""
+    print(f"starting ComfyUI at {src} (python {python}) on the CPU, state in {srv.base_dir} ...", flush=True)
+    gen = subprocess.Popen([python, "-B", str(ROOT / "tools" / "make_standins.py"), "--comfyui", str(src),
+                            "--models", str(srv.models_dir), "--plant-ma", MODEL],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    srv.start()
+    t_server = time.monotonic()
+    gen_out = gen.communicate(timeout=600)[0]
+    if gen.returncode != 0:
+        raise SystemExit(f"writing the stand-in model failed:\n{gen_out}")
+    return t_server
+
+
 def serve(src: Path, python: str, port: int) -> int:
     """Start ComfyUI with the stand-ins and the first-run graph; run until Ctrl-C (or SIGTERM), then stop it
     and remove its temporary folder."""
@@ -246,14 +261,7 @@ def serve(src: Path, python: str, port: int) -> int:
 
     signal.signal(signal.SIGTERM, stop)  # `kill` stops it as cleanly as Ctrl-C
     try:
-        print(f"starting ComfyUI at {src} (python {python}) on the CPU, state in {srv.base_dir} ...", flush=True)
-        gen = subprocess.Popen([python, "-B", str(ROOT / "tools" / "make_standins.py"), "--comfyui", str(src),
-                                "--models", str(srv.models_dir), "--plant-ma", MODEL],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        srv.start()
-        gen_out = gen.communicate(timeout=600)[0]
-        if gen.returncode != 0:
-            raise SystemExit(f"writing the stand-in model failed:\n{gen_out}")
+        start_with_standins(srv, src, python)
         print(f"\nComfyUI {srv.version()} with comfyui-stas and the stand-in models is running at\n\n    {srv.url}\n\n"
               f"Open it in a browser: the page opens on the graph '{SERVE_GRAPH_NAME}'; press Run (about 10-30 s on "
               "a CPU). Random weights: it shows the nodes working, not what STAS does to a real video.\n"
@@ -396,15 +404,7 @@ def main(argv=None) -> int:
     t0 = time.monotonic()
     srv = ComfyServer(src, python)
     try:
-        print(f"starting ComfyUI at {src} (python {python}) on the CPU, state in {srv.base_dir} ...", flush=True)
-        gen = subprocess.Popen([python, "-B", str(ROOT / "tools" / "make_standins.py"), "--comfyui", str(src),
-                                "--models", str(srv.models_dir), "--plant-ma", MODEL],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        srv.start()
-        t_server = time.monotonic()
-        gen_out = gen.communicate(timeout=600)[0]
-        if gen.returncode != 0:
-            raise SystemExit(f"writing the stand-in model failed:\n{gen_out}")
+        t_server = start_with_standins(srv, src, python)
         t_ready = time.monotonic()
         print(f"ComfyUI {srv.version()} is up at {srv.url}; running the STAS + MA Visualizer graph ...", flush=True)
         entry = srv.run(graph(), timeout=600)

@@ -135,6 +135,15 @@ def extra_frontend_applies(src: Path | str) -> bool:
         return False
 
 
+def frontend_params() -> list[str]:
+    """Browser-test parameters for the testbed in $COMFYUI_PATH: "own" (its own frontend), plus the newer
+    frontends setup installs where they apply (the newest testbed)."""
+    src = os.environ.get("COMFYUI_PATH")
+    if not src or not extra_frontend_applies(src):
+        return ["own"]
+    return ["own", *EXTRA_FRONTENDS]
+
+
 def extra_frontends(src: Path | str) -> list[tuple[str, Path]]:
     """[(version, static folder)] of the newer frontends setup installed, for the ComfyUI at ``src``."""
     if not extra_frontend_applies(src):

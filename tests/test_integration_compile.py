@@ -14,6 +14,8 @@ last two tests check that STAS then samples uncompiled and says so once, before 
 """
 from __future__ import annotations
 
+import contextlib
+
 import functools
 from types import SimpleNamespace
 
@@ -279,6 +281,28 @@ def test_ma_recorder_under_torch_compile(env, dynamo):
         check([(name + ", recorder removed", run(stas(cm)), steered)], tol)
 
 
+@contextlib.contextmanager
+def said_uncompiled(dm):
+    """(calls, said_at): the diffusion model's call count, and (call count, message) of each comfyui-stas log line
+    saying a run goes uncompiled, while the block runs."""
+    import logging
+    calls, said_at = [0], []
+    hook = dm.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+
+    class At(logging.Handler):
+        def emit(self, record):
+            if "uncompiled" in record.getMessage():
+                said_at.append((calls[0], record.getMessage()))
+
+    at = At(logging.WARNING)
+    logging.getLogger("comfyui-stas").addHandler(at)
+    try:
+        yield calls, said_at
+    finally:
+        hook.remove()
+        logging.getLogger("comfyui-stas").removeHandler(at)
+
+
 @pytest.mark.slow
 def test_cpu_attention_graph_break_runs_uncompiled_and_says_so_once(env, monkeypatch, caplog):
     """ComfyUI's default CPU attention breaks the graph inside every block, where dynamo would compile STAS's
@@ -296,18 +320,8 @@ def test_cpu_attention_graph_break_runs_uncompiled_and_says_so_once(env, monkeyp
     assert cb.attention_of(dm).__name__ in cb.BREAKING_ATTENTION, "not ComfyUI's CPU attention: the test cannot tell"
     monkeypatch.setattr(cb, "_said", set())
     torch._dynamo.reset()
-    calls, said_at = [0], []
-    hook = dm.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
-
-    class At(logging.Handler):
-        def emit(self, record):
-            if "uncompiled" in record.getMessage():
-                said_at.append((calls[0], record.getMessage()))
-
-    at = At(logging.WARNING)
-    logging.getLogger("comfyui-stas").addHandler(at)
     caplog.set_level(logging.WARNING, logger="torch._dynamo")
-    try:
+    with said_uncompiled(dm) as (calls, said_at):
         with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
             cm = compiled(env, base)
             tol = eager_rounding(env, cm)
@@ -325,9 +339,6 @@ def test_cpu_attention_graph_break_runs_uncompiled_and_says_so_once(env, monkeyp
                 assert calls[0] > starts[-1]
                 rows.append((name, got, run(build(base), steps=2)))
                 counts.append(graphs())
-    finally:
-        hook.remove()
-        logging.getLogger("comfyui-stas").removeHandler(at)
     check(rows, tol)
     before = [plain_graphs] + counts[:-1]  # only the bypassed run (the plain model, still compiled) may compile
     assert [c for c, b, (name, _, _) in zip(counts, before, rows) if name != "bypassed" and c != b] == [], \
@@ -348,8 +359,6 @@ def test_a_pack_breaking_the_graph_in_the_blocks_is_said_once_then_uncompiled(en
     know before dynamo hits its recompile limit in STAS's block code. After that run, the next run with
     STAS says once, before its first model call, that it runs uncompiled, why and the fix, and gives the
     eager result with no new graph."""
-    import logging
-
     import comfy.ldm.modules.attention as attention
     import comfy.ldm.wan.model as wan
     import torch._dynamo
@@ -371,17 +380,7 @@ def test_a_pack_breaking_the_graph_in_the_blocks_is_said_once_then_uncompiled(en
 
     base = with_pack(env.wan)
     dm = base.model.diffusion_model
-    calls, said_at = [0], []
-    hook = dm.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
-
-    class At(logging.Handler):
-        def emit(self, record):
-            if "uncompiled" in record.getMessage():
-                said_at.append((calls[0], record.getMessage()))
-
-    at = At(logging.WARNING)
-    logging.getLogger("comfyui-stas").addHandler(at)
-    try:
+    with said_uncompiled(dm) as (calls, said_at):
         cm = compiled(env, base)
         tol = eager_rounding(env, cm)
         for blocks in ("1", "1,2", "0,3", "2", "3", "all"):  # layouts until dynamo's limit (8 entries)
@@ -392,9 +391,6 @@ def test_a_pack_breaking_the_graph_in_the_blocks_is_said_once_then_uncompiled(en
         rows = [(blocks, run(stas(cm, blocks=blocks), steps=2), run(stas(base, blocks=blocks), steps=2))
                 for blocks in ("1,3", "0,1,2")]  # a layout seen before the limit, and a new one
         after = graphs()
-    finally:
-        hook.remove()
-        logging.getLogger("comfyui-stas").removeHandler(at)
     check(rows, tol)
     assert after == before, f"{before} -> {after} graphs: a run with STAS compiled something after the limit"
     assert len(said_at) == 1 and said_at[0][0] == start, said_at

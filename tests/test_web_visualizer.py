@@ -49,15 +49,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _frontends() -> list[str]:
-    """The testbed's own frontend, plus the newer ones setup installs for the newest testbed."""
-    src = os.environ.get("COMFYUI_PATH")
-    if not src or not harness.extra_frontend_applies(src):
-        return ["own"]
-    return ["own", *harness.EXTRA_FRONTENDS]
-
-
-@pytest.fixture(scope="module", params=_frontends())
+@pytest.fixture(scope="module", params=harness.frontend_params())
 def vis_server(request):
     """The visualizer server with the testbed's own frontend, then (newest testbed) with frontend 1.58."""
     if request.param == "own":

@@ -28,18 +28,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 WF_DIR = ROOT / "example_workflows"
-WORKFLOWS = sorted(p.stem for p in WF_DIR.glob("*.json"))
+WORKFLOWS = sorted((p.stem for p in WF_DIR.glob("*.json")), key=lambda n: (int(n.split(".")[0]), n))
 WINDOW = {"width": 1600, "height": 1000}
 
 
-def _frontends() -> list[str]:
-    src = os.environ.get("COMFYUI_PATH")
-    if not src or not harness.extra_frontend_applies(src):
-        return ["own"]
-    return ["own", *harness.EXTRA_FRONTENDS]
-
-
-@pytest.fixture(scope="module", params=_frontends())
+@pytest.fixture(scope="module", params=harness.frontend_params())
 def view_server(request):
     """A server with this pack (no models: a new user's), on the testbed's frontend, then on frontend 1.58."""
     if request.param == "own":
@@ -121,6 +114,8 @@ def views(view_server, browser, tmp_path_factory):
 def test_opens_readable(views, view_server, name):
     if "LTX-2" in name and "LTXVEmptyLatentAudio" not in view_server.object_info():
         pytest.skip(f"ComfyUI {view_server.version()} has no LTX-2 nodes (0.8.0 or later)")
+    if "Animate 2" in name and "WanAnimate2ToVideo" not in view_server.object_info():
+        pytest.skip(f"ComfyUI {view_server.version()} has no Wan Animate 2 nodes (0.33.0 or later)")
     v = views[name]
     assert "error" not in v, v
     print(f"frontend {v['version']}: {name}: scale {v['scale']:.3f}, low-detail below {v['threshold']} ({v['shot']})")
