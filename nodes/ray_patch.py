@@ -1,6 +1,9 @@
 """STAS Model Patch (Ray): STAS Model Patch on every raylight worker, exact under sequence parallelism
 (xDiT USP: each worker holds a slice of the tokens; stas_core/shard.py). Imports without raylight:
-the node then says raylight is missing. How it reaches the workers: docs/multigpu.md.
+queueing a graph with the node then stops at ComfyUI's validation with "raylight is not installed" (the
+node is an output node, so ComfyUI validates it even where nothing can consume RAY_ACTORS, and its
+ray_actors input is optional, so ComfyUI's own "Required input is missing" does not come first). How it
+reaches the workers: docs/multigpu.md.
 
 raylight keeps one model per worker and its patch nodes replace it in place, so a patch left there would
 steer every later run, this node bypassed or not. This node therefore leaves the workers as it found them
@@ -168,6 +171,11 @@ def _ray():
     return ray, cloudpickle
 
 
+NOT_CONNECTED = (f"{NAME}: ray_actors is not connected. Connect the RAY_ACTORS output of raylight's Ray Init Actor / "
+                 "model loader.")
+_UNLINKED = object()  # validate_inputs' ray_actors when no link feeds it
+
+
 def _worker_error(e: BaseException) -> ValueError:
     """A worker's refusal as this node's error (a ValueError from STAS Model Patch's checks)."""
     cause = getattr(e, "cause", None) or e
@@ -188,25 +196,41 @@ class StasModelPatchRay(io.ComfyNode):
             category="model_patches/stas",
             description="STAS Model Patch for raylight (multi-GPU): patches the model on every Ray worker; exact under "
                         "sequence parallelism (USP), where each GPU holds part of the tokens. Needs raylight.",
-            inputs=[RayActors.Input("ray_actors", tooltip="RAY_ACTORS from raylight's model loader (every worker is patched).")]
+            # optional, and an output node: ComfyUI then validates the node even without raylight (nothing can
+            # feed or consume RAY_ACTORS there) and shows validate_inputs' message, not "Required input is missing"
+            inputs=[RayActors.Input("ray_actors", optional=True,
+                                    tooltip="Needed: RAY_ACTORS from raylight's model loader (every worker is patched).")]
                    + inputs,
             outputs=[RayActors.Output(tooltip="The same workers with STAS installed, for raylight's sampler.")],
             hidden=[io.Hidden.unique_id],
+            is_output_node=True,
         )
 
     @classmethod
-    def execute(cls, ray_actors, alpha, blend, blocks, channels, threshold, top_k, start_percent, end_percent,
-                apply_to, mask=None, profile=None) -> io.NodeOutput:
+    def validate_inputs(cls, ray_actors=_UNLINKED) -> bool:
+        """At queue time, before any node runs: raylight missing, or ray_actors not connected, stops the run with
+        this node's message. ComfyUI hands a linked input here as None and an unlinked one not at all; it reports
+        a returned message only for an input it handed over, so these are raised (shown as the node's error)."""
+        _ray()
+        if ray_actors is _UNLINKED:
+            raise ValueError(NOT_CONNECTED)
+        return True
+
+    @classmethod
+    def execute(cls, alpha, blend, blocks, channels, threshold, top_k, start_percent, end_percent, apply_to,
+                ray_actors=None, mask=None, profile=None) -> io.NodeOutput:
         settings = dict(alpha=alpha, blend=blend, blocks=blocks, channels=channels, threshold=threshold, top_k=top_k,
                         start_percent=start_percent, end_percent=end_percent, apply_to=apply_to, mask=mask,
                         profile=profile)
+        ray, cloudpickle = _ray()
+        if ray_actors is None:
+            raise ValueError(NOT_CONNECTED)
         with named_errors(NAME):  # STAS Model Patch's checks run on the workers; these need no model
             parse_channels(channels, threshold, top_k)
             workers = ray_actors.get("workers") if isinstance(ray_actors, dict) else None
             if not workers:
                 raise ValueError("ray_actors holds no workers. Connect the RAY_ACTORS output of raylight's "
                                  "Ray Init Actor / model loader.")
-            ray, cloudpickle = _ray()
         # Ray pickles functions of importable modules by reference, and workers cannot import this
         # pack by ComfyUI's name for it: send the stdlib-only worker function by value.
         cloudpickle.register_pickle_by_value(_ray_worker)

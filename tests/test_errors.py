@@ -175,7 +175,31 @@ CASES = [
     ("sweep-unsupported", "sweep", "MMDIT", lambda pk, w: _sweep(pk, w, model=models.tiny_sd3())),
     ("sweep-preset-name", "sweep", "'../x'", lambda pk, w: _sweep(pk, w, preset="../x")),
     ("sweep-preset-exists", "sweep", "twice.safetensors", lambda pk, w: _sweep(pk, w, preset="twice")),
+    # STAS Model Patch (Ray), when a graph with it is queued (ComfyUI's validation)
+    ("ray-not-installed", "ray", "'ray'", lambda pk, w: _ray_queued(pk, None)),
+    ("ray-not-connected", "ray", "ray_actors", lambda pk, w: _ray_queued(pk, _stand_in_ray())),
 ]
+
+
+def _stand_in_ray():
+    import types
+    ray = types.ModuleType("ray")
+    ray.cloudpickle = types.ModuleType("ray.cloudpickle")
+    return ray
+
+
+def _ray_queued(pk, ray):
+    """STAS Model Patch (Ray) with ray_actors unlinked, as ComfyUI validates it when queued; ``import ray``
+    finds ``ray`` (None: not installed, as without raylight)."""
+    import sys
+    old = sys.modules.pop("ray", None)
+    sys.modules["ray"] = ray
+    try:
+        return pk.module("nodes.ray_patch").StasModelPatchRay.validate_inputs()
+    finally:
+        del sys.modules["ray"]
+        if old is not None:
+            sys.modules["ray"] = old
 
 
 def _sweep(pk, w, latent=None, **kw):
@@ -186,7 +210,8 @@ def _sweep(pk, w, latent=None, **kw):
 
 
 def _display_names(pk) -> dict:
-    return {short: getattr(pk, short).define_schema().display_name for short in ce.NODES}
+    names = {short: getattr(pk, short).define_schema().display_name for short in ce.NODES}
+    return {**names, "ray": pk.module("nodes.ray_patch").StasModelPatchRay.define_schema().display_name}
 
 
 def _prefix(display: str) -> str:

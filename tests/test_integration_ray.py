@@ -17,6 +17,7 @@ The sampled latent must equal one-process STAS bit for bit, and a model call mak
 steered block inside the window and none outside.
 """
 import importlib.util
+import re
 import sys
 
 import pytest
@@ -187,15 +188,40 @@ def test_ray_worker_patch_under_usp_equals_one_process(pk, world, names):
     check(run_ranks(world, usp_ranks, names, start="fork")[0], names)
 
 
-def test_node_offered_and_says_when_raylight_is_missing(pk):
+def test_node_offered_and_says_when_raylight_is_missing(pk, monkeypatch):
+    """Offered with or without raylight (saved workflows open), and queueing it says what is missing before
+    anything runs: through ComfyUI's own validate_prompt, as the server does for POST /prompt (the browser
+    test tests/test_web_ray_missing.py shows it in the frontend)."""
+    import execution
     node = pk.module("nodes.ray_patch").StasModelPatchRay
     assert node in pk.module("nodes").NODES
-    ids = [i.id for i in node.define_schema().inputs]
+    schema = node.define_schema()
+    ids = [i.id for i in schema.inputs]
     assert ids[0] == "ray_actors" and ids[1:] == [i.id for i in pk.stas.define_schema().inputs if i.id != "model"]
+    assert schema.inputs[0].optional and schema.is_output_node  # so ComfyUI reaches validate_inputs without raylight
     args = dict(PLAIN, ray_actors={"workers": [object()]})
-    if importlib.util.find_spec("ray") is None:
-        with pytest.raises(ValueError, match=r"^STAS Model Patch \(Ray\): raylight is not installed"):
+    widgets = {k: v for k, v in PLAIN.items() if k not in ("mask", "profile")}
+
+    def node_errors(prompt):
+        valid = asyncio_run(execution.validate_prompt("t", prompt, None))
+        assert not valid[0] and list(valid[3]) == ["2"], valid
+        return [e["details"] for e in valid[3]["2"]["errors"]]
+
+    missing = r"^STAS Model Patch \(Ray\): raylight is not installed .*Install raylight \(ComfyUI Manager"
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "ray", None)  # `import ray` fails, as without raylight
+        with pytest.raises(ValueError, match=missing):
             node.execute(**args)
+        with pytest.raises(ValueError, match=missing):
+            node.execute(**{**args, "ray_actors": None})
+        errors = node_errors({"2": {"class_type": "STASModelPatchRay", "inputs": widgets}})
+        assert len(errors) == 1 and re.match(missing, errors[0], re.S), errors
+    monkeypatch.setitem(sys.modules, "ray", _StandInRay)
+    assert node_errors({"2": {"class_type": "STASModelPatchRay", "inputs": widgets}}) == [
+        "STAS Model Patch (Ray): ray_actors is not connected. Connect the RAY_ACTORS output of raylight's "
+        "Ray Init Actor / model loader."]
+    with pytest.raises(ValueError, match=r"^STAS Model Patch \(Ray\): ray_actors is not connected"):
+        node.execute(**{**args, "ray_actors": None})
     with pytest.raises(ValueError, match=r"^STAS Model Patch \(Ray\): ray_actors holds no workers"):
         node.execute(**{**args, "ray_actors": {}})
     with pytest.raises(ValueError, match=r"^STAS Model Patch \(Ray\): channels"):
@@ -385,7 +411,8 @@ def test_bypassing_the_ray_node_samples_unsteered(pk, monkeypatch):
     then links the sampler to the loader) samples the plain model, as on one GPU; enabling the node again
     steers again, its output cached or not. Between runs every worker holds the loader's model, unpatched.
     A second STAS (Ray) node replaces the first; a failed sampling leaves the workers unpatched too; a
-    sampler fed by the loader and one fed by the node in one run give the plain and the steered result."""
+    sampler fed by the loader and one fed by the node in one run give the plain and the steered result. The
+    node alone (an output node, run though nothing consumes it) leaves the workers unpatched."""
     import execution
     import nodes as comfy_nodes
 
@@ -434,6 +461,7 @@ def test_bypassing_the_ray_node_samples_unsteered(pk, monkeypatch):
             assert w.model is model and not _stas_keys(w.model)
         return dict(_Sampler.got[n:])
 
+    assert run({"1": loader, "2": node}) == {}  # an output node: it runs unconsumed, and leaves the workers alone
     steered = run({"1": loader, "2": node, "3": sampler("2", 1)})
     assert list(steered) == [1] and torch.equal(steered[1], one_gpu(1)) and not torch.equal(steered[1], plain(1))
     bypassed = run({"1": loader, "3": sampler("1", 2)})
@@ -505,6 +533,7 @@ def test_with_real_ray_actors(pk):
         loader = {"workers": workers}
         settings = {k: v for k, v in dict(PLAIN, blocks="1", end_percent=1.0).items() if k not in ("mask", "profile")}
         node = pk.module("nodes.ray_patch").StasModelPatchRay
+        assert node.validate_inputs(ray_actors=None) is True  # linked, as ComfyUI validates it: raylight found
         out = node.execute(ray_actors=loader, **settings)[0]
         state = lambda: ray.get([w.state.remote() for w in workers])  # noqa: E731
         assert state() == [(True, [], True)] * 2  # the pack was imported there, and the model left as it was
