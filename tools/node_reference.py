@@ -128,7 +128,8 @@ NOTES: dict[str, dict[str, str]] = {
         "seam_ratio": "Mean seam-pair difference / mean within-chunk difference; higher = seams stand out.",
     },
     "STASModelPatchRay": {
-        "ray_actors": "From raylight's model loader or another raylight patch node.",
+        "ray_actors": "From raylight's model loader or another raylight patch node. Needed: it is optional only so that "
+                      "queueing without raylight says what is missing.",
         **_STAS_NOTES,
     },
 }
