@@ -1,6 +1,6 @@
 """Run the shipped example workflows, whole, on a GPU machine with full-size random-weight stand-ins.
 
-    python3 bench/workflows_gpu.py --comfyui SRC --prompts DIR --work DIR --out DIR [--only NAME ...]
+    python3 bench/workflows_gpu.py --comfyui SRC --prompts DIR --work DIR --out DIR [--only NAME ...] [--twin]
 
 For each workflow, in an order that lets files be shared and deleted early (the whole set is
 about 100 GB, more than such a machine's disk):
@@ -13,6 +13,13 @@ about 100 GB, more than such a machine's disk):
    same resolution, frames, steps, samplers and STAS settings as the shipped file;
 3. the video it saves is opened with PyAV (frames, size, fps, pixel statistics) and the result,
    the time it took and STAS's log lines go into DIR/report.md and results.json.
+
+With --twin, each workflow that holds a STAS Model Patch also runs as its unpatched twin (every
+STAS Model Patch removed and its model input wired through, as bypassing it in the frontend does),
+in alternating order over --rounds, each run from a freed server (models reloaded, no cached
+node outputs): the report puts the steered run's seconds per sampling step (ComfyUI's progress
+bars), the time ComfyUI says the prompt took and the GPU's peak memory (nvidia-smi, polled)
+beside the unpatched run's.
 
 Random weights make noise, not a scene: the run proves that each full graph loads, patches,
 samples, decodes and writes a video at the real sizes, not what STAS does to quality.
@@ -35,13 +42,17 @@ from _repo import ROOT  # first: the repository root on sys.path (bench/_repo.py
 from stas_harness.server import ComfyServer, PromptError, shrink_prompt
 from tools import full_standins as fs  # stdlib at import; ComfyUI only in the generator process
 
-# Order: the Wan 2.1 text encoder and VAE serve four workflows; the large files go once used.
-# "7. LTX-2 with STAS" is not here: tools/full_standins.py has no full-size LTX-2 checkpoint or Gemma 3.
+# Order: the Wan 2.1 text encoder and VAE serve five workflows, the A14B experts two; the large files go
+# once used. "7. LTX-2 with STAS" is last: a workflow with a file that tools/full_standins.py has no complete
+# spec for is reported as skipped, with the file named (LTX-2's checkpoint lacks its VAEs, for now).
 ORDER = ["1. Wan 2.1 T2V with STAS", "2. Without vs with STAS",
-         "3. Wan 2.1 I2V with STAS", "5. Wan 2.2 A14B with STAS",
-         "4. Wan 2.2 TI2V 5B with STAS", "6. HunyuanVideo with STAS"]
+         "3. Wan 2.1 I2V with STAS", "5. Wan 2.2 A14B with STAS", "8. Wan 2.2 A14B 4-step LoRA with STAS",
+         "4. Wan 2.2 TI2V 5B with STAS", "6. HunyuanVideo with STAS", "7. LTX-2 with STAS"]
 LOADER_FILES = {"UNETLoader": ("unet_name",), "CLIPLoader": ("clip_name",), "VAELoader": ("vae_name",),
-                "DualCLIPLoader": ("clip_name1", "clip_name2"), "CLIPVisionLoader": ("clip_name",)}
+                "DualCLIPLoader": ("clip_name1", "clip_name2"), "CLIPVisionLoader": ("clip_name",),
+                "LoraLoaderModelOnly": ("lora_name",), "CheckpointLoaderSimple": ("ckpt_name",),
+                "LTXAVTextEncoderLoader": ("text_encoder", "ckpt_name"), "LTXVAudioVAELoader": ("ckpt_name",)}
+STAS_PATCH = "STASModelPatch"
 
 
 def needed_files(prompt: dict) -> list[str]:
@@ -51,6 +62,90 @@ def needed_files(prompt: dict) -> list[str]:
         for key in LOADER_FILES.get(node["class_type"], ()):
             out.append(node["inputs"][key])
     return sorted(set(out))
+
+
+def unpatched_twin(prompt: dict) -> dict | None:
+    """The prompt with every STAS Model Patch removed and whatever it fed wired to the model it took, as the
+    frontend's bypass (Ctrl+B) sends it; None if the prompt has no STAS Model Patch."""
+    stas = {nid: node["inputs"]["model"] for nid, node in prompt.items() if node["class_type"] == STAS_PATCH}
+    if not stas:
+        return None
+
+    def source(link):
+        while isinstance(link, list) and str(link[0]) in stas:  # STAS chained on STAS: follow to the first model
+            link = stas[str(link[0])]
+        return link
+    out = {}
+    for nid, node in prompt.items():
+        if nid in stas:
+            continue
+        node = json.loads(json.dumps(node))
+        node["inputs"] = {k: source(v) if isinstance(v, list) and len(v) == 2 and str(v[0]) in stas else v
+                          for k, v in node["inputs"].items()}
+        out[nid] = node
+    return out
+
+
+_BAR = re.compile(r"(\d+)/(\d+) \[(?:(\d+):)?(\d+):(\d+)<[^,\]]*,\s*([0-9.]+)(s/it|it/s)")
+
+
+def sampling_steps(text: str) -> dict:
+    """Seconds per step from the progress bars in a slice of ComfyUI's log: each bar's final state
+    (n == total), its elapsed time (whole seconds, as tqdm prints it) and its displayed rate."""
+    done = {}
+    for m in _BAR.finditer(text.replace("\r", "\n")):
+        n, total = int(m[1]), int(m[2])
+        if n == total and total > 0:
+            elapsed = int(m[3] or 0) * 3600 + int(m[4]) * 60 + int(m[5])
+            rate = float(m[6]) if m[7] == "s/it" else 1.0 / max(float(m[6]), 1e-9)
+            done[m.start()] = (total, elapsed, rate)
+    bars, last = [], -10**9
+    for pos in sorted(done):  # tqdm may draw the final state twice (last update, then close): keep the last
+        if bars and done[pos][:2] == tuple(bars[-1][:2]) and pos - last < 400:
+            bars[-1] = done[pos]
+        else:
+            bars.append(done[pos])
+        last = pos
+    steps = sum(b[0] for b in bars)
+    return {"bars": [list(b) for b in bars], "steps": steps,
+            "s_per_step": round(sum(b[1] for b in bars) / steps, 3) if steps else None,
+            "s_per_step_rate": round(sum(b[0] * b[2] for b in bars) / steps, 3) if steps else None}
+
+
+class GpuMemory:
+    """Peak used memory of GPU 0 (MiB) while running, polled with nvidia-smi; None where there is none."""
+
+    def __init__(self, interval: float = 0.05):
+        import threading
+        self.interval, self.peak, self.start_used = interval, None, None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    @staticmethod
+    def used() -> int | None:
+        try:
+            r = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
+                               capture_output=True, text=True, timeout=10)
+            return int(r.stdout.split()[0]) if r.returncode == 0 and r.stdout.strip() else None
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            return None
+
+    def _poll(self):
+        while not self._stop.is_set():
+            u = self.used()
+            if u is None:
+                return
+            self.peak = u if self.peak is None else max(self.peak, u)
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self.start_used = self.used()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=15)
 
 
 def video_stats(path: Path) -> dict:
@@ -91,10 +186,23 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep stand-ins no later workflow needs")
     ap.add_argument("--timeout", type=float, default=1200.0, help="seconds per workflow")
     ap.add_argument("--copy-videos", action="store_true", help="copy each workflow's first video into --out")
+    ap.add_argument("--twin", action="store_true",
+                    help="also run each workflow's unpatched twin (STAS Model Patch bypassed), s/step and peak memory beside")
+    ap.add_argument("--rounds", type=int, default=1, help="with --twin: rounds, alternating which runs first")
+    ap.add_argument("--dry-run", action="store_true", help="print each prompt's files, stand-ins and twin; run nothing")
     a = ap.parse_args(argv)
 
-    names = [n for n in ORDER if not a.only or any(n.startswith(o) for o in a.only)]
+    names = [n for n in ORDER if not a.only or any(n.split(".")[0] == o or n.startswith(o) for o in a.only)]
     prompts = {n: json.loads((a.prompts / f"{n}.json").read_text()) for n in names}
+    if a.dry_run:
+        for n in names:
+            files = needed_files(prompts[n])
+            twin = unpatched_twin(prompts[n])
+            print(json.dumps({"workflow": n, "files": files,
+                              "no_spec": [f for f in files if f not in fs.SPECS or fs.SPECS[f].missing],
+                              "stas_nodes": sorted(set(prompts[n]) - set(twin)) if twin else [],
+                              "twin_nodes": len(twin) if twin else None}))
+        return 0
     a.out.mkdir(parents=True, exist_ok=True)
     models = a.work / "models"
     results: list[dict] = []
@@ -117,10 +225,18 @@ def main(argv=None) -> int:
             prompt = shrink_prompt(prompts[name], length=5, steps=2) if a.shrink else prompts[name]
             files = needed_files(prompt)
             rec: dict = {"workflow": name, "files": files}
+            no_spec = [f + (f" (lacks {', '.join(fs.SPECS[f].missing)})" if f in fs.SPECS else "") for f in files
+                       if (f not in fs.SPECS or fs.SPECS[f].missing) and not list(models.glob(f"*/{f}"))]
+            if no_spec:
+                rec.update(ok=False, skipped=True, error=f"no full-size stand-in for {no_spec} (tools/full_standins.py)",
+                           files_gb=0, standins_s=0, run_s=0, log=[])
+                results.append(rec)
+                print(f"[{name}] SKIPPED: {rec['error']}", flush=True)
+                continue
             t = time.time()
             missing = [f for f in files if not list(models.glob(f"*/{f}"))]
             if missing:
-                tiny = [f for f in missing if a.tiny_diffusion and fs.SPECS[f].diffusion]
+                tiny = [f for f in missing if a.tiny_diffusion and (fs.SPECS[f].diffusion or fs.SPECS[f].lora_rank)]
                 full = [f for f in missing if f not in tiny]
                 for names_, flags in ((full, ["--full", "--device", a.device, "--ma-gain", str(a.ma_gain)]),
                                       (tiny, ["--plant-ma"])):
@@ -157,6 +273,19 @@ def main(argv=None) -> int:
             rec["log"] = log_lines(text)
             m = re.findall(r"Prompt executed in ([0-9.:]+)", text)
             rec["comfy_executed_in"] = m[-1] if m else None
+            twin = unpatched_twin(prompt) if a.twin else None
+            if twin is not None and rec["ok"]:
+                rec["twin"] = [timed_run(srv, p, label, a.timeout)
+                               for r in range(a.rounds)
+                               for label, p in ((("unpatched", twin), ("steered", prompt))[::1 if r % 2 == 0 else -1])]
+                rec["ok"] = all(x["ok"] for x in rec["twin"])
+                for label in ("unpatched", "steered"):
+                    runs = [x for x in rec["twin"] if x["label"] == label and x["s_per_step"]]
+                    rec[f"{label}_s_per_step"] = min((x["s_per_step_rate"] for x in runs), default=None)
+                    rec[f"{label}_peak_mib"] = max((x["peak_mib"] or 0 for x in runs), default=None)
+                print(f"[{name}] twin: " + "; ".join(f"{x['label']} {x['s_per_step']} s/step (rate {x['s_per_step_rate']}), "
+                                                   f"peak {x['peak_mib']} MiB, {x['executed_in']} s" for x in rec["twin"]),
+                      flush=True)
             results.append(rec)
             print(f"[{name}] {'OK' if rec['ok'] else 'FAILED'} in {rec['run_s']} s: "
                   f"{rec.get('videos') or rec.get('error', '')}", flush=True)
@@ -172,7 +301,31 @@ def main(argv=None) -> int:
     finally:
         srv.stop()
         (a.out / "comfyui.log").write_bytes(srv.log_path.read_bytes()[-4_000_000:])
-    return 0 if all(r["ok"] for r in results) else 1
+    return 0 if all(r["ok"] or r.get("skipped") for r in results) else 1
+
+
+def timed_run(srv, prompt: dict, label: str, timeout: float) -> dict:
+    """One run of ``prompt`` from a freed server (models unloaded, node cache reset): its sampling steps,
+    ComfyUI's own prompt time and the GPU's peak memory."""
+    srv.post_json("/free", {"unload_models": True, "free_memory": True})
+    time.sleep(3)  # the worker takes the flags when idle: let it, before the prompt is queued
+    log_from = srv.log_path.stat().st_size
+    out = {"label": label}
+    with GpuMemory() as mem:
+        t = time.time()
+        try:
+            srv.run(prompt, timeout=timeout)
+            out["ok"] = True
+        except (PromptError, TimeoutError, RuntimeError) as e:
+            out["ok"], out["error"] = False, str(e)[:2000]
+        out["wall_s"] = round(time.time() - t, 2)
+    with open(srv.log_path, "rb") as fh:
+        fh.seek(log_from)
+        text = fh.read().decode(errors="replace")
+    m = re.findall(r"Prompt executed in ([0-9.]+) seconds", text)
+    out["executed_in"] = float(m[-1]) if m else None
+    out.update(sampling_steps(text), peak_mib=mem.peak, start_mib=mem.start_used)
+    return out
 
 
 def write_report(path: Path, stats: dict, results: list[dict], version: str, a) -> None:
@@ -186,7 +339,20 @@ def write_report(path: Path, stats: dict, results: list[dict], version: str, a) 
         v = "; ".join(f"{x['file']}: {x['frames']} frames {x['width']}x{x['height']} @ {x['fps']:g} fps, "
                       f"{x['bytes'] / 1e6:.1f} MB, pixel std {x['pixel_std']}" for x in r.get("videos", []))
         lines.append(f"| {r['workflow']} | {r['files_gb']} | {r['standins_s']} s | {r['run_s']} s | {v or '-'} | "
-                     f"{'ok' if r['ok'] else 'FAILED: ' + r.get('error', '')[:200]} |")
+                     f"{'ok' if r['ok'] else ('skipped: ' if r.get('skipped') else 'FAILED: ') + r.get('error', '')[:200]} |")
+    twins = [r for r in results if r.get("twin")]
+    if twins:
+        lines += ["", "## Steered beside unpatched (STAS Model Patch bypassed)", "",
+                  "Best displayed rate over rounds (s/step), ComfyUI's prompt time, peak used memory of GPU 0 (nvidia-smi).", "",
+                  "| workflow | run | s/step | s/step (elapsed) | prompt s | peak MiB |", "|---|---|---|---|---|---|"]
+        for r in twins:
+            for x in r["twin"]:
+                lines.append(f"| {r['workflow']} | {x['label']} | {x['s_per_step_rate']} | {x['s_per_step']} | "
+                             f"{x['executed_in']} | {x['peak_mib']} |")
+            u, s_ = r.get("unpatched_s_per_step"), r.get("steered_s_per_step")
+            if u and s_:
+                lines.append(f"| {r['workflow']} | steered / unpatched | {s_ / u:.4f} | | | "
+                             f"{(r['steered_peak_mib'] or 0) - (r['unpatched_peak_mib'] or 0):+d} |")
     for r in results:
         lines += ["", f"## {r['workflow']}", "", "Files: " + ", ".join(r["files"]), "", "```", *r["log"], "```"]
         if r.get("visualizer_text"):

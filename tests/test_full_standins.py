@@ -9,6 +9,7 @@ with ComfyUI's own tokenizer classes.
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -47,9 +48,70 @@ def meta_state_dict(fs, name):
         return fs.SPECS[name].build().state_dict()
 
 
+# LoRA -> (its target in SPECS, parameters in millions: rank 64 on the 400 block linears of Wan 14B)
+LORAS = {
+    "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors": ("wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", 306.7),
+    "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors": ("wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", 306.7),
+}
+
+
 def test_every_workflow_file_has_a_full_size_spec(fs):
     from tools import make_standins
-    assert set(fs.SPECS) == set(make_standins.DIFFUSION) | set(make_standins.PLACEHOLDERS) == set(EXPECTED)
+    assert set(EXPECTED) == set(make_standins.DIFFUSION) | set(make_standins.PLACEHOLDERS)
+    assert set(LORAS) == set(make_standins.LORAS)
+    assert set(LTX2) == set(make_standins.CHECKPOINTS) | set(make_standins.LTX2_PLACEHOLDERS)
+    assert set(fs.SPECS) == set(EXPECTED) | set(LORAS) | set(LTX2)
+
+
+# workflow 7's files -> parameters in billions: the checkpoint holds LTX-2's 18.88B audio-video transformer,
+# its two text embeddings connectors (0.71B) and the Gemma feature projection (3840 x 49 -> 3840, 0.72B);
+# Gemma 3 12B as ComfyUI builds it (with its vision tower)
+LTX2 = {"ltx-2-19b-dev-fp8.safetensors": 20.31, "gemma_3_12B_it_fp4_mixed.safetensors": 12.19}
+
+
+def test_gemma3_12b_is_detected_and_its_tokenizer_loads(fs):
+    from stas_harness.models import has_ltxav
+    if not has_ltxav():
+        pytest.skip("this ComfyUI has no LTX-2")
+    import comfy.sd
+    import comfy.text_encoders.lt as lt
+    name = "gemma_3_12B_it_fp4_mixed.safetensors"
+    sd = meta_state_dict(fs, name)
+    assert sum(v.numel() for v in sd.values()) / 1e9 == pytest.approx(LTX2[name], abs=0.01)
+    assert comfy.sd.detect_te_model(sd).name == "GEMMA_3_12B"
+    tok = lt.LTXAVGemmaTokenizer(tokenizer_data=fs.SPECS[name].extras())
+    ids = [t[0] for t in tok.tokenize_with_weights("a red fox runs through fresh snow")["gemma3_12b"][0]]
+    text = [i for i in ids if i != 0]  # newer ComfyUI pads on the left
+    assert text[0] == 2 and len(text) > 5 and 3 not in text  # bos, then known pieces (no unk)
+
+
+def test_ltx2_checkpoint_is_detected_and_feeds_comfyuis_ltx2_text_encoder(fs):
+    """The LTX-2 checkpoint's transformer is detected as LTXAV with 48 blocks at the released widths (from
+    the file's config metadata, as ComfyUI reads the real one); the connector and projection keys are
+    exactly the non-Gemma part of ComfyUI's LTX-2 text encoder, which loads them from the checkpoint."""
+    from stas_harness.models import has_ltxav
+    if not has_ltxav():
+        pytest.skip("this ComfyUI has no LTX-2")
+    import comfy.model_detection
+    import comfy.text_encoders.lt as lt
+    name = "ltx-2-19b-dev-fp8.safetensors"
+    spec = fs.SPECS[name]
+    sd = meta_state_dict(fs, name)
+    assert sum(v.numel() for v in sd.values()) / 1e9 == pytest.approx(LTX2[name], abs=0.01)
+    assert spec.folder == "checkpoints" and spec.diffusion and spec.missing  # the VAEs are not there yet
+    cfg = comfy.model_detection.model_config_from_unet(sd, "model.diffusion_model.", metadata=spec.metadata())
+    assert type(cfg).__name__ == "LTXAV" and cfg.unet_config["num_layers"] == 48
+    assert sd["model.diffusion_model.transformer_blocks.47.attn1.to_q.weight"].shape == (4096, 4096)
+    assert sd["model.diffusion_model.transformer_blocks.0.audio_attn1.to_q.weight"].shape == (2048, 2048)
+    assert sd["text_embedding_projection.aggregate_embed.weight"].shape == (3840, 3840 * 49)
+    with torch.device("meta"):
+        te = lt.LTXAVTEModel(device="meta")
+    own = {k for k in te.state_dict() if not k.startswith("gemma3_12b.")}
+    missing, unexpected = te.load_sd({k: v for k, v in sd.items() if not k.startswith("model.diffusion_model.")
+                                      or "_embeddings_connector." in k})
+    assert not unexpected and own and not own & set(missing)
+    planted = [k for k in sd if fs.is_ma_projection(k)]
+    assert len(planted) == 48 and all(".ff.net.2." in k for k in planted)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -75,6 +137,62 @@ def test_comfyui_detects_each_architecture_at_its_released_size(fs, name):
             assert ("decoder.upsamples.0.upsamples.0.residual.2.weight" in sd) == (ch == "48")
         else:
             assert sd["decoder.conv_in.conv.weight"].shape[1] == int(ch)
+
+
+@pytest.mark.parametrize("name", sorted(LORAS))
+def test_full_size_lora_fits_its_model_at_rank_64(fs, name):
+    """Every linear of the 40 blocks (self/cross attention q k v o, ffn.0, ffn.2) gets lora_down, lora_up and
+    alpha under ComfyUI's generic keys, shaped for the released Wan 14B the workflow loads it onto."""
+    target, millions = LORAS[name]
+    spec = fs.SPECS[name]
+    assert spec.folder == "loras" and spec.lora_rank == 64 and not spec.diffusion
+    shapes = fs.lora_shapes(spec)
+    model = meta_state_dict(fs, target)
+    assert len(shapes) == 40 * 10 * 3
+    assert sum(math.prod(s) for s in shapes.values()) / 1e6 == pytest.approx(millions, abs=0.1)
+    for key, shape in shapes.items():
+        mod, kind = key[len("diffusion_model."):].split(".lora_") if ".lora_" in key else (key[16:-6], "alpha")
+        out_f, in_f = model[mod + ".weight"].shape
+        assert shape == {"down.weight": (64, in_f), "up.weight": (out_f, 64), "alpha": ()}[kind], key
+    assert "diffusion_model.blocks.39.ffn.2.lora_up.weight" in shapes
+    assert "diffusion_model.blocks.0.cross_attn.o.lora_down.weight" in shapes
+
+
+def test_lora_loads_through_lora_loader_model_only_with_every_key_applied(fs, tmp_path, caplog):
+    """The LoRA writer at a tiny Wan's shape: ComfyUI's LoraLoaderModelOnly maps every key (no 'lora key not
+    loaded'), patches every block linear, and the patched weight is W + up @ down."""
+    import logging
+
+    import folder_paths
+    import nodes as comfy_nodes
+    from safetensors.torch import save_file
+
+    from stas_harness.models import load_random, wan_module
+    tiny = dict(num_layers=2, dim=128, num_heads=1)  # ComfyUI detects heads as dim // 128
+    spec = fs.Spec("loras", lambda: wan_module(**tiny), "float32", lora_rank=4)
+    sd = fs.random_state_dict(spec, seed=5)
+    assert set(sd) == set(fs.lora_shapes(spec)) and sd["diffusion_model.blocks.1.ffn.0.alpha"].item() == 4
+    (tmp_path / "loras").mkdir()
+    save_file(sd, str(tmp_path / "loras" / "tiny_lora.safetensors"))
+    folder_paths.add_model_folder_path("loras", str(tmp_path / "loras"))
+    model = load_random(wan_module(**tiny), seed=2)
+    q = model.model.diffusion_model.blocks[1].self_attn.q
+    before = q.weight.detach().clone()
+    with caplog.at_level(logging.WARNING):
+        patched = comfy_nodes.LoraLoaderModelOnly().load_lora_model_only(model, "tiny_lora.safetensors", 1.0)[0]
+    assert not [r for r in caplog.records if "lora key not loaded" in r.getMessage()]
+    linears = {k for k in model.model.state_dict() if k.startswith("diffusion_model.blocks.")
+               and k.endswith(".weight") and k[len("diffusion_model."):] in fs.block_linear_keys(model.model.diffusion_model)}
+    assert len(linears) == 2 * 10 and set(patched.patches) == linears
+    patched.patch_model()
+    try:
+        after = q.weight.detach().clone()
+    finally:
+        patched.unpatch_model()
+    delta = sd["diffusion_model.blocks.1.self_attn.q.lora_up.weight"] @ sd["diffusion_model.blocks.1.self_attn.q.lora_down.weight"]
+    assert not torch.equal(after, before)
+    assert torch.allclose(after, before + delta, atol=1e-5)
+    assert torch.equal(q.weight.detach(), before)  # unpatched again
 
 
 def test_scaled_fp8_layout_and_values(fs):

@@ -4,13 +4,17 @@ The tiny stand-ins (tools/make_standins.py) prove the graphs' logic on a CPU. Th
 the real architectures at their real sizes, under the official ComfyUI repackaged file names, so
 the shipped workflows run unchanged on a GPU machine that has no way to download the weights:
 
-- the shapes come from ComfyUI's own classes (WanModel, HunyuanVideo, T5, Llama2, CLIP, the Wan
-  and Hunyuan VAEs), built on the meta device, so nothing is allocated until a tensor is written;
+- the shapes come from ComfyUI's own classes (WanModel, HunyuanVideo, LTXAVModel, T5, Llama2,
+  Gemma3_12B, CLIP, the Wan and Hunyuan VAEs), built on the meta device, so nothing is allocated
+  until a tensor is written; LTX-2's checkpoint so far holds its transformer, text connectors and
+  Gemma projection, not yet its video and audio VAEs (``Spec.missing``; docs/gpu_workflow_run.md);
 - the dtypes follow the file names: ``fp16`` / ``bf16`` as named, and ``fp8_scaled`` in the same
   legacy scaled-fp8 layout as the official files (a ``scaled_fp8`` marker plus a per-layer
   ``scale_weight``; linear layers inside the transformer blocks in float8_e4m3fn);
 - the values are random but well-conditioned (norm weights 1, biases 0, matrices with std
   1/sqrt(fan_in)), so activations stay finite through 40 blocks in fp16;
+- LoRAs (workflow 8's LightX2V 4-step LoRAs) at their rank on every linear layer of the target
+  model's blocks, in ComfyUI's generic ``diffusion_model.<module>.lora_up/lora_down/alpha`` keys;
 - ComfyUI reads the umt5 tokenizer from the text-encoder file (``spiece_model``), so a small
   SentencePiece model is trained and stored there; the Llama-3 ``tokenizer.json`` that HunyuanVideo
   needs is part of ComfyUI itself, and where a ComfyUI copy lacks it (the snapshots available to
@@ -53,6 +57,9 @@ class Spec:
     fp8_scaled: bool = False                  # linear layers in blocks as scaled float8_e4m3fn
     extras: Callable[[], dict] | None = None  # extra tensors (tokenizer data)
     diffusion: bool = False                   # a diffusion model (MA channels may be planted)
+    lora_rank: int = 0                        # > 0: a LoRA of that rank on build()'s block linears
+    metadata: Callable[[], dict] | None = None  # extra safetensors metadata (a checkpoint's "config")
+    missing: tuple[str, ...] = ()             # parts of the real file this stand-in does not have yet
 
 
 # -- builders: ComfyUI's own classes at the released sizes --------------------------------
@@ -126,6 +133,52 @@ def _hunyuan_vae():
     return AutoencoderKL(ddconfig=dd, embed_dim=16)
 
 
+# LTX-2 19B: ComfyUI's LTXAVModel defaults (video 32 x 128 = 4096 wide, audio 32 x 64 = 2048, Gemma 3 text
+# 3840 per stream), 48 blocks; the file's "config" metadata carries it, as the real checkpoint's does.
+LTX2_TRANSFORMER = dict(in_channels=128, audio_in_channels=128, cross_attention_dim=4096, audio_cross_attention_dim=2048,
+                        attention_head_dim=128, audio_attention_head_dim=64, num_attention_heads=32,
+                        audio_num_attention_heads=32, caption_channels=3840, num_layers=48)
+
+
+def _ltx2_checkpoint():
+    """The parts of ``ltx-2-19b-dev-fp8`` built here, under the checkpoint's own keys: the audio-video
+    transformer (``model.diffusion_model.*``), the two text embeddings connectors that ComfyUI's LTX-2 text
+    encoder reads from the checkpoint (``model.diffusion_model.{video,audio}_embeddings_connector.*``) and the
+    Gemma feature projection (``text_embedding_projection.aggregate_embed.weight``, 49 x 3840 -> 3840)."""
+    import torch
+
+    import comfy.ldm.lightricks.av_model as am
+    from comfy.ldm.lightricks.embeddings_connector import Embeddings1DConnector
+    ops = _ops()
+    dm = am.LTXAVModel(**{k: v for k, v in LTX2_TRANSFORMER.items()}, operations=ops)
+    for stream in ("video", "audio"):  # part of the model in newer ComfyUI; of the text encoder in 0.8.0
+        if not hasattr(dm, f"{stream}_embeddings_connector"):
+            setattr(dm, f"{stream}_embeddings_connector",
+                    Embeddings1DConnector(split_rope=True, double_precision_rope=True, operations=ops))
+    root, model, proj = torch.nn.Module(), torch.nn.Module(), torch.nn.Module()
+    model.diffusion_model = dm
+    proj.aggregate_embed = ops.Linear(3840 * 49, 3840, bias=False)
+    root.model, root.text_embedding_projection = model, proj
+    return root
+
+
+def _ltx2_metadata() -> dict:
+    return {"config": json.dumps({"transformer": LTX2_TRANSFORMER})}
+
+
+def _gemma3_12b():
+    """ComfyUI's Gemma 3 12B (48 layers, 3840 wide, with its vision tower and projector, as ComfyUI builds it)."""
+    import comfy.text_encoders.llama as llama
+    return llama.Gemma3_12B({}, None, None, _ops())
+
+
+def _gemma_extras() -> dict:
+    """Gemma's tokenizer, which ComfyUI reads from the text-encoder file: pad 0, eos 1, bos 2, unk 3."""
+    import torch
+    data = train_spiece(ids=dict(pad_id=0, eos_id=1, bos_id=2, unk_id=3))
+    return {"spiece_model": torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()}
+
+
 def _umt5_extras() -> dict:
     import torch
     return {"spiece_model": torch.frombuffer(bytearray(train_spiece()), dtype=torch.uint8).clone()}
@@ -149,6 +202,19 @@ SPECS: dict[str, Spec] = {
     "wan_2.1_vae.safetensors": Spec("vae", _wan21_vae, "bfloat16"),
     "wan2.2_vae.safetensors": Spec("vae", _wan22_vae, "bfloat16"),
     "hunyuan_video_vae_bf16.safetensors": Spec("vae", _hunyuan_vae, "bfloat16"),
+    # Workflow 7's checkpoint: transformer, connectors and projection; bf16 (the real file is fp8)
+    "ltx-2-19b-dev-fp8.safetensors": Spec("checkpoints", _ltx2_checkpoint, "bfloat16", diffusion=True,
+                                          metadata=_ltx2_metadata, missing=("vae.* (LTX-2 video VAE)",
+                                                                            "audio_vae.* and vocoder.*")),
+    # Workflow 7's text encoder: Gemma 3 12B in bf16 (the real file is ComfyUI's fp4-mixed format, ~3x smaller)
+    "gemma_3_12B_it_fp4_mixed.safetensors": Spec("text_encoders", _gemma3_12b, "bfloat16", extras=_gemma_extras),
+    # Workflow 8's LightX2V 4-step LoRAs, one per A14B expert: rank 64 on every linear of the 40 blocks
+    # (self/cross attention q k v o, ffn.0, ffn.2), ComfyUI's generic key format
+    # (diffusion_model.blocks.N.<module>.lora_up.weight / .lora_down.weight / .alpha), bf16
+    "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors": Spec("loras", _wan(**WAN_14B), "bfloat16",
+                                                                        lora_rank=64),
+    "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors": Spec("loras", _wan(**WAN_14B), "bfloat16",
+                                                                       lora_rank=64),
 }
 
 
@@ -185,9 +251,50 @@ def block_linear_keys(module) -> set[str]:
     out = set()
     for name, m in module.named_modules():
         if isinstance(m, torch.nn.Linear) and any(p in f".{name}." for p in (".blocks.", ".block.", ".layers.",
-                                                                             ".double_blocks.", ".single_blocks.")):
+                                                                             ".double_blocks.", ".single_blocks.",
+                                                                             ".transformer_blocks.", ".transformer_1d_blocks.")):
             out.add(f"{name}.weight")
     return out
+
+
+def lora_state_dict(spec: Spec, module, seed: int, device: str = "cpu") -> dict:
+    """A rank ``spec.lora_rank`` LoRA on every linear layer inside ``module``'s blocks, under the keys
+    ComfyUI's loader maps onto a diffusion model (``diffusion_model.<module>.lora_up.weight``,
+    ``.lora_down.weight``, ``.alpha`` = rank, so the scale is 1). ``lora_down`` has std 1/sqrt(fan_in) and
+    ``lora_up`` 0.1/sqrt(rank): the LoRA moves each layer's output by about a tenth of its own scale."""
+    import torch
+    r = spec.lora_rank
+    dtype = getattr(torch, spec.dtype)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    out: dict = {}
+    for key, shape in lora_shapes(spec, module).items():
+        if key.endswith(".alpha"):
+            out[key] = torch.tensor(float(r), dtype=dtype)
+            continue
+        std = 1.0 / math.sqrt(shape[1]) if key.endswith(".lora_down.weight") else 0.1 / math.sqrt(r)
+        out[key] = (torch.randn(shape, generator=gen, device=device) * std).to(dtype).cpu()
+    return out
+
+
+def lora_shapes(spec: Spec, module=None) -> dict[str, tuple[int, ...]]:
+    """The LoRA ``spec``'s keys and shapes (from ``module``, else ``spec.build()`` on the meta device)."""
+    import torch
+    if module is None:
+        with torch.device("meta"):
+            module = spec.build()
+    shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    r, out = spec.lora_rank, {}
+    for key in sorted(block_linear_keys(module), key=_natural):
+        out_f, in_f = shapes[key]
+        mod = "diffusion_model." + key[:-len(".weight")]
+        out[mod + ".lora_down.weight"] = (r, in_f)
+        out[mod + ".lora_up.weight"] = (out_f, r)
+        out[mod + ".alpha"] = ()
+    return out
+
+
+def _natural(key: str) -> list:
+    return [int(p) if p.isdigit() else p for p in key.split(".")]
 
 
 def random_state_dict(spec: Spec, seed: int, device: str = "cpu", ma_gain: float = 0.0,
@@ -196,6 +303,8 @@ def random_state_dict(spec: Spec, seed: int, device: str = "cpu", ma_gain: float
     import torch
     with torch.device("meta"):
         module = spec.build()
+    if spec.lora_rank:
+        return lora_state_dict(spec, module, seed, device)
     shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     fp8 = block_linear_keys(module) if spec.fp8_scaled else set()
     dtype = getattr(torch, spec.dtype)
@@ -230,6 +339,7 @@ def is_ma_projection(key: str) -> bool:
     """The last feed-forward projection of a block: scaling one of its output rows makes that
     residual channel massive (Wan ``blocks.i.ffn.2``, HunyuanVideo ``img_mlp.2`` / ``linear2``)."""
     return key.endswith(".weight") and (".ffn.2." in key or ".img_mlp.2." in key
+                                        or (".transformer_blocks." in key and ".ff.net.2." in key)
                                         or (key.startswith("single_blocks.") and ".linear2." in key))
 
 
@@ -241,6 +351,10 @@ def write(models: Path, name: str, seed: int, device: str = "cpu", ma_gain: floa
     path = models / spec.folder / name
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"comfyui_stas": "random-weight stand-in at full size, not a real model"}
+    if spec.metadata:
+        meta.update(spec.metadata())
+    if spec.missing:
+        meta["comfyui_stas_missing"] = json.dumps(list(spec.missing))
     if ma_gain and spec.diffusion:
         meta["comfyui_stas_planted_ma"] = json.dumps({"channels": [77], "gain": ma_gain})
     save_file(sd, str(path), metadata=meta)
@@ -249,13 +363,13 @@ def write(models: Path, name: str, seed: int, device: str = "cpu", ma_gain: floa
 
 # -- tokenizers -----------------------------------------------------------------------------
 
-def train_spiece(vocab_size: int = 400) -> bytes:
-    """A small SentencePiece model with umt5's special ids (pad 0, eos 1, unk 2, no bos)."""
+def train_spiece(vocab_size: int = 400, ids: dict | None = None) -> bytes:
+    """A small SentencePiece model with umt5's special ids (pad 0, eos 1, unk 2, no bos), or ``ids``."""
     import sentencepiece as spm
     buf = io.BytesIO()
     lines = [ln for ln in CORPUS.splitlines() if ln.strip()] * 4
     spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=buf, vocab_size=vocab_size,
-                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+                                   model_type="unigram", **(ids or dict(pad_id=0, eos_id=1, unk_id=2, bos_id=-1)),
                                    hard_vocab_limit=False, character_coverage=1.0, minloglevel=2)
     return buf.getvalue()
 
