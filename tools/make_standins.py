@@ -52,9 +52,9 @@ PLACEHOLDERS = {
     "hunyuan_video_vae_bf16.safetensors": "vae",
     "clip_vision_h.safetensors": "clip_vision",
 }
-# LTX-2's (ComfyUI 0.8.0+); no --full stand-ins for LTX-2 yet (tools/full_standins.py)
+# LTX-2's (ComfyUI 0.8.0+); --full stand-ins: the checkpoint's VAEs are still missing (tools/full_standins.py)
 LTX2_PLACEHOLDERS = {"gemma_3_12B_it_fp4_mixed.safetensors": "text_encoders"}
-# LoRAs under loras/: LoRA name -> (the stand-in diffusion model it fits, seed); no --full stand-ins for them yet
+# LoRAs under loras/: LoRA name -> (the stand-in diffusion model it fits, seed); --full: tools/full_standins.py
 LORAS = {
     "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors": ("wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", 8),
     "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors": ("wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", 9),
