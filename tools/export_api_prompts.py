@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 from _repo import ROOT  # first: the repository root on sys.path (tools/_repo.py)
@@ -39,8 +41,15 @@ def main(argv=None) -> int:
     if sync_api is None or not Path(CHROMIUM).exists():
         raise SystemExit(f"needs the playwright package and Chromium at {CHROMIUM} (bash scripts/setup.sh installs both)")
     a.out.mkdir(parents=True, exist_ok=True)
-    with ComfyServer(a.comfyui, a.python or comfy_python_for(a.comfyui.resolve()), test_nodes=False) as srv, \
-            sync_api.sync_playwright() as pw:
+    base = Path(tempfile.mkdtemp(prefix="stas-export-"))
+    for name in names:  # empty files under the model names: frontend 1.58's missing-model check then asks no website
+        for node in json.loads((ROOT / "example_workflows" / f"{name}.json").read_text())["nodes"]:
+            for m in (node.get("properties") or {}).get("models") or []:
+                f = base / "models" / m["directory"] / m["name"]
+                f.parent.mkdir(parents=True, exist_ok=True)
+                f.touch()
+    with ComfyServer(a.comfyui, a.python or comfy_python_for(a.comfyui.resolve()), base_dir=base,
+                     test_nodes=False) as srv, sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         for name in names:
             wf = json.loads((ROOT / "example_workflows" / f"{name}.json").read_text())
@@ -53,6 +62,7 @@ def main(argv=None) -> int:
             (a.out / f"{name}.json").write_text(json.dumps(prompt, indent=1))
             print(f"{name}: {len(prompt)} nodes -> {a.out / (name + '.json')}")
         browser.close()
+    shutil.rmtree(base, ignore_errors=True)
     return 0
 
 
