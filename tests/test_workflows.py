@@ -15,6 +15,8 @@
   keys, applied by ComfyUI's own LoraLoaderModelOnly.
   STAS Sweep (workflow 9) renders its shrunk preview latent (still 3 latent frames) at the samplers'
   shrunk step count, and its table reaches the node and a Preview as Text node.
+  Wan Animate 2 (workflow 10, ComfyUI 0.33.0 or later) and Wan 2.2 S2V (11) are checked against ComfyUI's own
+  templates and in the frontend, not run: tools/make_standins.py has no stand-ins for their files yet (NO_STANDIN).
 """
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ from stas_harness.server import FrontendPage, find_comfyui, shrink_prompt, skip_
 
 ROOT = Path(__file__).resolve().parents[1]
 WF_DIR = ROOT / "example_workflows"
-WORKFLOWS = sorted(p.stem for p in WF_DIR.glob("*.json"))
+# in their numbered order ("11. ..." after "9. ...", not after "1. ...")
+WORKFLOWS = sorted((p.stem for p in WF_DIR.glob("*.json")), key=lambda n: (int(n.split(".")[0]), n))
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 # The official ComfyUI repackaged file names the workflows may use (tools/make_standins.py writes them).
 OFFICIAL_FILES = {
@@ -41,23 +44,38 @@ OFFICIAL_FILES = {
     "clip_vision_h.safetensors", "ltx-2-19b-dev-fp8.safetensors", "gemma_3_12B_it_fp4_mixed.safetensors",
     "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors",
     "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors",
+    "wan2.2_s2v_14B_fp8_scaled.safetensors", "wav2vec2_large_english_fp16.safetensors",
+    "wan_animate_2_int8_convrot.safetensors", "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors",
+    "Wan2_1_VAE_bf16.safetensors",
 }
+# Files the workflows load that tools/make_standins.py has no stand-in for (their folder); a workflow loading one
+# is checked in the frontend and against ComfyUI's template, not run on stand-ins.
+NO_STANDIN = {"wan2.2_s2v_14B_fp8_scaled.safetensors": "diffusion_models",
+              "wav2vec2_large_english_fp16.safetensors": "audio_encoders",
+              "wan_animate_2_int8_convrot.safetensors": "diffusion_models",
+              "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors": "loras",
+              "Wan2_1_VAE_bf16.safetensors": "vae"}
+# The S2V workflow's audio input, ComfyUI's S2V template's name for it (the test writes a short tone under it).
+S2V_AUDIO = "video_wan2_2_14B_s2v_input_audio.MP3"
+# The Wan Animate 2 workflow's pose video, ComfyUI's template's name for it (the test writes a short clip under it).
+ANIMATE2_VIDEO = "street_dance_drive.mp4"
 MODEL_WIDGETS = {"UNETLoader": 0, "CLIPLoader": 0, "VAELoader": 0, "CLIPVisionLoader": 0, "DualCLIPLoader": 1,
                  "CheckpointLoaderSimple": 0, "LTXVAudioVAELoader": 0, "LTXAVTextEncoderLoader": 1,
-                 "LoraLoaderModelOnly": 0}
+                 "LoraLoaderModelOnly": 0, "AudioEncoderLoader": 0}
 # node type a workflow needs -> the ComfyUI release that brought it (older testbeds skip that workflow)
-NEWER_NODES = {"LTXVEmptyLatentAudio": "LTX-2 nodes (ComfyUI 0.8.0 or later)"}
+NEWER_NODES = {"LTXVEmptyLatentAudio": "LTX-2 nodes (ComfyUI 0.8.0 or later)",
+               "WanAnimate2ToVideo": "Wan Animate 2 nodes (ComfyUI 0.33.0 or later)"}
 # Display widgets some frontends send with the API prompt although they are no node input
 # (Preview Any's text box: "preview" from frontend 1.27, and its mode toggle "previewMode" from
-# 1.35); the server ignores them.
-DISPLAY_WIDGETS = {("PreviewAny", "preview"), ("PreviewAny", "previewMode")}
+# 1.35), and Load Audio's player "audioUI" (frontend 1.27); the server ignores them.
+DISPLAY_WIDGETS = {("PreviewAny", "preview"), ("PreviewAny", "previewMode"), ("LoadAudio", "audioUI")}
 
 
 def standin_dirs() -> dict:
     """File name -> models folder, as tools/make_standins.py writes them (an independent oracle)."""
     from tools import make_standins as ms
     return {**{n: "diffusion_models" for n in ms.DIFFUSION}, **{n: "checkpoints" for n in ms.CHECKPOINTS},
-            **ms.PLACEHOLDERS, **ms.LTX2_PLACEHOLDERS, **{n: "loras" for n in ms.LORAS}}
+            **ms.PLACEHOLDERS, **ms.LTX2_PLACEHOLDERS, **{n: "loras" for n in ms.LORAS}, **NO_STANDIN}
 
 
 def load(name: str) -> dict:
@@ -76,6 +94,7 @@ def test_expected_workflows_exist():
     assert any("LTX-2" in w for w in WORKFLOWS[6:]), WORKFLOWS
     assert any("4-step LoRA" in w for w in WORKFLOWS[6:]), WORKFLOWS
     assert "9. Wan 2.1 T2V STAS Sweep" in WORKFLOWS[6:], WORKFLOWS
+    assert WORKFLOWS[9:11] == ["10. Wan Animate 2 with STAS", "11. Wan 2.2 S2V with STAS"], WORKFLOWS
 
 
 @pytest.mark.parametrize("name", WORKFLOWS)
@@ -260,6 +279,154 @@ def test_wan21_sweep_workflow_mirrors_comfyui_template():
     assert "STAS Sweep" in note and "baseline" in note and "lower is better" in note
 
 
+def template_nodes(tpl: dict) -> list[dict]:
+    """A template's nodes that run: its top-level nodes and its subgraphs' nodes, bypassed ones (mode 4) left out."""
+    return [n for n in list(tpl["nodes"]) + [n for sg in tpl.get("definitions", {}).get("subgraphs", [])
+                                             for n in sg["nodes"]] if n.get("mode") != 4]
+
+
+@pytest.mark.integration
+def test_wan22_s2v_workflow_mirrors_comfyui_template():
+    """The S2V workflow is ComfyUI's own Wan 2.2 S2V template (video_wan2_2_14B_s2v: its files and download URLs,
+    prompts, 4-step LoRA, shift, chunk size and length, sampler, its two Video S2V Extend subgraphs laid out flat, the
+    first-frame fix, 16 fps video with the audio) with STAS Model Patch between ModelSamplingSD3 and all three
+    samplers, and the Boundary Mask Builder on the first chunk's latent."""
+    name = next(w for w in WORKFLOWS if "S2V" in w)
+    tpl = official_template("video_wan2_2_14B_s2v")
+    tpl_nodes = template_nodes(tpl)
+    tpl_models = {(m["name"], m["url"], m["directory"]) for n in tpl_nodes for m in n.get("properties", {}).get("models", [])}
+    wf = load(name)
+    ours = wf["nodes"]
+    our_models = {(m["name"], m["url"], m["directory"]) for n in ours for m in n.get("properties", {}).get("models", [])}
+    assert our_models == tpl_models, (our_models ^ tpl_models)
+    own = {"STASModelPatch", "STASBoundaryMaskBuilder", "PreviewImage"} | FRONTEND_ONLY
+    subgraphs = {sg["id"] for sg in tpl["definitions"]["subgraphs"]}   # laid out flat here
+    tpl_types = {n["type"] for n in tpl_nodes} - subgraphs - FRONTEND_ONLY - {"PrimitiveInt", "PrimitiveFloat"}
+    assert {n["type"] for n in ours} - own == tpl_types, ({n["type"] for n in ours} - own) ^ tpl_types
+
+    def values(nodes, node_type, pick=lambda v: v):
+        return sorted({json.dumps(pick(n["widgets_values"]), ensure_ascii=False) for n in nodes if n["type"] == node_type})
+
+    def rounded(v):  # 8 == 8.0
+        return [round(float(x), 6) if type(x) in (int, float) else x for x in v]
+
+    for node_type, pick in (("UNETLoader", rounded), ("LoraLoaderModelOnly", rounded), ("CLIPLoader", rounded),
+                            ("VAELoader", rounded), ("AudioEncoderLoader", rounded), ("ModelSamplingSD3", rounded),
+                            ("CLIPTextEncode", rounded), ("WanSoundImageToVideo", rounded),
+                            ("WanSoundImageToVideoExtend", rounded), ("LatentCut", rounded),
+                            ("LatentConcat", rounded), ("CreateVideo", rounded), ("SaveVideo", lambda v: v[1:])):
+        mine, theirs = values(ours, node_type, pick), values(tpl_nodes, node_type, pick)
+        assert mine and mine == theirs, f"{node_type}: {mine}, template: {theirs}"
+    prim = {n.get("title"): n["widgets_values"][0] for n in tpl_nodes if n["type"].startswith("Primitive")}
+    assert prim["Steps"] == 4 and prim["CFG"] == 1 and prim["Chunk Length"] == 77, prim  # the 4-step LoRA path
+    tpl_ks = {json.dumps(rounded(n["widgets_values"][4:])) for n in tpl_nodes if n["type"] == "KSampler"}
+    kss = [n for n in ours if n["type"] == "KSampler"]
+    assert len(kss) == 3, "the first chunk and two extensions"
+    for ks in kss:
+        v = ks["widgets_values"]   # seed, control, steps, cfg, sampler, scheduler, denoise
+        assert v[1] == "fixed" and v[2] == prim["Steps"] and round(v[3], 6) == prim["CFG"], v
+        assert {json.dumps(rounded(v[4:]))} == tpl_ks, (v, tpl_ks)
+    (drop,) = [n for n in ours if n["type"] == "ImageFromBatch"]
+    (tpl_drop,) = [n for n in tpl_nodes if n["type"] == "ImageFromBatch"]
+    assert drop["widgets_values"] == [prim["Batch sizes"], tpl_drop["widgets_values"][1]], drop["widgets_values"]
+    src = sources(wf)
+    by_type = lambda t: [n for n in ours if n["type"] == t]  # noqa: E731
+    (st,) = by_type("STASModelPatch")
+    (mb,) = by_type("STASBoundaryMaskBuilder")
+    (s2v,) = by_type("WanSoundImageToVideo")
+    assert src[(st["id"], "model")][0]["type"] == "ModelSamplingSD3"
+    assert src[(src[(st["id"], "model")][0]["id"], "model")][0]["type"] == "LoraLoaderModelOnly"
+    assert all(src[(ks["id"], "model")] == (st, 0) for ks in kss), "every sampler samples the STAS-patched model"
+    assert src[(st["id"], "mask")][0] is mb and src[(mb["id"], "latent")][0] is s2v
+    (create,) = by_type("CreateVideo")
+    assert src[(create["id"], "audio")][0]["type"] == "LoadAudio"
+    note = next(n["widgets_values"][0] for n in ours if n["type"] == "Note")
+    assert "reference image" in note and "motion-frame" in note and "never steered" in note
+
+
+@pytest.mark.integration
+def test_wan_animate2_workflow_mirrors_comfyui_template():
+    """The Wan Animate 2 workflow is the Motion Transfer subgraph of ComfyUI's own Wan Animate 2 template
+    (video_wan_animate2: its files and download URLs, prompts, LoRA, WanAnimate2Cache, shift, lcm / 6 steps / cfg 1,
+    pose-video and reference resizes, WanAnimate2ToVideo settings, trim, video with the pose video's audio and fps),
+    laid out flat, with STAS Model Patch between ModelSamplingSD3 and SamplerCustom. Left out: the template's two
+    switches (context windows, dropping the first frame; both off there) and its side-by-side comparison."""
+    name = next(w for w in WORKFLOWS if "Animate" in w)
+    tpl = official_template("video_wan_animate2")
+    motion = next(sg for sg in tpl["definitions"]["subgraphs"] if sg["name"].startswith("Motion Transfer"))
+    (inst,) = [n for n in tpl["nodes"] if n["type"] == motion["id"] and n.get("mode") != 4]
+    tpl_nodes = [n for n in motion["nodes"] if n.get("mode") != 4]
+    # the subgraph's widgets shown on its node (prompts, sizes, files, ...): subgraph input name -> value
+    promoted = [i["name"] for i in motion["inputs"] if not {"IMAGE", "MASK", "VIDEO"} & set(i["type"].split(","))]
+    shown = dict(zip(promoted, inst["widgets_values"]))
+    wf = load(name)
+    ours = wf["nodes"]
+    tpl_models = {(m["name"], m["url"], m["directory"]) for n in tpl_nodes for m in n.get("properties", {}).get("models", [])}
+    our_models = {(m["name"], m["url"], m["directory"]) for n in ours for m in n.get("properties", {}).get("models", [])}
+    assert our_models == tpl_models, (our_models ^ tpl_models)
+    assert {shown[k] for k in ("unet_name_1", "lora_name_1", "clip_name_2", "clip_name_3", "vae_name_1")} == \
+        {m[0] for m in our_models}
+    own = {"STASModelPatch", "STASBoundaryMaskBuilder", "PreviewImage", "LatentCut"} | FRONTEND_ONLY
+    left_out = {"ComfySwitchNode", "ContextWindowsManual", "PrimitiveBoolean"}
+    outer = {"LoadImage", "LoadVideo", "CreateVideo", "SaveVideo"}   # the template's nodes outside the subgraph
+    assert {n["type"] for n in ours} - own == {n["type"] for n in tpl_nodes} - left_out | outer
+    assert shown["switch_1"] is False and shown["value_1"] is False, "the template turned its switches on"
+
+    def values(nodes, node_type, pick=lambda v: v):
+        return sorted({json.dumps(pick(n["widgets_values"]), ensure_ascii=False) for n in nodes if n["type"] == node_type})
+
+    def rounded(v):
+        return [round(float(x), 6) if type(x) in (int, float) else x for x in v]
+
+    for node_type in ("UNETLoader", "LoraLoaderModelOnly", "CLIPLoader", "CLIPVisionLoader", "VAELoader",
+                      "WanAnimate2Cache", "ModelSamplingSD3", "KSamplerSelect", "BasicScheduler", "CLIPVisionEncode",
+                      "ResizeImageMaskNode", "TrimVideoLatent", "ImageFromBatch"):
+        theirs = values(tpl_nodes, node_type, rounded)
+        if node_type == "ImageFromBatch":   # [1, 4096] belongs to the frame-drop switch left out
+            theirs = [v for v in theirs if v != "[1.0, 4096.0]"]
+        if node_type == "ResizeImageMaskNode":   # sizes come from the subgraph's widgets (the pose video's)
+            theirs = sorted({json.dumps(rounded([*json.loads(v)[:1], shown["resize_type.width"],
+                                                 shown["resize_type.height_1"], *json.loads(v)[3:]]))
+                             for v in theirs} | {v for v in theirs if json.loads(v)[1] == 481})
+        mine = values(ours, node_type, rounded)
+        assert mine and mine == theirs, f"{node_type}: {mine}, template: {theirs}"
+    prompts = {n["widgets_values"][0] for n in ours if n["type"] == "CLIPTextEncode"}
+    (tpl_neg,) = [n["widgets_values"][0] for n in tpl_nodes if n["type"] == "CLIPTextEncode" and "Negative" in (n.get("title") or "")]
+    assert prompts == {shown["text"], shown["text_4"], tpl_neg}, prompts
+    (an,) = [n for n in ours if n["type"] == "WanAnimate2ToVideo"]
+    (tpl_an,) = [n for n in tpl_nodes if n["type"] == "WanAnimate2ToVideo"]
+    w = dict(zip(("width", "height", "length", "batch_size", "video_frame_offset", "pose_strength",
+                  "pose_start_percent", "pose_end_percent", "reference_image_strength"), an["widgets_values"]))
+    assert w["length"] == shown["length"] and w["video_frame_offset"] == shown["video_frame_offset_1"]
+    assert (w["pose_strength"], w["pose_start_percent"], w["pose_end_percent"], w["reference_image_strength"]) == \
+        (shown["pose_strength_1"], shown["pose_start_percent_1"], shown["pose_end_percent_1"],
+         shown["reference_image_strength_1"])
+    assert an["widgets_values"][:2] == tpl_an["widgets_values"][:2] and w["batch_size"] == 1
+    (sc,) = [n for n in ours if n["type"] == "SamplerCustom"]
+    (tpl_sc,) = [n for n in tpl_nodes if n["type"] == "SamplerCustom"]
+    assert sc["widgets_values"][0] == tpl_sc["widgets_values"][0] and sc["widgets_values"][2] == "fixed"
+    assert round(sc["widgets_values"][3], 6) == round(tpl_sc["widgets_values"][3], 6)
+    tpl_out = {n["type"]: n["widgets_values"] for n in tpl["nodes"] if n["type"] in ("CreateVideo", "SaveVideo")}
+    assert [n["widgets_values"] for n in ours if n["type"] == "CreateVideo"] == [tpl_out["CreateVideo"]]
+    assert [n["widgets_values"][1:3] for n in ours if n["type"] == "SaveVideo"] == [tpl_out["SaveVideo"][1:3]]
+    src = sources(wf)
+    (st,) = [n for n in ours if n["type"] == "STASModelPatch"]
+    chain = [st]
+    while chain[-1]["type"] != "UNETLoader":
+        chain.append(src[(chain[-1]["id"], "model")][0])
+    assert [n["type"] for n in chain] == ["STASModelPatch", "ModelSamplingSD3", "WanAnimate2Cache",
+                                          "LoraLoaderModelOnly", "UNETLoader"]
+    assert src[(sc["id"], "model")] == (st, 0), "SamplerCustom samples the STAS-patched model"
+    for inp in ("width", "height"):
+        assert src[(an["id"], inp)][0]["type"] == "GetImageSize", "the size comes from the resized pose video"
+    (mb,) = [n for n in ours if n["type"] == "STASBoundaryMaskBuilder"]
+    cut = src[(mb["id"], "latent")][0]   # the mask's preview: the latent without the reference frame 0
+    assert src[(st["id"], "mask")][0] is mb and cut["type"] == "LatentCut" and src[(cut["id"], "samples")][0] is an
+    assert cut["widgets_values"][:2] == ["t", 1] and cut["widgets_values"][2] >= shown["length"]
+    note = next(n["widgets_values"][0] for n in ours if n["type"] == "Note")
+    assert "latent frame 1" in note and "reference" in note and "never steered" in note
+
+
 # -- in the real frontend and server -------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -269,8 +436,43 @@ def standins(comfy_server):
                         str(comfy_server.src), "--models", str(comfy_server.models_dir), "--plant-ma"],
                        capture_output=True, text=True, timeout=600, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
     assert r.returncode == 0, r.stdout + r.stderr
+    write_tone(comfy_server.input_dir / S2V_AUDIO)
+    write_clip(comfy_server.input_dir / ANIMATE2_VIDEO)
+    for f, folder in NO_STANDIN.items():  # listed (so the frontend finds nothing missing), never loaded
+        (comfy_server.models_dir / folder).mkdir(parents=True, exist_ok=True)
+        (comfy_server.models_dir / folder / f).write_bytes(b"")
     comfy_server.object_info(refresh=True)
     return comfy_server
+
+
+def write_clip(path: Path, frames: int = 9, size: int = 64) -> None:
+    """A short moving-gradient video under the Wan Animate 2 workflow's pose-video name."""
+    import av
+    import numpy as np
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("mpeg4", rate=16)
+        st.width = st.height = size
+        st.pix_fmt = "yuv420p"
+        for i in range(frames):
+            img = np.full((size, size, 3), 40, np.uint8)
+            img[:, (i * 6) % size:(i * 6) % size + 8] = 220
+            for p in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in st.encode():
+            c.mux(p)
+
+
+def write_tone(path: Path, seconds: float = 1.0, rate: int = 16000) -> None:
+    """A short 440 Hz tone (WAV data; ComfyUI's LoadAudio reads by content) under the S2V workflow's audio name."""
+    import math
+    import struct
+    import wave
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / rate)))
+                               for i in range(int(seconds * rate))))
 
 
 LOAD_JS = """
@@ -357,7 +559,9 @@ def test_loads_in_frontend(loaded, standins, name):
     assert r["toasts"] == [], f"error toast on load: {r['toasts']}"
     assert r["errors"] == [], f"frontend errors: {r['errors']}"
     assert r["problems"] == [], f"graph problems: {r['problems']}"
-    assert r["widgets"] == [], f"widget values not kept: {r['widgets']}"
+    # Load Audio's player (audioUI, and upload on some frontends) shows the loaded file: not a saved value
+    widgets = [w for w in r["widgets"] if not (w.startswith("LoadAudio #") and ("(audioUI)" in w or "(upload)" in w))]
+    assert widgets == [], f"widget values not kept: {widgets}"
 
 
 def _check_value(node_type: str, name: str, value, spec) -> str | None:
@@ -449,6 +653,11 @@ def shrink_for_cpu(prompt: dict) -> dict:
 @pytest.mark.parametrize("name", WORKFLOWS)
 def test_runs_on_standins(loaded, standins, name):
     skip_if_too_old(standins, name)
+    no_standin = sorted({f for n in load(name)["nodes"] if n["type"] in MODEL_WIDGETS
+                         for f in n["widgets_values"][: MODEL_WIDGETS[n["type"]] + 1] if f in NO_STANDIN})
+    if no_standin:
+        pytest.skip(f"{name}: tools/make_standins.py has no stand-in for {', '.join(no_standin)} yet (the model "
+                    "class itself is steered on tiny models in tests/test_integration_wan_variants.py)")
     prompt = shrink_for_cpu(loaded[name]["prompt"])
     log_start = standins.log_path.stat().st_size if standins.log_path.exists() else 0
     entry = standins.run(prompt, timeout=600)

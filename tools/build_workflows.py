@@ -10,7 +10,9 @@ that graph. Build with the OLDEST supported ComfyUI so every newer frontend can 
         ~/.cache/comfyui-stas/testbeds/comfyui-0.3.64/venv/bin/python tools/build_workflows.py [NAME or number ...]
 
 except "7. LTX-2 with STAS": ComfyUI has LTX-2's nodes from 0.8.0 (an older one skips it), so build that
-one with the 0.8.0 testbed (``... comfyui-0.8.0 ... tools/build_workflows.py 7``).
+one with the 0.8.0 testbed (``... comfyui-0.8.0 ... tools/build_workflows.py 7``), and "10. Wan Animate 2 with
+STAS", whose nodes (WanAnimate2ToVideo, WanAnimate2Cache) and template come with 0.33.0: build it with the 0.33.0
+testbed (``... comfyui-0.33.0 ... tools/build_workflows.py 10``).
 
 Every layout is compact (MAX_EXTENT, no overlapping nodes; the build stops otherwise) and the file's saved
 view frames it in a 1600 x 1000 window, so each workflow opens readable from Browse Templates on frontends
@@ -117,7 +119,8 @@ MODEL_DOWNLOADS = {
 MODEL_WIDGETS = {"UNETLoader": ("unet_name",), "CLIPLoader": ("clip_name",), "VAELoader": ("vae_name",),
                  "CLIPVisionLoader": ("clip_name",), "DualCLIPLoader": ("clip_name1", "clip_name2"),
                  "CheckpointLoaderSimple": ("ckpt_name",), "LTXVAudioVAELoader": ("ckpt_name",),
-                 "LTXAVTextEncoderLoader": ("text_encoder", "ckpt_name"), "LoraLoaderModelOnly": ("lora_name",)}
+                 "LTXAVTextEncoderLoader": ("text_encoder", "ckpt_name"), "LoraLoaderModelOnly": ("lora_name",),
+                 "AudioEncoderLoader": ("audio_encoder_name",)}
 
 
 def add_model_downloads(wf: dict, overrides: dict | None = None) -> dict:
@@ -610,8 +613,225 @@ STAS Sweep renders the preview latent with the same seed once without STAS (the 
     return g
 
 
+
+# ComfyUI's own Wan 2.2 S2V template (comfyui-workflow-templates: video_wan2_2_14B_s2v, the same in the packages of
+# ComfyUI 0.3.64 to 0.33.0): its files and download URLs (the VAE from the Wan 2.2 repository), prompts, shift, 4-step
+# LoRA path (4 steps, cfg 1 from its Steps / CFG primitives), 640x640 chunks of 77 frames, two Video S2V Extend
+# subgraphs (each: WanSoundImageToVideoExtend -> KSampler -> LatentConcat), its first-frame fix and 16 fps video.
+S2V_TEMPLATE_PROMPT = ("The man is playing the guitar. He looks down at his hands playing the guitar and sings "
+                       "affectionately and gently.")
+S2V_TEMPLATE_AUDIO = "video_wan2_2_14B_s2v_input_audio.MP3"  # the template's input name: put your audio there
+S2V_TEMPLATE_DOWNLOADS = {
+    "wan2.2_s2v_14B_fp8_scaled.safetensors":
+        ("diffusion_models", _WAN22 + "diffusion_models/wan2.2_s2v_14B_fp8_scaled.safetensors"),
+    "wav2vec2_large_english_fp16.safetensors":
+        ("audio_encoders", _WAN22 + "audio_encoders/wav2vec2_large_english_fp16.safetensors"),
+    "wan_2.1_vae.safetensors": ("vae", _WAN22 + "vae/wan_2.1_vae.safetensors"),
+}
+
+
+def wan22_s2v() -> Graph:
+    """ComfyUI's Wan 2.2 S2V template (video_wan2_2_14B_s2v), its subgraphs laid out flat, with STAS Model Patch
+    between ModelSamplingSD3 and the three samplers (first chunk and two extensions) and the Boundary Mask Builder on
+    the first chunk's latent. Seeds fixed (the template randomizes the first)."""
+    g = Graph("11. Wan 2.2 S2V with STAS",
+              "Speech to video: STAS steers the video, never the reference, motion frames or audio.")
+    g.downloads = S2V_TEMPLATE_DOWNLOADS
+    unet = g.add("UNETLoader", (0, 0), unet_name="wan2.2_s2v_14B_fp8_scaled.safetensors", weight_dtype="default")
+    lora = g.add("LoraLoaderModelOnly", (0, 130), lora_name="wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors",
+                 strength_model=1.0)
+    g.link(unet, "MODEL", lora, "model")
+    ms = g.add("ModelSamplingSD3", (0, 260), shift=8.0)
+    g.link(lora, "MODEL", ms, "model")
+    clip = g.add("CLIPLoader", (0, 360), clip_name="umt5_xxl_fp8_e4m3fn_scaled.safetensors", type="wan", device="default")
+    vae = g.add("VAELoader", (0, 510), vae_name="wan_2.1_vae.safetensors")
+    aenc = g.add("AudioEncoderLoader", (0, 610), audio_encoder_name="wav2vec2_large_english_fp16.safetensors")
+    audio = g.add("LoadAudio", (0, 710), audio=S2V_TEMPLATE_AUDIO)
+    aee = g.add("AudioEncoderEncode", (0, 940))
+    g.link(aenc, "AUDIO_ENCODER", aee, "audio_encoder")
+    g.link(audio, "AUDIO", aee, "audio")
+    pos = g.add("CLIPTextEncode", (250, 0), title="Positive prompt", size=[400, 150], text=S2V_TEMPLATE_PROMPT)
+    neg = g.add("CLIPTextEncode", (250, 200), title="Negative prompt", size=[400, 130],
+                text=WAN21_T2V_TEMPLATE_NEGATIVE)
+    g.link(clip, "CLIP", pos, "clip")
+    g.link(clip, "CLIP", neg, "clip")
+    img = g.add("LoadImage", (250, 380), size=[300, 340], image="example.png", upload="image")
+    s2v = g.add("WanSoundImageToVideo", (300, 770), width=640, height=640, length=77, batch_size=1)
+    for src, out, inp in ((pos, "CONDITIONING", "positive"), (neg, "CONDITIONING", "negative"), (vae, "VAE", "vae"),
+                          (aee, "AUDIO_ENCODER_OUTPUT", "audio_encoder_output"), (img, "IMAGE", "ref_image")):
+        g.link(src, out, s2v, inp)
+    mb = g.add("STASBoundaryMaskBuilder", (690, 340), color=STAS_COLOR, first_frame=True, boundaries=True, head=1.0,
+               tail=1.0, unit="rows", patch_t=1, patch_hw=2)
+    g.link(s2v, "latent", mb, "latent")
+    prev = g.add("PreviewImage", (690, 620), title="Which tokens STAS steers", size=[235, 280])
+    g.link(mb, "preview", prev, "images")
+    st = stas(g, (690, 0), ms)
+    g.link(mb, "mask", st, "mask")
+    ks = ksampler(g, (940, 0), (st, "MODEL"), (s2v, "positive"), (s2v, "negative"), (s2v, "latent"), 4, 1.0)
+    latent = (ks, "LATENT")
+    for x, y in ((940, 320), (1190, 0)):  # the template's two Video S2V Extend subgraphs
+        ext = g.add("WanSoundImageToVideoExtend", (x, y), title="Video S2V Extend", length=77)
+        for src, out, inp in ((pos, "CONDITIONING", "positive"), (neg, "CONDITIONING", "negative"),
+                              (vae, "VAE", "vae"), (latent[0], latent[1], "video_latent"),
+                              (aee, "AUDIO_ENCODER_OUTPUT", "audio_encoder_output"), (img, "IMAGE", "ref_image")):
+            g.link(src, out, ext, inp)
+        kse = ksampler(g, (x, y + 260), (st, "MODEL"), (ext, "positive"), (ext, "negative"), (ext, "latent"), 4, 1.0,
+                       title="KSampler (extend)")
+        cat = g.add("LatentConcat", (x, y + 570), dim="t")
+        g.link(latent[0], latent[1], cat, "samples1")
+        g.link(kse, "LATENT", cat, "samples2")
+        latent = (cat, "LATENT")
+    cut = g.add("LatentCut", (1190, 700), dim="t", index=0, amount=1)
+    g.link(latent[0], latent[1], cut, "samples")
+    first = g.add("LatentConcat", (1190, 880), title="LatentConcat (first frame twice)", dim="t")
+    g.link(cut, "LATENT", first, "samples1")
+    g.link(latent[0], latent[1], first, "samples2")
+    dec = g.add("VAEDecode", (1440, 0))
+    g.link(first, "LATENT", dec, "samples")
+    g.link(vae, "VAE", dec, "vae")
+    drop = g.add("ImageFromBatch", (1440, 100), title="ImageFromBatch (drop the doubled frames)", batch_index=3,
+                 length=4096)
+    g.link(dec, "IMAGE", drop, "image")
+    vid = g.add("CreateVideo", (1440, 240), fps=16.0)
+    g.link(drop, "IMAGE", vid, "images")
+    g.link(audio, "AUDIO", vid, "audio")
+    save = g.add("SaveVideo", (1440, 390), size=[400, 380], filename_prefix="video/stas_wan22_s2v", format="auto",
+                 codec="auto")
+    g.link(vid, "VIDEO", save, "video")
+    g.note((1440, 820), """
+Wan 2.2 S2V (speech to video) with STAS, from ComfyUI's own S2V template: 4-step LoRA, cfg 1, a first chunk of 77 frames and two Video S2V Extend chunks, all three sampled with the one STAS-patched model.
+
+What STAS steers: only the tokens of the latent being sampled (its first latent frame and the head/tail rows of every later latent frame, in block 20 of 40, steps 1-2 of 4). The reference image's tokens and the motion-frame tokens, which the model appends after the video, are never steered and never enter the global max; audio is added into the video after the block.
+
+Needs ComfyUI 0.8.0 or later (0.3.x refuses S2V). Put your image and audio in ComfyUI/input. Bypass STAS (Ctrl+B) to compare.
+""", size=(400, 400))
+    return g
+
+
+
+# ComfyUI's own Wan Animate 2 template (comfyui-workflow-templates 0.11, ComfyUI 0.33.0: video_wan_animate2; it
+# replaced the Wan 2.2 Animate template video_wan2_2_14B_animate, which needed three custom node packs): its files and
+# download URLs, prompts, LoRA, WanAnimate2Cache, shift, lcm 6 steps cfg 1, the 482x854 pose video of 81 frames.
+_ANIMATE2 = "https://huggingface.co/Comfy-Org/Wan-Animate-2/resolve/main/"
+ANIMATE2_DOWNLOADS = {
+    "wan_animate_2_int8_convrot.safetensors":
+        ("diffusion_models", _ANIMATE2 + "diffusion_models/wan_animate_2_int8_convrot.safetensors"),
+    "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors":
+        ("loras", _ANIMATE2 + "loras/lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors"),
+    "umt5_xxl_fp8_e4m3fn_scaled.safetensors": ("text_encoders", _ANIMATE2 + "text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors"),
+    "clip_vision_h.safetensors": ("clip_vision", _ANIMATE2 + "clip_vision/clip_vision_h.safetensors"),
+    "Wan2_1_VAE_bf16.safetensors": ("vae", _ANIMATE2 + "vae/Wan2_1_VAE_bf16.safetensors"),
+}
+ANIMATE2_PROMPT = ("Character appearance description: A young woman with fair skin, slender build, and messy "
+                   "shoulder-length bubblegum-pink hair. She wears a black cropped distressed leather jacket with gold "
+                   "buttons and buckles over a dark bandeau top. Both arms are gold and black mechanical prosthetics "
+                   "with visible gears and joints. She wears black leather shorts, a wide black belt with a large gold "
+                   "buckle, and black straps on her right thigh.\nBackground description: Plain light gray studio "
+                   "background, soft even lighting, no decorations.\n")
+ANIMATE2_VIDEO = "street_dance_drive.mp4"  # the template's input name: put your pose video there
+ANIMATE2_POSE_PROMPT = "A girl doing energetic street dance with rhythmic steps and dynamic arm gestures, background stationary"
+
+
+def wan_animate2() -> Graph:
+    """ComfyUI's Wan Animate 2 template (video_wan_animate2): its Motion Transfer subgraph laid out flat (its context
+    window and frame-drop switches, off in the template, and its side-by-side stitch left out), with STAS Model Patch
+    between ModelSamplingSD3 and SamplerCustom. Seed fixed (the template randomizes it)."""
+    g = Graph("10. Wan Animate 2 with STAS",
+              "Character animation: STAS steers the generated frames, never the reference or pose.")
+    g.downloads = ANIMATE2_DOWNLOADS
+    unet = g.add("UNETLoader", (0, 0), unet_name="wan_animate_2_int8_convrot.safetensors", weight_dtype="default")
+    lora = g.add("LoraLoaderModelOnly", (0, 130),
+                 lora_name="lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors", strength_model=1.0)
+    g.link(unet, "MODEL", lora, "model")
+    cache = g.add("WanAnimate2Cache", (0, 260), device="gpu", dtype="int8")
+    g.link(lora, "MODEL", cache, "model")
+    ms = g.add("ModelSamplingSD3", (0, 390), shift=5.0)
+    g.link(cache, "MODEL", ms, "model")
+    clip = g.add("CLIPLoader", (0, 490), clip_name="umt5_xxl_fp8_e4m3fn_scaled.safetensors", type="wan", device="default")
+    cvl = g.add("CLIPVisionLoader", (0, 640), clip_name="clip_vision_h.safetensors")
+    vae = g.add("VAELoader", (0, 740), vae_name="Wan2_1_VAE_bf16.safetensors")
+    ksel = g.add("KSamplerSelect", (0, 840), sampler_name="lcm")
+    sched = g.add("BasicScheduler", (0, 940), scheduler="simple", steps=6, denoise=1.0)
+    g.link(cache, "MODEL", sched, "model")
+    pos = g.add("CLIPTextEncode", (250, 0), title="Positive prompt (the character)", size=[400, 150], text=ANIMATE2_PROMPT)
+    pose_txt = g.add("CLIPTextEncode", (250, 200), title="Pose prompt (the motion)", size=[400, 100],
+                     text=ANIMATE2_POSE_PROMPT)
+    neg = g.add("CLIPTextEncode", (250, 350), title="Negative prompt", size=[400, 120], text=WAN21_T2V_TEMPLATE_NEGATIVE)
+    for t in (pos, pose_txt, neg):
+        g.link(clip, "CLIP", t, "clip")
+    img = g.add("LoadImage", (250, 520), title="Load Image (Reference Image)", size=[400, 330], image="example.png",
+                upload="image")
+    st = stas(g, (690, 0), ms)
+    vid_in = g.add("LoadVideo", (690, 340), title="Load Video (Pose Video)", size=[230, 330], file=ANIMATE2_VIDEO)
+    comps = g.add("GetVideoComponents", (690, 720))
+    g.link(vid_in, "VIDEO", comps, "video")
+    rpose = g.add("ResizeImageMaskNode", (940, 0), title="Resize (pose video)", resize_type="scale dimensions",
+                  **{"resize_type.width": 482, "resize_type.height": 854, "resize_type.crop": "center"},
+                  scale_method="area")
+    g.link(comps, "images", rpose, "input")
+    size = g.add("GetImageSize", (940, 230))
+    g.link(rpose, "resized", size, "image")
+    rref = g.add("ResizeImageMaskNode", (940, 380), title="Resize (reference)", resize_type="scale dimensions",
+                 **{"resize_type.width": 481, "resize_type.height": 854, "resize_type.crop": "center"},
+                 scale_method="area")
+    g.link(img, "IMAGE", rref, "input")
+    g.link(size, "width", rref, "resize_type.width")
+    g.link(size, "height", rref, "resize_type.height")
+    first = g.add("ImageFromBatch", (690, 870), batch_index=0, length=1)
+    g.link(rpose, "resized", first, "image")
+    cve = g.add("CLIPVisionEncode", (250, 900), crop="none")
+    g.link(cvl, "CLIP_VISION", cve, "clip_vision")
+    g.link(rref, "resized", cve, "image")
+    cvp = g.add("CLIPVisionEncode", (250, 1030), title="CLIPVisionEncode (pose)", crop="none")
+    g.link(cvl, "CLIP_VISION", cvp, "clip_vision")
+    g.link(first, "IMAGE", cvp, "image")
+    an = g.add("WanAnimate2ToVideo", (1190, 0), width=832, height=480, length=81, batch_size=1, video_frame_offset=0,
+               pose_strength=1.0, pose_start_percent=0.0, pose_end_percent=1.0, reference_image_strength=1.0)
+    for src, out, inp in ((pos, "CONDITIONING", "positive"), (neg, "CONDITIONING", "negative"), (vae, "VAE", "vae"),
+                          (rref, "resized", "reference_image"), (rpose, "resized", "pose_video"),
+                          (cve, "CLIP_VISION_OUTPUT", "clip_vision_output"), (pose_txt, "CONDITIONING", "positive_pose"),
+                          (cvp, "CLIP_VISION_OUTPUT", "clip_vision_output_pose"), (size, "width", "width"),
+                          (size, "height", "height")):
+        g.link(src, out, an, inp)
+    # the Boundary Mask Builder's preview on the generated frames: latent frame 0 is the reference image (STAS counts
+    # its frames from latent frame 1; the mask is rules, not a shape, so the same mask fits the model's latent)
+    cut = g.add("LatentCut", (940, 890), title="Generated frames", dim="t", index=1, amount=4096)
+    g.link(an, "latent", cut, "samples")
+    mb = g.add("STASBoundaryMaskBuilder", (1190, 950), color=STAS_COLOR, first_frame=True, boundaries=True, head=1.0,
+               tail=1.0, unit="rows", patch_t=1, patch_hw=2)
+    g.link(cut, "LATENT", mb, "latent")
+    prev = g.add("PreviewImage", (1580, 900), title="Which tokens STAS steers", size=[400, 320])
+    g.link(mb, "preview", prev, "images")
+    g.link(mb, "mask", st, "mask")
+    sc = g.add("SamplerCustom", (940, 620), add_noise=True, noise_seed=SEED, control_after_generate="fixed", cfg=1.0)
+    for src, out, inp in ((st, "MODEL", "model"), (an, "positive", "positive"), (an, "negative", "negative"),
+                          (ksel, "SAMPLER", "sampler"), (sched, "SIGMAS", "sigmas"), (an, "latent", "latent_image")):
+        g.link(src, out, sc, inp)
+    trim = g.add("TrimVideoLatent", (1190, 560), trim_amount=0)
+    g.link(sc, "output", trim, "samples")
+    g.link(an, "trim_latent", trim, "trim_amount")
+    dec = g.add("VAEDecode", (1190, 700))
+    g.link(trim, "LATENT", dec, "samples")
+    g.link(vae, "VAE", dec, "vae")
+    cv = g.add("CreateVideo", (1190, 800), fps=30.0)
+    g.link(dec, "IMAGE", cv, "images")
+    g.link(comps, "audio", cv, "audio")
+    g.link(comps, "fps", cv, "fps")
+    save = g.add("SaveVideo", (1580, 0), size=[400, 380], filename_prefix="video/stas_wan_animate2", format="auto",
+                 codec="auto")
+    g.link(cv, "VIDEO", save, "video")
+    g.note((1580, 430), """
+Wan Animate 2 (character animation: a reference image moved by a pose video) with STAS, from ComfyUI's own Wan Animate 2 template: step-distill LoRA, lcm, 6 steps, cfg 1.
+
+What STAS steers: the generated frames only. Latent frame 0 of the model input is the reference image (WanAnimate2ToVideo puts it there, TrimVideoLatent cuts it after sampling): STAS skips its tokens, so the steered first frame is latent frame 1, and the head/tail rows of every later latent frame (the preview shows them on the latent without frame 0), in block 20 of 40, steps 1-3 of 6. The reference, the pose branch and CLIP vision are never steered and never enter the global max.
+
+Needs ComfyUI 0.33.0 or later. Put your image and pose video in ComfyUI/input. Bypass STAS (Ctrl+B) to compare.
+""", size=(400, 430))
+    return g
+
+
 WORKFLOWS = [wan21_t2v, wan22_ti2v_5b, wan22_a14b, wan21_i2v, hunyuan_t2v, analysis, ltx2_t2v, wan22_a14b_4step,
-             wan21_t2v_sweep]
+             wan21_t2v_sweep, wan_animate2, wan22_s2v]
 
 BUILD_JS = """
 async ({nodes, links, groups}) => {
@@ -756,6 +976,35 @@ def save_thumbnail(png: bytes, path: Path, blurb: str) -> None:
     card.save(path, "JPEG", quality=88, optimize=True)
 
 
+def write_inputs(g: Graph, folder: Path) -> None:
+    """Short stand-ins, in the build server's input folder, for the video and audio files the graph's Load Video /
+    Load Audio nodes name (the templates' names), so the frontend previews them instead of marking the node."""
+    import math
+    import wave
+
+    import av  # ships with ComfyUI
+    import numpy as np
+    for n in g.nodes:
+        if n["type"] == "LoadVideo" and not (folder / n["widgets"]["file"]).exists():
+            with av.open(str(folder / n["widgets"]["file"]), "w") as c:
+                st = c.add_stream("mpeg4", rate=16)
+                st.width = st.height = 64
+                st.pix_fmt = "yuv420p"
+                for i in range(9):
+                    img = np.full((64, 64, 3), 40 + 20 * i, np.uint8)
+                    for p in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                        c.mux(p)
+                for p in st.encode():
+                    c.mux(p)
+        if n["type"] == "LoadAudio" and not (folder / n["widgets"]["audio"]).exists():
+            with wave.open(str(folder / n["widgets"]["audio"]), "wb") as w:
+                w.setnchannels(1)
+                w.setsampwidth(2)
+                w.setframerate(16000)
+                w.writeframes(np.array([8000 * math.sin(2 * math.pi * 440 * i / 16000) for i in range(16000)],
+                                       dtype="<i2").tobytes())
+
+
 def main(argv: list[str]) -> int:
     from stas_harness.server import CHROMIUM, CHROMIUM_ARGS, ComfyServer, FrontendPage, ensure_playwright, find_comfyui
 
@@ -773,6 +1022,7 @@ def main(argv: list[str]) -> int:
             if missing:  # LTX-2 on 0.3.64: leave the file as it is
                 print(f"skipped {g.name}: this ComfyUI has no {sorted(missing)}; build it with a newer one")
                 continue
+            write_inputs(g, srv.input_dir)
             ctx = browser.new_context(viewport={"width": 2600, "height": 1500})  # zoom >= 0.6: full-quality nodes
             page = FrontendPage(ctx.new_page(), srv).open()
             text, _ = page.evaluate(BUILD_JS, g.spec())

@@ -67,8 +67,8 @@ def main(argv=None) -> int:
                 exercise_chart(srv, fp, entry, a.out, renderer)
                 print(f"frontend {'.'.join(map(str, version))} ({renderer}): chart screenshots in {a.out}")
                 fp.ctx.close()
-            # tall enough for the dialog to show every card (nine: three rows)
-            ctx = browser.new_context(viewport={"width": 1500, "height": 1750}, device_scale_factor=1)
+            # tall enough for the dialog to show every card (eleven: four rows)
+            ctx = browser.new_context(viewport={"width": 1500, "height": 2200}, device_scale_factor=1)
             fp = FrontendPage(ctx.new_page(), srv).open()
             fp.ctx = ctx
             sorted_a_z = sort_templates_a_to_z(fp)
