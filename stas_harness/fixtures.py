@@ -16,6 +16,7 @@ definition, with its own instance).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,24 @@ def serve(server_cls=ComfyServer):
         yield srv
     finally:
         srv.cleanup()
+
+
+def serve_on_frontend(server_cls, frontend: str):
+    """A fixture body: ``serve(server_cls)`` on the testbed's own frontend (``frontend`` "own", from
+    ``server.frontend_params()``), or on that newer frontend setup installed (a skip when it is not there)."""
+    if frontend == "own":
+        yield from serve(server_cls)
+        return
+    from stas_harness import server as harness
+    found = dict(harness.extra_frontends(os.environ["COMFYUI_PATH"]))
+    if frontend not in found:
+        skip_missing(f"frontend {frontend} is not installed under {harness.testbeds_root()}: run bash scripts/setup.sh")
+
+    class NewerFrontend(server_cls):
+        def command(self):
+            return super().command() + ["--front-end-root", str(found[frontend])]
+
+    yield from serve(NewerFrontend)
 
 
 @pytest.fixture(scope="session")

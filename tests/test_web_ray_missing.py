@@ -11,13 +11,12 @@ Runs on the testbed's own frontend and, on the newest testbed, also on frontend 
 """
 from __future__ import annotations
 
-import os
 import subprocess
 
 import pytest
 
 from stas_harness import server as harness
-from stas_harness.fixtures import serve
+from stas_harness.fixtures import serve_on_frontend
 from stas_harness.server import ComfyServer, FrontendPage
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
@@ -25,26 +24,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
 MESSAGE = "STAS Model Patch (Ray): raylight is not installed"
 
 
-def _frontends() -> list[str]:
-    src = os.environ.get("COMFYUI_PATH")
-    return ["own", *(harness.EXTRA_FRONTENDS if src and harness.extra_frontend_applies(src) else ())]
-
-
-@pytest.fixture(scope="module", params=_frontends())
+@pytest.fixture(scope="module", params=harness.frontend_params())
 def server(request):
-    if request.param == "own":
-        yield from serve(ComfyServer)
-        return
-    found = dict(harness.extra_frontends(os.environ["COMFYUI_PATH"]))
-    if request.param not in found:
-        harness.skip_missing(f"frontend {request.param} is not installed under {harness.testbeds_root()}: "
-                             "run bash scripts/setup.sh")
-
-    class NewerFrontend(ComfyServer):
-        def command(self):
-            return super().command() + ["--front-end-root", str(found[request.param])]
-
-    yield from serve(NewerFrontend)
+    yield from serve_on_frontend(ComfyServer, request.param)
 
 
 def test_queueing_the_ray_node_without_raylight_says_so(server, browser):

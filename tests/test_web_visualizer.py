@@ -31,13 +31,12 @@ Screenshots go to the test's tmp_path only; docs/screenshots/ are written by
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import pytest
 
-from stas_harness.fixtures import serve
+from stas_harness.fixtures import serve_on_frontend
 from stas_harness import server as harness
 from stas_harness.visualizer_page import (H_TOK, T_LAT, VIS_ID, W_TOK, NoVueRenderer, VisualizerServer,
                                           cards_screenshot, chart_fill, exercise_chart, frontend_version, load_and_run,
@@ -52,19 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module", params=harness.frontend_params())
 def vis_server(request):
     """The visualizer server with the testbed's own frontend, then (newest testbed) with frontend 1.58."""
-    if request.param == "own":
-        yield from serve(VisualizerServer)
-        return
-    found = dict(harness.extra_frontends(os.environ["COMFYUI_PATH"]))
-    if request.param not in found:
-        harness.skip_missing(f"frontend {request.param} is not installed under {harness.testbeds_root()}: "
-                             "run bash scripts/setup.sh")
-
-    class NewerFrontend(VisualizerServer):
-        def command(self):
-            return super().command() + ["--front-end-root", str(found[request.param])]
-
-    yield from serve(NewerFrontend)
+    yield from serve_on_frontend(VisualizerServer, request.param)
 
 
 @pytest.mark.parametrize("renderer", ["litegraph", "vue"])

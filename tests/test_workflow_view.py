@@ -15,13 +15,12 @@ scripts/setup.sh, served with --front-end-root), as tests/test_web_visualizer.py
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from stas_harness import server as harness
-from stas_harness.fixtures import serve
+from stas_harness.fixtures import serve_on_frontend
 from stas_harness.server import ComfyServer, FrontendPage
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
@@ -38,16 +37,7 @@ def view_server(request):
     if request.param == "own":
         yield request.getfixturevalue("comfy_server")
         return
-    found = dict(harness.extra_frontends(os.environ["COMFYUI_PATH"]))
-    if request.param not in found:
-        harness.skip_missing(f"frontend {request.param} is not installed under {harness.testbeds_root()}: "
-                             "run bash scripts/setup.sh")
-
-    class NewerFrontend(ComfyServer):
-        def command(self):
-            return super().command() + ["--front-end-root", str(found[request.param])]
-
-    yield from serve(NewerFrontend)
+    yield from serve_on_frontend(ComfyServer, request.param)
 
 
 VIEW_JS = """() => {
