@@ -165,6 +165,13 @@ def video_stats(path: Path) -> dict:
             "frame_to_frame_diff": round(float(np.abs(np.diff(per_frame, axis=0)).mean()), 4) if len(frames) > 1 else 0.0}
 
 
+def log_since(srv, offset: int) -> str:
+    """The server's log from byte ``offset`` on."""
+    with open(srv.log_path, "rb") as fh:
+        fh.seek(offset)
+        return fh.read().decode(errors="replace")
+
+
 def log_lines(text: str) -> list[str]:
     """STAS's own log lines and ComfyUI's per-prompt timing from a slice of the server log."""
     keep = ("STAS", "stas", "Prompt executed", "Requested to load", "loaded completely", "Traceback", "Error")
@@ -267,9 +274,7 @@ def main(argv=None) -> int:
             except (PromptError, TimeoutError, RuntimeError) as e:
                 rec["ok"], rec["error"] = False, str(e)[:3000]
             rec["run_s"] = round(time.time() - t, 1)
-            with open(srv.log_path, "rb") as fh:
-                fh.seek(log_from)
-                text = fh.read().decode(errors="replace")
+            text = log_since(srv, log_from)
             rec["log"] = log_lines(text)
             m = re.findall(r"Prompt executed in ([0-9.:]+)", text)
             rec["comfy_executed_in"] = m[-1] if m else None
@@ -319,9 +324,7 @@ def timed_run(srv, prompt: dict, label: str, timeout: float) -> dict:
         except (PromptError, TimeoutError, RuntimeError) as e:
             out["ok"], out["error"] = False, str(e)[:2000]
         out["wall_s"] = round(time.time() - t, 2)
-    with open(srv.log_path, "rb") as fh:
-        fh.seek(log_from)
-        text = fh.read().decode(errors="replace")
+    text = log_since(srv, log_from)
     m = re.findall(r"Prompt executed in ([0-9.]+) seconds", text)
     out["executed_in"] = float(m[-1]) if m else None
     out.update(sampling_steps(text), peak_mib=mem.peak, start_mib=mem.start_used)
