@@ -64,9 +64,10 @@ def test_every_workflow_file_has_a_full_size_spec(fs):
 
 
 # workflow 7's files -> parameters in billions: the checkpoint holds LTX-2's 18.88B audio-video transformer,
-# its two text embeddings connectors (0.71B) and the Gemma feature projection (3840 x 49 -> 3840, 0.72B);
-# Gemma 3 12B as ComfyUI builds it (with its vision tower)
-LTX2 = {"ltx-2-19b-dev-fp8.safetensors": 20.31, "gemma_3_12B_it_fp4_mixed.safetensors": 12.19}
+# its two text embeddings connectors (0.71B), the Gemma feature projection (3840 x 49 -> 3840, 0.72B), the
+# video VAE (1.23B), the audio VAE and the vocoder (0.05B each); Gemma 3 12B as ComfyUI builds it (with its
+# vision tower)
+LTX2 = {"ltx-2-19b-dev-fp8.safetensors": 21.64, "gemma_3_12B_it_fp4_mixed.safetensors": 12.19}
 
 
 def test_gemma3_12b_is_detected_and_its_tokenizer_loads(fs):
@@ -98,7 +99,7 @@ def test_ltx2_checkpoint_is_detected_and_feeds_comfyuis_ltx2_text_encoder(fs):
     spec = fs.SPECS[name]
     sd = meta_state_dict(fs, name)
     assert sum(v.numel() for v in sd.values()) / 1e9 == pytest.approx(LTX2[name], abs=0.01)
-    assert spec.folder == "checkpoints" and spec.diffusion and spec.missing  # the VAEs are not there yet
+    assert spec.folder == "checkpoints" and spec.diffusion and not spec.missing
     cfg = comfy.model_detection.model_config_from_unet(sd, "model.diffusion_model.", metadata=spec.metadata())
     assert type(cfg).__name__ == "LTXAV" and cfg.unet_config["num_layers"] == 48
     assert sd["model.diffusion_model.transformer_blocks.47.attn1.to_q.weight"].shape == (4096, 4096)
@@ -112,6 +113,81 @@ def test_ltx2_checkpoint_is_detected_and_feeds_comfyuis_ltx2_text_encoder(fs):
     assert not unexpected and own and not own & set(missing)
     planted = [k for k in sd if fs.is_ma_projection(k)]
     assert len(planted) == 48 and all(".ff.net.2." in k for k in planted)
+
+
+def test_ltx2_checkpoint_vaes_are_what_comfyui_builds_from_its_metadata(fs):
+    """The checkpoint's video VAE, audio VAE and vocoder keys and shapes are exactly the modules ComfyUI builds
+    from the file's ``config`` metadata under the prefixes its loaders strip (``vae.`` for the checkpoint's
+    VAE, ``audio_vae.`` and ``vocoder.`` for LTXV Audio VAE Loader), and the keys ComfyUI's VAE detection reads
+    pick the LTX-2 layout (version 2)."""
+    from stas_harness.models import has_ltxav
+    if not has_ltxav():
+        pytest.skip("this ComfyUI has no LTX-2")
+    import comfy.model_detection
+    from comfy.ldm.lightricks.vae.causal_audio_autoencoder import CausalAudioAutoencoder
+    from comfy.ldm.lightricks.vae.causal_video_autoencoder import VideoVAE
+    from comfy.ldm.lightricks.vocoders.vocoder import Vocoder
+    name = "ltx-2-19b-dev-fp8.safetensors"
+    sd = meta_state_dict(fs, name)
+    meta = fs.SPECS[name].metadata()
+    config = json.loads(meta["config"])
+    cfg = comfy.model_detection.model_config_from_unet(sd, "model.diffusion_model.", metadata=meta)
+    (prefix,) = cfg.vae_key_prefix
+
+    def part(p):
+        return {k[len(p):]: tuple(v.shape) for k, v in sd.items() if k.startswith(p)}
+
+    vae = part(prefix)
+    assert vae["decoder.up_blocks.0.res_blocks.0.conv1.conv.weight"][0] == 1024   # ComfyUI: version 1 or 2
+    assert "encoder.down_blocks.1.conv.conv.bias" in vae                          # ... 2
+    with torch.device("meta"):
+        built = {"vae": VideoVAE(version=2, config=config["vae"]),
+                 "audio_vae": CausalAudioAutoencoder(config=config["audio_vae"]),
+                 "vocoder": Vocoder(config=config["vocoder"])}
+    for p, module in built.items():
+        want = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        assert part(p + ".") == want, p
+    assert built["vocoder"].upsample_factor == 240 and config["audio_vae"]["model"]["params"]["sampling_rate"] == 16000
+    assert config["vae"]["timestep_conditioning"] is False
+
+
+def test_ltx2_scaled_fp8_checkpoint_loads_through_comfyuis_checkpoint_path(fs):
+    """The checkpoint's legacy scaled-fp8 layout (marker ``model.diffusion_model.scaled_fp8``, float8 block linears
+    of the transformer only) is converted by ComfyUI's checkpoint loader, here on a tiny LTX-2: the transformer's
+    block linears come back as ComfyUI's fp8 layers carrying their scales, and the connectors stay as written."""
+    from stas_harness.models import LTXAV_TINY, has_ltxav, ltxav_module
+    if not has_ltxav():
+        pytest.skip("this ComfyUI has no LTX-2")
+    import comfy.sd
+    import comfy.utils
+    if not hasattr(comfy.utils, "convert_old_quants"):
+        pytest.skip("ComfyUI before 0.8 converts scaled fp8 only in diffusion-model files")
+    full = fs.SPECS["ltx-2-19b-dev-fp8.safetensors"]
+
+    def tiny():
+        root, model = torch.nn.Module(), torch.nn.Module()
+        model.diffusion_model = ltxav_module(num_layers=2, meta=True)
+        root.model = model
+        return root
+
+    spec = fs.Spec(full.folder, tiny, full.dtype, fp8_scaled=True, fp8_under=full.fp8_under,
+                   fp8_marker=full.fp8_marker, diffusion=True)
+    sd = fs.random_state_dict(spec, seed=5)
+    q = "model.diffusion_model.transformer_blocks.1.attn1.to_q."
+    assert sd[q + "weight"].dtype == torch.float8_e4m3fn and "model.diffusion_model.scaled_fp8" in sd
+    assert not [k for k in sd if k.endswith("scale_weight") and ".transformer_blocks." not in k]
+    written = sd[q + "weight"].float() * sd[q + "scale_weight"]
+    cfg = {**LTXAV_TINY, "num_layers": 2}
+    model = comfy.sd.load_state_dict_guess_config(dict(sd), output_vae=False, output_clip=False,
+                                                  metadata={"config": json.dumps({"transformer": cfg})})[0]
+    layer = model.model.diffusion_model.transformer_blocks[1].attn1.to_q
+    loaded = layer.weight
+    if hasattr(loaded, "dequantize"):  # ComfyUI's quantized tensor
+        loaded = loaded.dequantize()
+    else:
+        loaded = loaded.float() * layer.weight_scale.float()
+    assert layer.weight.dtype == torch.float8_e4m3fn or hasattr(layer.weight, "dequantize")
+    assert torch.allclose(loaded.float(), written, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -6,8 +6,8 @@ the shipped workflows run unchanged on a GPU machine that has no way to download
 
 - the shapes come from ComfyUI's own classes (WanModel, HunyuanVideo, LTXAVModel, T5, Llama2,
   Gemma3_12B, CLIP, the Wan and Hunyuan VAEs), built on the meta device, so nothing is allocated
-  until a tensor is written; LTX-2's checkpoint so far holds its transformer, text connectors and
-  Gemma projection, not yet its video and audio VAEs (``Spec.missing``; docs/gpu_workflow_run.md);
+  until a tensor is written; LTX-2's checkpoint holds all its parts (transformer, text connectors, Gemma
+  projection, video VAE, audio VAE, vocoder), with the VAE configs in its metadata as the real file has them;
 - the dtypes follow the file names: ``fp16`` / ``bf16`` as named, and ``fp8_scaled`` in the same
   legacy scaled-fp8 layout as the official files (a ``scaled_fp8`` marker plus a per-layer
   ``scale_weight``; linear layers inside the transformer blocks in float8_e4m3fn);
@@ -55,6 +55,8 @@ class Spec:
     build: Callable[[], object]               # returns a torch.nn.Module (on the meta device)
     dtype: str                                # "float16" | "bfloat16" | "float32"
     fp8_scaled: bool = False                  # linear layers in blocks as scaled float8_e4m3fn
+    fp8_under: str = ""                       # ... only those whose key starts with this
+    fp8_marker: str = "scaled_fp8"            # the legacy layout's marker key (ComfyUI's model prefix + scaled_fp8)
     extras: Callable[[], dict] | None = None  # extra tensors (tokenizer data)
     diffusion: bool = False                   # a diffusion model (MA channels may be planted)
     lora_rank: int = 0                        # > 0: a LoRA of that rank on build()'s block linears
@@ -141,14 +143,19 @@ LTX2_TRANSFORMER = dict(in_channels=128, audio_in_channels=128, cross_attention_
 
 
 def _ltx2_checkpoint():
-    """The parts of ``ltx-2-19b-dev-fp8`` built here, under the checkpoint's own keys: the audio-video
-    transformer (``model.diffusion_model.*``), the two text embeddings connectors that ComfyUI's LTX-2 text
-    encoder reads from the checkpoint (``model.diffusion_model.{video,audio}_embeddings_connector.*``) and the
-    Gemma feature projection (``text_embedding_projection.aggregate_embed.weight``, 49 x 3840 -> 3840)."""
+    """``ltx-2-19b-dev-fp8`` under the checkpoint's own keys: the audio-video transformer
+    (``model.diffusion_model.*``), the two text embeddings connectors that ComfyUI's LTX-2 text encoder reads
+    from the checkpoint (``model.diffusion_model.{video,audio}_embeddings_connector.*``), the Gemma feature
+    projection (``text_embedding_projection.aggregate_embed.weight``, 49 x 3840 -> 3840), the video VAE
+    (``vae.*``), the audio VAE (``audio_vae.*``) and the vocoder (``vocoder.*``), each built from the config
+    that :func:`_ltx2_metadata` stores in the file, as ComfyUI builds them from the real file's."""
     import torch
 
     import comfy.ldm.lightricks.av_model as am
     from comfy.ldm.lightricks.embeddings_connector import Embeddings1DConnector
+    from comfy.ldm.lightricks.vae.causal_audio_autoencoder import CausalAudioAutoencoder
+    from comfy.ldm.lightricks.vae.causal_video_autoencoder import VideoVAE
+    from comfy.ldm.lightricks.vocoders.vocoder import Vocoder
     ops = _ops()
     dm = am.LTXAVModel(**{k: v for k, v in LTX2_TRANSFORMER.items()}, operations=ops)
     for stream in ("video", "audio"):  # part of the model in newer ComfyUI; of the text encoder in 0.8.0
@@ -159,11 +166,47 @@ def _ltx2_checkpoint():
     model.diffusion_model = dm
     proj.aggregate_embed = ops.Linear(3840 * 49, 3840, bias=False)
     root.model, root.text_embedding_projection = model, proj
+    root.vae = VideoVAE(config=ltx2_video_vae_config())
+    root.audio_vae = CausalAudioAutoencoder(config=LTX2_AUDIO_VAE)
+    root.vocoder = Vocoder(config=LTX2_VOCODER)
     return root
 
 
+# The audio VAE and vocoder entries of the released 19B checkpoint's ``config`` metadata (its safetensors
+# header), as published verbatim; ComfyUI builds both from them.
+LTX2_AUDIO_VAE = {
+    "preprocessing": {
+        "audio": {"sampling_rate": 16000, "max_wav_value": 32768.0, "duration": 5.12, "stereo": True,
+                  "causal_padding": 3},
+        "stft": {"filter_length": 1024, "hop_length": 160, "win_length": 1024, "causal": True},
+        "mel": {"n_mel_channels": 64, "mel_fmin": 0, "mel_fmax": 8000},
+    },
+    "model": {"params": {
+        "sampling_rate": 16000, "embed_dim": 8,
+        "ddconfig": {"double_z": True, "mel_bins": 64, "z_channels": 8, "resolution": 256, "downsample_time": False,
+                     "in_channels": 2, "out_ch": 2, "ch": 128, "ch_mult": [1, 2, 4], "num_res_blocks": 2,
+                     "attn_resolutions": [], "dropout": 0.0, "mid_block_add_attention": False, "norm_type": "pixel",
+                     "causality_axis": "height"},
+    }},
+}
+LTX2_VOCODER = {"resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]], "stereo": True,
+                "upsample_rates": [6, 5, 2, 2, 2], "resblock_kernel_sizes": [3, 7, 11],
+                "upsample_kernel_sizes": [16, 15, 8, 4, 4], "resblock": "1", "upsample_initial_channel": 1024}
+
+
+def ltx2_video_vae_config() -> dict:
+    """LTX-2's video VAE: the layout ComfyUI picks for the real file's keys (its own ``VideoVAE`` version 2,
+    read from ComfyUI, not copied: encoder res blocks 4, 6, 6, 2, 2 between space, time and space-time
+    downsamplers; decoder 4 x 5 res blocks with residual x2 space-time upsamplers), the same layout as diffusers'
+    LTX-2.0 conversion, which also builds it without timestep conditioning."""
+    from comfy.ldm.lightricks.vae.causal_video_autoencoder import VideoVAE
+    default = getattr(VideoVAE, "get_default_config", None) or VideoVAE.guess_config  # its name before 0.9
+    return {**default(None, 2), "timestep_conditioning": False}
+
+
 def _ltx2_metadata() -> dict:
-    return {"config": json.dumps({"transformer": LTX2_TRANSFORMER})}
+    return {"config": json.dumps({"transformer": LTX2_TRANSFORMER, "vae": ltx2_video_vae_config(),
+                                  "audio_vae": LTX2_AUDIO_VAE, "vocoder": LTX2_VOCODER})}
 
 
 def _gemma3_12b():
@@ -202,10 +245,11 @@ SPECS: dict[str, Spec] = {
     "wan_2.1_vae.safetensors": Spec("vae", _wan21_vae, "bfloat16"),
     "wan2.2_vae.safetensors": Spec("vae", _wan22_vae, "bfloat16"),
     "hunyuan_video_vae_bf16.safetensors": Spec("vae", _hunyuan_vae, "bfloat16"),
-    # Workflow 7's checkpoint: transformer, connectors and projection; bf16 (the real file is fp8)
+    # Workflow 7's checkpoint: transformer (block linears in scaled fp8, as the file name says), connectors,
+    # Gemma projection, video VAE, audio VAE and vocoder
     "ltx-2-19b-dev-fp8.safetensors": Spec("checkpoints", _ltx2_checkpoint, "bfloat16", diffusion=True,
-                                          metadata=_ltx2_metadata, missing=("vae.* (LTX-2 video VAE)",
-                                                                            "audio_vae.* and vocoder.*")),
+                                          fp8_scaled=True, fp8_under="model.diffusion_model.transformer_blocks.",
+                                          fp8_marker="model.diffusion_model.scaled_fp8", metadata=_ltx2_metadata),
     # Workflow 7's text encoder: Gemma 3 12B in bf16 (the real file is ComfyUI's fp4-mixed format, ~3x smaller)
     "gemma_3_12B_it_fp4_mixed.safetensors": Spec("text_encoders", _gemma3_12b, "bfloat16", extras=_gemma_extras),
     # Workflow 8's LightX2V 4-step LoRAs, one per A14B expert: rank 64 on every linear of the 40 blocks
@@ -220,7 +264,7 @@ SPECS: dict[str, Spec] = {
 
 # -- values ---------------------------------------------------------------------------------
 
-_ONES = ("norm", "gamma", ".scale", "ln_", "layer_norm", "layernorm")
+_ONES = ("norm", "gamma", ".scale", "ln_", "layer_norm", "layernorm", "std-of-", "mean-of-stds")
 _SMALL = ("modulation", "embedding", "embed_tokens", "shared.", "relative_attention_bias", "class_embedding")
 
 
@@ -306,7 +350,7 @@ def random_state_dict(spec: Spec, seed: int, device: str = "cpu", ma_gain: float
     if spec.lora_rank:
         return lora_state_dict(spec, module, seed, device)
     shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    fp8 = block_linear_keys(module) if spec.fp8_scaled else set()
+    fp8 = {k for k in block_linear_keys(module) if k.startswith(spec.fp8_under)} if spec.fp8_scaled else set()
     dtype = getattr(torch, spec.dtype)
     gen = torch.Generator(device=device).manual_seed(seed)
     out: dict = {}
@@ -329,7 +373,7 @@ def random_state_dict(spec: Spec, seed: int, device: str = "cpu", ma_gain: float
         else:
             out[key] = t.to(dtype).cpu()
     if fp8:
-        out["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
+        out[spec.fp8_marker] = torch.empty(0, dtype=torch.float8_e4m3fn)
     if spec.extras:
         out.update(spec.extras())
     return out
