@@ -15,13 +15,18 @@
   keys, applied by ComfyUI's own LoraLoaderModelOnly.
   STAS Sweep (workflow 9) renders its shrunk preview latent (still 3 latent frames) at the samplers'
   shrunk step count, and its table reaches the node and a Preview as Text node.
-  Wan Animate 2 (workflow 10, ComfyUI 0.33.0 or later) and Wan 2.2 S2V (11) are checked against ComfyUI's own
-  templates and in the frontend, not run: tools/make_standins.py has no stand-ins for their files yet (NO_STANDIN).
+  Wan Animate 2 (workflow 10, ComfyUI 0.33.0 or later) runs on a tiny WanAnimate2Model (float32, where the
+  released file is int8) with a random LoRA on its keys; Wan 2.2 S2V (11, ComfyUI 0.8.0 or later: 0.3.x refuses
+  S2V) on a tiny WanModel_S2V that the 4-step LoRA stand-in fits, its wav2vec2 audio encoder a test node. In
+  both, STAS's auto detection must steer the stand-in's planted channel in every sampler's run.
+  A workflow loading a file that tools/make_standins.py has no stand-in for (NO_STANDIN, empty now) is checked
+  in the frontend and against ComfyUI's template, not run.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -50,11 +55,12 @@ OFFICIAL_FILES = {
 }
 # Files the workflows load that tools/make_standins.py has no stand-in for (their folder); a workflow loading one
 # is checked in the frontend and against ComfyUI's template, not run on stand-ins.
-NO_STANDIN = {"wan2.2_s2v_14B_fp8_scaled.safetensors": "diffusion_models",
-              "wav2vec2_large_english_fp16.safetensors": "audio_encoders",
-              "wan_animate_2_int8_convrot.safetensors": "diffusion_models",
-              "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors": "loras",
-              "Wan2_1_VAE_bf16.safetensors": "vae"}
+NO_STANDIN: dict[str, str] = {}
+# Model files whose workflow needs a newer ComfyUI to run than to load (older testbeds skip its run): file -> (the
+# first ComfyUI version that runs it, why)
+NEWER_MODELS = {"wan2.2_s2v_14B_fp8_scaled.safetensors":
+                ((0, 8, 0), ("STAS on Wan 2.2 S2V (ComfyUI 0.8.0 or later: 0.3.x passes S2V's blocks no "
+                             "transformer_options, and STAS Model Patch refuses the model)"))}
 # The S2V workflow's audio input, ComfyUI's S2V template's name for it (the test writes a short tone under it).
 S2V_AUDIO = "video_wan2_2_14B_s2v_input_audio.MP3"
 # The Wan Animate 2 workflow's pose video, ComfyUI's template's name for it (the test writes a short clip under it).
@@ -74,8 +80,9 @@ DISPLAY_WIDGETS = {("PreviewAny", "preview"), ("PreviewAny", "previewMode"), ("L
 def standin_dirs() -> dict:
     """File name -> models folder, as tools/make_standins.py writes them (an independent oracle)."""
     from tools import make_standins as ms
-    return {**{n: "diffusion_models" for n in ms.DIFFUSION}, **{n: "checkpoints" for n in ms.CHECKPOINTS},
-            **ms.PLACEHOLDERS, **ms.LTX2_PLACEHOLDERS, **{n: "loras" for n in ms.LORAS}, **NO_STANDIN}
+    return {**{n: "diffusion_models" for n in [*ms.DIFFUSION, *ms.TINY_ONLY_DIFFUSION]},
+            **{n: "checkpoints" for n in ms.CHECKPOINTS}, **ms.PLACEHOLDERS, **ms.LTX2_PLACEHOLDERS,
+            **ms.TINY_ONLY_PLACEHOLDERS, **{n: "loras" for n in [*ms.LORAS, *ms.TINY_ONLY_LORAS]}, **NO_STANDIN}
 
 
 def load(name: str) -> dict:
@@ -436,7 +443,7 @@ def standins(comfy_server):
                         str(comfy_server.src), "--models", str(comfy_server.models_dir), "--plant-ma"],
                        capture_output=True, text=True, timeout=600, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
     assert r.returncode == 0, r.stdout + r.stderr
-    write_tone(comfy_server.input_dir / S2V_AUDIO)
+    write_tone(comfy_server.input_dir / S2V_AUDIO, seconds=3.0)   # audio for all three shrunk S2V chunks
     write_clip(comfy_server.input_dir / ANIMATE2_VIDEO)
     for f, folder in NO_STANDIN.items():  # listed (so the frontend finds nothing missing), never loaded
         (comfy_server.models_dir / folder).mkdir(parents=True, exist_ok=True)
@@ -624,11 +631,22 @@ def _vae_kind(name: str) -> str:
     return "wan2.2" if name.startswith("wan2.2") else "hunyuan_video" if "hunyuan" in name else "wan2.1"
 
 
+# conditioning nodes that make a video latent (beyond stas_harness.shrink_prompt's): their literal width, height,
+# length are shrunk like the empty latents' (linked ones follow their source, e.g. a shrunk resize)
+VIDEO_LATENT_NODES = {"WanSoundImageToVideo", "WanSoundImageToVideoExtend", "WanAnimate2ToVideo"}
+CPU_SIZE, CPU_LENGTH = 64, 9
+
+
 def shrink_for_cpu(prompt: dict) -> dict:
-    """Swap the multi-gigabyte loaders for test stand-ins; tiny latents and few steps."""
+    """Swap the multi-gigabyte loaders for test stand-ins; tiny latents and images, few steps."""
     out = {}
-    for nid, node in shrink_prompt(prompt).items():
+    for nid, node in shrink_prompt(prompt, length=CPU_LENGTH, size=CPU_SIZE).items():
         ct, inp = node["class_type"], node["inputs"]
+        if ct in VIDEO_LATENT_NODES:
+            inp = {**inp, **{k: v for k, v in (("width", CPU_SIZE), ("height", CPU_SIZE), ("length", CPU_LENGTH))
+                             if isinstance(inp.get(k), int)}}
+        elif ct == "ResizeImageMaskNode" and inp.get("resize_type") == "scale dimensions":
+            inp = {**inp, "resize_type.width": CPU_SIZE, "resize_type.height": CPU_SIZE}
         if ct in ("CLIPLoader", "DualCLIPLoader"):
             ct, inp = "STASTestTextEncoder", {"kind": TEXT_KIND[inp["type"]]}
         elif ct == "VAELoader":
@@ -641,6 +659,8 @@ def shrink_for_cpu(prompt: dict) -> dict:
             ct, inp = "STASTestTextEncoder", {"kind": "ltxav"}
         elif ct == "LTXVAudioVAELoader":
             ct, inp = "STASTestAudioVAE", {}
+        elif ct == "AudioEncoderLoader":
+            ct, inp = "STASTestAudioEncoder", {}
         elif ct == "STASSweep":  # few steps per render, like the samplers (its preview latent is shrunk above)
             inp = {**inp, "steps": min(inp["steps"], 4)}
         out[nid] = {"class_type": ct, "inputs": inp}
@@ -658,6 +678,12 @@ def test_runs_on_standins(loaded, standins, name):
     if no_standin:
         pytest.skip(f"{name}: tools/make_standins.py has no stand-in for {', '.join(no_standin)} yet (the model "
                     "class itself is steered on tiny models in tests/test_integration_wan_variants.py)")
+    version = tuple(int(x) for x in re.findall(r"\d+", standins.version())[:3])
+    newer = sorted({why for n in load(name)["nodes"] if n["type"] in MODEL_WIDGETS
+                    for f in n["widgets_values"][: MODEL_WIDGETS[n["type"]] + 1] if f in NEWER_MODELS
+                    for first, why in [NEWER_MODELS[f]] if version < first})
+    if newer:
+        pytest.skip(f"{name}: ComfyUI {standins.version()} does not run {', '.join(newer)}")
     prompt = shrink_for_cpu(loaded[name]["prompt"])
     log_start = standins.log_path.stat().st_size if standins.log_path.exists() else 0
     entry = standins.run(prompt, timeout=600)
@@ -674,12 +700,28 @@ def test_runs_on_standins(loaded, standins, name):
             assert c.streams.video and c.streams.audio, f"{videos[0].name}: the audio track is missing"
         # STAS ran inside the LTX-2 graph: auto detection found the stand-in's planted channel and steered it
         assert "auto detection steered channel(s) [77]" in log, log[-3000:]
-    if any(node["class_type"] == "LoraLoaderModelOnly" for node in prompt.values()):  # the 4-step LoRA graph
+    types = [node["class_type"] for node in prompt.values()]
+    if "LoraLoaderModelOnly" in types:
         assert "lora key not loaded" not in log, "a LoRA stand-in does not fit its model"
+    if types.count("LoraLoaderModelOnly") == 2 and "KSamplerAdvanced" in types:  # the 4-step LoRA graph
         # the high-noise expert steers both its steps (1, 2 of 4: inside the default window); the low-noise
         # expert's STAS says before its first step that its steps (3, 4) lie outside the window
         assert log.count("auto detection steered channel(s) [77]") == 1, log[-3000:]
         assert log.count("will steer nothing in this run: none of this run's 2 steps") == 1, log[-3000:]
+    if {"WanSoundImageToVideo", "WanAnimate2ToVideo"} & set(types):
+        # S2V: one STAS-patched model samples the first chunk and both extensions; Animate 2: one SamplerCustom.
+        # Each run's auto detection found the stand-in's planted channel among the video tokens and steered it.
+        runs = sum(types.count(t) for t in ("KSampler", "SamplerCustom"))
+        assert runs and log.count("auto detection steered channel(s) [77]") == runs, log[-3000:]
+        assert "will steer nothing" not in log, log[-3000:]
+        import av
+        with av.open(str(videos[0])) as c:
+            frames, has_audio = c.streams.video[0].frames, bool(c.streams.audio)
+        if "WanSoundImageToVideo" in types:  # three chunks of 3 latent frames and the first-frame fix (10 latent
+            # frames, 37 images), less the 3 images ImageFromBatch drops; the sound from Load Audio
+            assert (frames, has_audio) == (1 + 4 * (3 * 3) - 3, True), (frames, has_audio)
+        else:  # the reference frame trimmed off: 3 latent frames, 9 images
+            assert frames == CPU_LENGTH, frames
     for nid, ct in saved:
         if ct == "PreviewImage":
             assert all(p.exists() for p in standins.output_files(entry, nid))

@@ -8,11 +8,12 @@ machine without the real weights (tests, the first run, a GPU smoke run).
 Run it with the python that runs that ComfyUI: the diffusion models are built from ComfyUI's own
 model classes (stas_harness/models.py) and loaded once through ComfyUI's own loader before they are
 saved, so ComfyUI's detection recognises each file as the architecture its name says (Wan 2.1
-T2V / I2V, Wan 2.2 TI2V 5B, Wan 2.2 A14B experts, HunyuanVideo, and LTX-2 as a checkpoint that
-holds only its diffusion model, ComfyUI 0.8.0 or later), only tiny; LoRAs (Wan 2.2 A14B's 4-step
-LoRAs) as small random LoRAs on the matching tiny model's self-attention.
+T2V / I2V, Wan 2.2 TI2V 5B, Wan 2.2 A14B experts, HunyuanVideo, LTX-2 as a checkpoint that
+holds only its diffusion model (ComfyUI 0.8.0 or later), Wan 2.2 S2V, and Wan Animate 2 (ComfyUI
+0.33.0 or later)), only tiny; LoRAs (Wan 2.2 A14B's 4-step LoRAs, the lightx2v I2V step-distill LoRA
+of the Animate 2 workflow) as small random LoRAs on the matching tiny model's self-attention.
 
-Text encoders, CLIP vision and VAEs have fixed, multi-gigabyte architectures in ComfyUI, so for
+Text encoders, CLIP vision, audio encoders and VAEs have fixed, multi-gigabyte architectures in ComfyUI, so for
 those this writes placeholders unless --full is given: a one-tensor safetensors file under the
 real name (the frontend and the server's file lists see the real names; loading one fails
 loudly). The tests swap their loader nodes for tests/comfy_test_nodes stand-ins.
@@ -29,6 +30,7 @@ ComfyUI copy lacks it.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 # file name -> (models subfolder, builder key, seed)
@@ -59,8 +61,63 @@ LORAS = {
     "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors": ("wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", 8),
     "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors": ("wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", 9),
 }
+# Tiny stand-ins with no --full counterpart yet (tools/full_standins.py has no spec for them): the files of
+# workflows 10 (Wan Animate 2) and 11 (Wan 2.2 S2V). Written like the ones above, left out of --full's defaults.
+TINY_ONLY_DIFFUSION = {
+    "wan2.2_s2v_14B_fp8_scaled.safetensors": ("s2v", 10),
+    # The released file is int8 "convrot"-quantized; this stand-in is the same architecture in float32, which
+    # ComfyUI's UNETLoader loads the same way (detection by keys plus the file's config metadata, see build()).
+    "wan_animate_2_int8_convrot.safetensors": ("animate2", 11),
+}
+TINY_ONLY_PLACEHOLDERS = {
+    "wav2vec2_large_english_fp16.safetensors": "audio_encoders",
+    "Wan2_1_VAE_bf16.safetensors": "vae",
+}
+TINY_ONLY_LORAS = {
+    "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors": ("wan_animate_2_int8_convrot.safetensors", 12),
+}
+# what a ComfyUI must have to load a stand-in: builder key -> (module, class, what is missing without it)
+NEEDS = {"animate2": ("comfy.ldm.wan.model_animate2", "WanAnimate2Model", "no Wan Animate 2 (0.33.0 or later)"),
+         "s2v": ("comfy.ldm.wan.model", "WanModel_S2V", "no Wan 2.2 S2V")}
 MA_CHANNELS = (77,)     # planted massive-activation channel (--plant-ma)
 MA_GAIN = 10000.0
+
+
+def missing(kind: str) -> str | None:
+    """Why this ComfyUI cannot load a stand-in of ``kind`` (None when it can)."""
+    import importlib
+    if kind not in NEEDS:
+        return None
+    module, cls, why = NEEDS[kind]
+    try:
+        return None if hasattr(importlib.import_module(module), cls) else why
+    except ImportError:
+        return why
+
+
+# builder key -> the file's ``config`` metadata, for a model ComfyUI detects by it (Wan Animate 2's keys are
+# Wan 2.1 I2V's; its real file says model_type animate2 there)
+CONFIG = {"animate2": {"transformer": {"model_type": "animate2"}}}
+
+
+def _wan_class(kind: str, seed: int):
+    """Tiny Wan 2.2 S2V (WanModel_S2V) / Wan Animate 2 (WanAnimate2Model), 4 blocks of width 128 (one head,
+    as ComfyUI's detection reads dim // 128) like the other tiny Wans, so the 4-step LoRA stand-ins fit S2V."""
+    import importlib
+
+    from stas_harness.models import _built, load_random
+    module, cls, _ = NEEDS[kind]
+    ops, where = _built(False)
+    kw = {"in_dim": 36} if kind == "animate2" else {}
+    with where:
+        dm = getattr(importlib.import_module(module), cls)(dim=128, ffn_dim=256, num_heads=1, num_layers=4,
+                                                          text_dim=4096, freq_dim=256, out_dim=16, operations=ops,
+                                                          **{"in_dim": 16, **kw})
+    meta = {"config": json.dumps(CONFIG[kind])} if kind in CONFIG else None
+    mp = load_random(dm, seed=seed, **({"metadata": meta} if meta else {}))
+    want = {"s2v": "WAN22_S2V", "animate2": "WAN_Animate2"}[kind]
+    assert type(mp.model).__name__ == want, f"ComfyUI detected {type(mp.model).__name__}, not {want}"
+    return mp
 
 
 def build(kind: str, seed: int):
@@ -68,6 +125,8 @@ def build(kind: str, seed: int):
     from stas_harness.models import tiny_hunyuan_video, tiny_ltxav, tiny_wan_variant
     if kind == "ltxav":
         mp = tiny_ltxav(seed=seed)
+    elif kind in NEEDS:
+        mp = _wan_class(kind, seed)
     else:
         mp = tiny_hunyuan_video(seed=seed) if kind == "hunyuan_video" else tiny_wan_variant(kind, seed=seed)
     return {k: v.detach().to("cpu").contiguous() for k, v in mp.model.diffusion_model.state_dict().items()}
@@ -115,37 +174,43 @@ def write_full(src: Path, models: Path, names: list[str], device: str, ma_gain: 
 
 
 def write(models: Path, names: list[str], plant: bool) -> list[Path]:
-    import json
-
     import torch
     from safetensors.torch import save_file
 
     from stas_harness.models import LTXAV_TINY, has_ltxav
+    diffusion, loras = {**DIFFUSION, **TINY_ONLY_DIFFUSION}, {**LORAS, **TINY_ONLY_LORAS}
+    placeholders = {**PLACEHOLDERS, **LTX2_PLACEHOLDERS, **TINY_ONLY_PLACEHOLDERS}
     out = []
     for name in names:
         meta = {"comfyui_stas": "random-weight stand-in, not a real model"}
         if name in CHECKPOINTS and not has_ltxav():
             print(f"skipped {name}: this ComfyUI has no LTX-2", flush=True)
             continue
-        if name in DIFFUSION or name in CHECKPOINTS:
-            kind, seed = (DIFFUSION if name in DIFFUSION else CHECKPOINTS)[name]
+        kind = (diffusion.get(name) or diffusion.get(loras.get(name, ("",))[0]) or ("",))[0]
+        if missing(kind):
+            print(f"skipped {name}: this ComfyUI has {missing(kind)}", flush=True)
+            continue
+        if name in diffusion or name in CHECKPOINTS:
+            kind, seed = (diffusion if name in diffusion else CHECKPOINTS)[name]
             sd = build(kind, seed)
             if plant:
                 sd = plant_ma(sd)
             path = models / "diffusion_models" / name
+            if kind in CONFIG:
+                meta["config"] = json.dumps(CONFIG[kind])
             if name in CHECKPOINTS:
                 sd = {"model.diffusion_model." + k: v for k, v in sd.items()}
                 meta["config"] = json.dumps({"transformer": {**LTXAV_TINY, "num_layers": 2}})
                 path = models / "checkpoints" / name
-        elif name in LORAS:
-            sd = lora_for(build(*DIFFUSION[LORAS[name][0]]), LORAS[name][1])
+        elif name in loras:
+            sd = lora_for(build(*diffusion[loras[name][0]]), loras[name][1])
             path = models / "loras" / name
-        elif name in PLACEHOLDERS or name in LTX2_PLACEHOLDERS:
+        elif name in placeholders:
             sd = {"comfyui_stas_placeholder": torch.zeros(1)}
-            path = models / {**PLACEHOLDERS, **LTX2_PLACEHOLDERS}[name] / name
+            path = models / placeholders[name] / name
         else:
             raise SystemExit(f"unknown stand-in {name!r}; known: "
-                             f"{sorted([*DIFFUSION, *CHECKPOINTS, *PLACEHOLDERS, *LTX2_PLACEHOLDERS, *LORAS])}")
+                             f"{sorted([*diffusion, *CHECKPOINTS, *placeholders, *loras])}")
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(sd, str(path), metadata=meta)
         out.append(path)
@@ -168,7 +233,8 @@ def main(argv=None) -> int:
     if a.full:
         written = write_full(a.comfyui.resolve(), a.models, a.names or [*DIFFUSION, *PLACEHOLDERS], a.device, a.ma_gain)
     else:
-        written = write(a.models, a.names or [*DIFFUSION, *PLACEHOLDERS, *CHECKPOINTS, *LTX2_PLACEHOLDERS, *LORAS],
+        written = write(a.models, a.names or [*DIFFUSION, *PLACEHOLDERS, *CHECKPOINTS, *LTX2_PLACEHOLDERS, *LORAS,
+                                              *TINY_ONLY_DIFFUSION, *TINY_ONLY_PLACEHOLDERS, *TINY_ONLY_LORAS],
                         a.plant_ma)
     for p in written:
         print(f"wrote {p} ({p.stat().st_size / 2**20:.1f} MiB)", flush=True)

@@ -1,5 +1,5 @@
 """Test-only ComfyUI nodes: deterministic stand-ins for the multi-gigabyte text encoders, CLIP
-vision model and video VAEs, so example workflows run end to end on the CPU in tests.
+vision model, audio encoder and video VAEs, so example workflows run end to end on the CPU in tests.
 
 stas_harness/server.py links this folder into the test server's custom_nodes (never shipped with
 the pack, never loaded by a user's ComfyUI). The diffusion models themselves are NOT faked: the
@@ -119,6 +119,20 @@ class FakeCLIPVision:
         return out
 
 
+class FakeAudioEncoder:
+    """wav2vec2 large by its numbers (16 kHz in, 50 hidden states/s of width 1024, the input projection and
+    24 layers: 25 in all), no weights: what ComfyUI's AudioEncoderEncode gets from ``encode_audio``."""
+
+    sample_rate, stride, window, width, layers = 16000, 320, 400, 1024, 25
+
+    def encode_audio(self, audio, sample_rate):
+        n = audio.shape[-1] * self.sample_rate // sample_rate   # samples after resampling to 16 kHz
+        t = max(1, (n - self.window) // self.stride + 1)         # wav2vec2's conv feature extractor
+        g = torch.Generator().manual_seed(zlib.crc32(audio.float().mean().item().hex().encode()))
+        layers = tuple(torch.randn(audio.shape[0], t, self.width, generator=g) for _ in range(self.layers))
+        return {"encoded_audio": layers[-1], "encoded_audio_all_layers": layers, "audio_samples": n}
+
+
 class STASTestTextEncoder:
     @classmethod
     def INPUT_TYPES(cls):
@@ -191,10 +205,24 @@ class STASTestCLIPVision:
         return (FakeCLIPVision(),)
 
 
+class STASTestAudioEncoder:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    RETURN_TYPES = ("AUDIO_ENCODER",)
+    FUNCTION = "load"
+    CATEGORY = "_stas_test"
+
+    def load(self):
+        return (FakeAudioEncoder(),)
+
+
 NODE_CLASS_MAPPINGS = {
     "STASTestTextEncoder": STASTestTextEncoder,
     "STASTestVAE": STASTestVAE,
     "STASTestCLIPVision": STASTestCLIPVision,
     "STASTestCheckpoint": STASTestCheckpoint,
     "STASTestAudioVAE": STASTestAudioVAE,
+    "STASTestAudioEncoder": STASTestAudioEncoder,
 }
