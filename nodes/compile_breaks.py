@@ -18,7 +18,6 @@ import inspect
 import logging
 import os
 import sys
-import weakref
 from contextlib import contextmanager
 
 import torch
@@ -30,7 +29,6 @@ COMPILE_KEY = "torch.compile"  # comfy_api.torch_helpers: TorchCompileModel's AP
 
 _stance = getattr(getattr(torch, "compiler", None), "set_stance", None)  # torch >= 2.6
 _said: set = set()  # the causes already said (once per process each)
-_uncompiled: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # plan -> its current run samples uncompiled
 PACK_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -78,13 +76,14 @@ _watch = _LimitWatch(logging.WARNING)
 logging.getLogger("torch._dynamo").addHandler(_watch)
 
 
-def start_run(plan, model_patcher) -> None:
-    """Before a run of ``plan``: whether it samples uncompiled; said once per process and cause, with the fix."""
+def start_run(plan, model_patcher) -> bool:
+    """Before a run of ``plan``: whether it samples uncompiled (the run keeps the answer); said once per
+    process and cause, with the fix."""
     attention = breaking_attention(model_patcher)
     limit = attention is None and _LimitWatch.hit and compiled(model_patcher)
-    _uncompiled[plan] = on = (attention is not None or limit) and _stance is not None
+    on = bool((attention is not None or limit) and _stance is not None)
     if not on or (attention or "limit") in _said:
-        return
+        return on
     _said.add(attention or "limit")
     if attention:
         log.warning("%s: the model is compiled (TorchCompileModel), but ComfyUI's CPU attention (%s) breaks the "
@@ -98,14 +97,15 @@ def start_run(plan, model_patcher) -> None:
                     "code again for each steered block and layout. So while STAS is on a compiled model it now runs "
                     "uncompiled. To run it compiled, remove what breaks the graph (TORCH_LOGS=graph_breaks names it) "
                     "or raise torch._dynamo.config.recompile_limit, and restart ComfyUI.", plan.label)
+    return on
 
 
 @contextmanager
-def call_guard(plan, inner):
-    """``inner`` around one model call of ``plan``, under torch.compiler's force_eager stance where its run
-    samples uncompiled."""
+def call_guard(uncompiled: bool, inner):
+    """``inner`` around one model call, under torch.compiler's force_eager stance where its run samples
+    ``uncompiled`` (``start_run``'s answer)."""
     with inner:
-        if _uncompiled.get(plan, False):
+        if uncompiled:
             with _stance("force_eager"):
                 yield
         else:

@@ -54,8 +54,9 @@ class Plan(Shared):
         (None: the plan sits this call out)."""
         raise NotImplementedError
 
-    def call_guard(self, x):
-        """A context manager around the model call (STAS: make ``x``'s GPU current for its kernels)."""
+    def call_guard(self, ctx: Any, x):
+        """A context manager around the model call with context ``ctx`` (STAS: make ``x``'s GPU current for its
+        kernels)."""
         return nullcontext()
 
     def call_options(self, transformer_options: dict, ctx: Any) -> dict:
@@ -160,7 +161,7 @@ class ApplyModel(Shared):
         # one per active plan, named by its layout, gives each layout its own graph and lets a
         # layout seen before find its graph again. Settings are tensors and need no new graph.
         kwargs[plan.layout] = True
-        with plan.call_guard(x):
+        with plan.call_guard(ctx, x):
             out = executor(x, t, c_concat, c_crossattn, control, plan.call_options(transformer_options, ctx), **kwargs)
         plan.after_call(ctx)
         return out

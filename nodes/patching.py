@@ -105,7 +105,7 @@ class StasPlan(Plan):
         run = RunState(self.window.for_model(guider.model_patcher.get_model_object("model_sampling")),
                        passes_of(guider), cache_of(guider))
         self.preflight(run, sigmas)
-        compile_breaks.start_run(self, guider.model_patcher)  # torch.compile with a graph break in every block
+        run.uncompiled = compile_breaks.start_run(self, guider.model_patcher)  # torch.compile, graph break in blocks
         return run
 
     def finish_run(self, run: "RunState", out) -> None:
@@ -139,8 +139,8 @@ class StasPlan(Plan):
                            active=active, run=run, diffusion_model=dm, call=call, p=p,
                            backend=backend_for(dev), device=dev, shard=shard)
 
-    def call_guard(self, x):
-        return compile_breaks.call_guard(self, device_guard(x))
+    def call_guard(self, ctx, x):
+        return compile_breaks.call_guard(getattr(getattr(ctx, "run", None), "uncompiled", False), device_guard(x))
 
     def after_call(self, ctx: "CallContext") -> None:
         if ctx.p.detect:
@@ -330,6 +330,7 @@ class RunState(Shared):
         self.computed: list = []           # with a cache: the sigma (device tensor) of each call that ran a block
         self._detected: set = set()        # devices where every block's channels are known to be detected
         self._need_copy: Dict[torch.device, Tuple[torch.Tensor, Any]] = {}  # pinned copy of need, its event
+        self.uncompiled = False            # a compiled model samples uncompiled in this run (compile_breaks)
 
     def tables_for(self, plan: StasPlan, device: torch.device) -> ChannelTables:
         def make(d):

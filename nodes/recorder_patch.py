@@ -104,7 +104,7 @@ class RecorderPlan(Plan):
     def call_context(self, run, model, x, t, to, kwargs):
         return self._call(run, x, t, model, to, kwargs) if run is not None and not run.failed else None
 
-    def call_guard(self, x):
+    def call_guard(self, ctx, x):
         # A recorded call runs uncompiled (its bookkeeping is Python, which a compiled graph would
         # not replay): under TorchCompileModel, the recorded values are the eager ones.
         return _eager() if _eager is not None else nullcontext()
