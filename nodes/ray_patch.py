@@ -14,7 +14,6 @@ a sampler fed by the loader, as when this node is bypassed, samples the plain mo
 from __future__ import annotations
 
 import os
-import weakref
 from dataclasses import asdict
 
 from comfy_api.latest import io
@@ -61,13 +60,13 @@ class _WorkerPatch(StasModelPatch):
         return XfuserSequenceParallel()
 
 
-_BASE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # patched model -> the model it was made from
+BASE_ATTR = "_comfyui_stas_ray_base"  # on a model this node patched on a worker: the model it was made from
 
 
 def patch_on_worker(model, settings: dict):
     """On a worker: the worker's model with STAS installed (replacing what this node installed on it
     before, so re-running the node never stacks two patches)."""
-    base = _BASE.get(model, model)
+    base = getattr(model, BASE_ATTR, model)
     s = dict(settings)
     if s.get("mask") is not None:
         s["mask"] = BoundarySpec(**s["mask"])
@@ -78,13 +77,13 @@ def patch_on_worker(model, settings: dict):
         p["fingerprint"] = ModelFingerprint.from_json(p["fingerprint"]) if p["fingerprint"] is not None else None
         s["profile"] = MAProfile(**p)
     patched = _WorkerPatch.execute(base, **s)[0]
-    _BASE[patched] = base
+    setattr(patched, BASE_ATTR, base)
     return patched
 
 
 def unpatch_on_worker(model):
     """On a worker: the model as it was before this node patched it (itself if this node did not patch it)."""
-    return _BASE.get(model, model)
+    return getattr(model, BASE_ATTR, model)
 
 
 def _plain(settings: dict) -> dict:
