@@ -253,6 +253,9 @@ def test_worker_patch_takes_plain_settings_and_never_stacks(pk):
         assert plan.spec == pk.layout.BoundarySpec(first_frame=False) and plan.profile == profile
         assert plan.shard is not None and plan.shard() is None  # no sequence-parallel group here
     assert sample_equal(first, again)
+    undo, name = rp.worker_undo()
+    assert undo(again, name) is model and undo(first, name) is model and undo(model, name) is model
+    assert not hasattr(model, rp.BASE_ATTR)  # the user's model carries nothing of the patch
     import subprocess
     import sys
     lost = subprocess.run([sys.executable, "-c", "import importlib.util as u, sys; s = u.spec_from_file_location('w', "
