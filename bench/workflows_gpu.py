@@ -44,14 +44,17 @@ from tools import full_standins as fs  # stdlib at import; ComfyUI only in the g
 
 # Order: the Wan 2.1 text encoder and VAE serve five workflows, the A14B experts two; the large files go
 # once used. "7. LTX-2 with STAS" is last: a workflow with a file that tools/full_standins.py has no complete
-# spec for is reported as skipped, with the file named.
+# spec for is reported as skipped, with the file named. Not yet here: 10 and 11 (Wan Animate 2, Wan 2.2 S2V),
+# whose full-size stand-ins exist but whose input media (pose video, reference image, speech) the run does not
+# write yet, and whose nodes need ComfyUI 0.33.0 / 0.8.0.
 ORDER = ["1. Wan 2.1 T2V with STAS", "2. Without vs with STAS",
          "3. Wan 2.1 I2V with STAS", "5. Wan 2.2 A14B with STAS", "8. Wan 2.2 A14B 4-step LoRA with STAS",
          "4. Wan 2.2 TI2V 5B with STAS", "6. HunyuanVideo with STAS", "7. LTX-2 with STAS"]
 LOADER_FILES = {"UNETLoader": ("unet_name",), "CLIPLoader": ("clip_name",), "VAELoader": ("vae_name",),
                 "DualCLIPLoader": ("clip_name1", "clip_name2"), "CLIPVisionLoader": ("clip_name",),
                 "LoraLoaderModelOnly": ("lora_name",), "CheckpointLoaderSimple": ("ckpt_name",),
-                "LTXAVTextEncoderLoader": ("text_encoder", "ckpt_name"), "LTXVAudioVAELoader": ("ckpt_name",)}
+                "LTXAVTextEncoderLoader": ("text_encoder", "ckpt_name"), "LTXVAudioVAELoader": ("ckpt_name",),
+                "AudioEncoderLoader": ("audio_encoder_name",)}
 STAS_PATCH = "STASModelPatch"
 FREE_WAIT_S = 11.0  # > ComfyUI's 10 s gc interval, after which its idle worker takes /free's flags
 

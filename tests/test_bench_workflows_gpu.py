@@ -59,7 +59,8 @@ def test_needed_files_include_loras_and_ltx2_loaders(wg):
 def test_every_shipped_workflow_with_a_model_loader_is_in_the_run_order(wg):
     names = {p.stem for p in (PACK_DIR / "example_workflows").glob("*.json")}
     assert {"7. LTX-2 with STAS", "8. Wan 2.2 A14B 4-step LoRA with STAS"} <= set(wg.ORDER) <= names
-    for name in ("7. LTX-2 with STAS", "8. Wan 2.2 A14B 4-step LoRA with STAS"):
+    for name in ("7. LTX-2 with STAS", "8. Wan 2.2 A14B 4-step LoRA with STAS", "10. Wan Animate 2 with STAS",
+                 "11. Wan 2.2 S2V with STAS"):
         ui = json.loads((PACK_DIR / "example_workflows" / f"{name}.json").read_text())
         loaders = {n["type"] for n in ui["nodes"] if n["type"].endswith("Loader") or "Loader" in n["type"]}
         assert loaders <= set(wg.LOADER_FILES), loaders - set(wg.LOADER_FILES)

@@ -33,6 +33,12 @@ EXPECTED = {
     "wan_2.1_vae.safetensors": (0.13, "WanVAE 16"),
     "wan2.2_vae.safetensors": (0.70, "WanVAE 48"),
     "hunyuan_video_vae_bf16.safetensors": (0.25, "AutoencoderKL 16"),
+    # workflows 10 and 11: parameters as ComfyUI builds these classes at 14B (the released files' counts are not
+    # known here); wav2vec2 large is the published 0.32B
+    "wan2.2_s2v_14B_fp8_scaled.safetensors": (16.30, "WAN22_S2V"),
+    "wan_animate_2_int8_convrot.safetensors": (16.39, "WAN_Animate2"),
+    "Wan2_1_VAE_bf16.safetensors": (0.13, "WanVAE 16"),
+    "wav2vec2_large_english_fp16.safetensors": (0.32, "wav2vec2 1024"),
 }
 
 
@@ -52,6 +58,8 @@ def meta_state_dict(fs, name):
 LORAS = {
     "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors": ("wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", 306.7),
     "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors": ("wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", 306.7),
+    # the I2V blocks' cross attention also has k_img and v_img: 12 linears a block
+    "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors": ("wan_animate_2_int8_convrot.safetensors", 359.1),
 }
 
 
@@ -194,15 +202,23 @@ def test_ltx2_scaled_fp8_checkpoint_loads_through_comfyuis_checkpoint_path(fs):
 def test_comfyui_detects_each_architecture_at_its_released_size(fs, name):
     import comfy.model_detection
     import comfy.sd
+    from tools import make_standins
+    spec = fs.SPECS[name]
+    why = make_standins.missing(make_standins.DIFFUSION.get(name, ("",))[0])
+    if why:
+        pytest.skip(f"this ComfyUI has {why}")
     sd = meta_state_dict(fs, name)
     billions, what = EXPECTED[name]
     assert sum(v.numel() for v in sd.values()) / 1e9 == pytest.approx(billions, abs=0.01)
-    spec = fs.SPECS[name]
     if spec.diffusion:
-        cfg = comfy.model_detection.model_config_from_unet(sd, "")
+        cfg = comfy.model_detection.model_config_from_unet(sd, "", metadata=spec.metadata() if spec.metadata else None)
         assert cfg is not None and type(cfg).__name__ == what
     elif spec.folder == "text_encoders":
         assert comfy.sd.detect_te_model(sd).name == what
+    elif spec.folder == "audio_encoders":  # the key and width comfy.audio_encoders reads to pick wav2vec2 large
+        kind, width = what.split()
+        assert sd["encoder.layer_norm.bias"].shape[0] == int(width)
+        assert "encoder.layers.23.attention.k_proj.weight" in sd and "encoder.layers.24.attention.k_proj.weight" not in sd
     elif spec.folder == "clip_vision":
         assert "vision_model.encoder.layers.30.layer_norm1.weight" in sd  # clip_vision.py's test for ViT-H
         assert "vision_model.encoder.layers.32.layer_norm1.weight" not in sd
@@ -224,7 +240,7 @@ def test_full_size_lora_fits_its_model_at_rank_64(fs, name):
     assert spec.folder == "loras" and spec.lora_rank == 64 and not spec.diffusion
     shapes = fs.lora_shapes(spec)
     model = meta_state_dict(fs, target)
-    assert len(shapes) == 40 * 10 * 3
+    assert len(shapes) == 40 * (12 if "I2V" in name else 10) * 3
     assert sum(math.prod(s) for s in shapes.values()) / 1e6 == pytest.approx(millions, abs=0.1)
     for key, shape in shapes.items():
         mod, kind = key[len("diffusion_model."):].split(".lora_") if ".lora_" in key else (key[16:-6], "alpha")

@@ -80,9 +80,8 @@ DISPLAY_WIDGETS = {("PreviewAny", "preview"), ("PreviewAny", "previewMode"), ("L
 def standin_dirs() -> dict:
     """File name -> models folder, as tools/make_standins.py writes them (an independent oracle)."""
     from tools import make_standins as ms
-    return {**{n: "diffusion_models" for n in [*ms.DIFFUSION, *ms.TINY_ONLY_DIFFUSION]},
-            **{n: "checkpoints" for n in ms.CHECKPOINTS}, **ms.PLACEHOLDERS, **ms.LTX2_PLACEHOLDERS,
-            **ms.TINY_ONLY_PLACEHOLDERS, **{n: "loras" for n in [*ms.LORAS, *ms.TINY_ONLY_LORAS]}, **NO_STANDIN}
+    return {**{n: "diffusion_models" for n in ms.DIFFUSION}, **{n: "checkpoints" for n in ms.CHECKPOINTS},
+            **ms.PLACEHOLDERS, **ms.LTX2_PLACEHOLDERS, **{n: "loras" for n in ms.LORAS}, **NO_STANDIN}
 
 
 def load(name: str) -> dict:

@@ -71,13 +71,27 @@ def _ops():
     return comfy.ops.manual_cast
 
 
-def _wan(**kw):
+def _wan(cls: str = "WanModel", **kw):
     def build():
         import comfy.ldm.wan.model as wm
-        base = dict(model_type="t2v", patch_size=(1, 2, 2), text_len=512, in_dim=16, out_dim=16,
-                    freq_dim=256, text_dim=4096, window_size=(-1, -1), qk_norm=True, cross_attn_norm=True, eps=1e-6)
-        return wm.WanModel(**{**base, **kw}, operations=_ops())
+        base = dict(patch_size=(1, 2, 2), text_len=512, in_dim=16, out_dim=16, freq_dim=256, text_dim=4096,
+                    window_size=(-1, -1), qk_norm=True, cross_attn_norm=True, eps=1e-6)
+        if cls == "WanModel":
+            base["model_type"] = "t2v"
+        return getattr(wm, cls)(**{**base, **kw}, operations=_ops())
     return build
+
+
+def _wav2vec2_large():
+    """ComfyUI's wav2vec2 at the size its loader picks for a 1024-wide encoder (large: 24 layers, 16 heads)."""
+    from comfy.audio_encoders.wav2vec2 import Wav2Vec2Model
+    return Wav2Vec2Model(embed_dim=1024, num_heads=16, num_layers=24, conv_norm=True, conv_bias=True,
+                         do_normalize=True, do_stable_layer_norm=True, operations=_ops())
+
+
+def _animate2_metadata() -> dict:
+    # Wan Animate 2's keys are Wan 2.1 I2V's: ComfyUI tells it apart by the file's config metadata, as the real file's
+    return {"config": json.dumps({"transformer": {"model_type": "animate2"}})}
 
 
 WAN_1_3B = dict(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30)
@@ -259,6 +273,20 @@ SPECS: dict[str, Spec] = {
                                                                         lora_rank=64),
     "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors": Spec("loras", _wan(**WAN_14B), "bfloat16",
                                                                        lora_rank=64),
+    # Workflows 10 and 11 (last, so the files above keep their seeds)
+    # Workflow 11: Wan 2.2 S2V 14B (WanModel_S2V: audio encoder and injectors, reference and motion frames)
+    "wan2.2_s2v_14B_fp8_scaled.safetensors": Spec("diffusion_models", _wan("WanModel_S2V", **WAN_14B), "bfloat16",
+                                                  fp8_scaled=True, diffusion=True),
+    # Workflow 10: Wan Animate 2 (I2V-shaped, told apart by its metadata). The real file is int8 "convrot", a
+    # format of ComfyUI's newer quantization with no legacy counterpart; written here in scaled fp8, the same size
+    "wan_animate_2_int8_convrot.safetensors": Spec("diffusion_models", _wan(model_type="i2v", **{**WAN_14B, "in_dim": 36}),
+                                                   "bfloat16", fp8_scaled=True, diffusion=True,
+                                                   metadata=_animate2_metadata),
+    "Wan2_1_VAE_bf16.safetensors": Spec("vae", _wan21_vae, "bfloat16"),
+    "wav2vec2_large_english_fp16.safetensors": Spec("audio_encoders", _wav2vec2_large, "float16"),
+    # Workflow 10's LightX2V I2V step-distill LoRA: rank 64 on every block linear of Wan 14B I2V (with k_img, v_img)
+    "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors": Spec(
+        "loras", _wan(model_type="i2v", **{**WAN_14B, "in_dim": 36}), "bfloat16", lora_rank=64),
 }
 
 

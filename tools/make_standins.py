@@ -41,6 +41,10 @@ DIFFUSION = {
     "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors": ("t2v", 4),
     "wan2.1_i2v_480p_14B_fp16.safetensors": ("i2v", 5),
     "hunyuan_video_t2v_720p_bf16.safetensors": ("hunyuan_video", 6),
+    "wan2.2_s2v_14B_fp8_scaled.safetensors": ("s2v", 10),
+    # The released file is int8 "convrot"-quantized; this stand-in is the same architecture in float32, which
+    # ComfyUI's UNETLoader loads the same way (detection by keys plus the file's config metadata, see build()).
+    "wan_animate_2_int8_convrot.safetensors": ("animate2", 11),
 }
 # single-file checkpoints under checkpoints/: only the diffusion model is written (model.diffusion_model.*,
 # its config in the file's metadata as in the real file); the tests stand in for the VAEs it also holds
@@ -53,27 +57,15 @@ PLACEHOLDERS = {
     "wan2.2_vae.safetensors": "vae",
     "hunyuan_video_vae_bf16.safetensors": "vae",
     "clip_vision_h.safetensors": "clip_vision",
+    "wav2vec2_large_english_fp16.safetensors": "audio_encoders",
+    "Wan2_1_VAE_bf16.safetensors": "vae",
 }
-# LTX-2's (ComfyUI 0.8.0+); --full stand-ins: the checkpoint's VAEs are still missing (tools/full_standins.py)
+# LTX-2's (ComfyUI 0.8.0+)
 LTX2_PLACEHOLDERS = {"gemma_3_12B_it_fp4_mixed.safetensors": "text_encoders"}
 # LoRAs under loras/: LoRA name -> (the stand-in diffusion model it fits, seed); --full: tools/full_standins.py
 LORAS = {
     "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors": ("wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", 8),
     "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors": ("wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", 9),
-}
-# Tiny stand-ins with no --full counterpart yet (tools/full_standins.py has no spec for them): the files of
-# workflows 10 (Wan Animate 2) and 11 (Wan 2.2 S2V). Written like the ones above, left out of --full's defaults.
-TINY_ONLY_DIFFUSION = {
-    "wan2.2_s2v_14B_fp8_scaled.safetensors": ("s2v", 10),
-    # The released file is int8 "convrot"-quantized; this stand-in is the same architecture in float32, which
-    # ComfyUI's UNETLoader loads the same way (detection by keys plus the file's config metadata, see build()).
-    "wan_animate_2_int8_convrot.safetensors": ("animate2", 11),
-}
-TINY_ONLY_PLACEHOLDERS = {
-    "wav2vec2_large_english_fp16.safetensors": "audio_encoders",
-    "Wan2_1_VAE_bf16.safetensors": "vae",
-}
-TINY_ONLY_LORAS = {
     "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors": ("wan_animate_2_int8_convrot.safetensors", 12),
 }
 # what a ComfyUI must have to load a stand-in: builder key -> (module, class, what is missing without it)
@@ -178,8 +170,8 @@ def write(models: Path, names: list[str], plant: bool) -> list[Path]:
     from safetensors.torch import save_file
 
     from stas_harness.models import LTXAV_TINY, has_ltxav
-    diffusion, loras = {**DIFFUSION, **TINY_ONLY_DIFFUSION}, {**LORAS, **TINY_ONLY_LORAS}
-    placeholders = {**PLACEHOLDERS, **LTX2_PLACEHOLDERS, **TINY_ONLY_PLACEHOLDERS}
+    diffusion, loras = DIFFUSION, LORAS
+    placeholders = {**PLACEHOLDERS, **LTX2_PLACEHOLDERS}
     out = []
     for name in names:
         meta = {"comfyui_stas": "random-weight stand-in, not a real model"}
@@ -233,8 +225,7 @@ def main(argv=None) -> int:
     if a.full:
         written = write_full(a.comfyui.resolve(), a.models, a.names or [*DIFFUSION, *PLACEHOLDERS], a.device, a.ma_gain)
     else:
-        written = write(a.models, a.names or [*DIFFUSION, *PLACEHOLDERS, *CHECKPOINTS, *LTX2_PLACEHOLDERS, *LORAS,
-                                              *TINY_ONLY_DIFFUSION, *TINY_ONLY_PLACEHOLDERS, *TINY_ONLY_LORAS],
+        written = write(a.models, a.names or [*DIFFUSION, *PLACEHOLDERS, *CHECKPOINTS, *LTX2_PLACEHOLDERS, *LORAS],
                         a.plant_ma)
     for p in written:
         print(f"wrote {p} ({p.stat().st_size / 2**20:.1f} MiB)", flush=True)
