@@ -4,8 +4,8 @@ The tiny stand-ins (tools/make_standins.py) prove the graphs' logic on a CPU. Th
 the real architectures at their real sizes, under the official ComfyUI repackaged file names, so
 the shipped workflows run unchanged on a GPU machine that has no way to download the weights:
 
-- the shapes come from ComfyUI's own classes (WanModel, HunyuanVideo, LTXAVModel, T5, Llama2,
-  Gemma3_12B, CLIP, the Wan and Hunyuan VAEs), built on the meta device, so nothing is allocated
+- the shapes come from ComfyUI's own classes (WanModel, WanModel_S2V, HunyuanVideo, LTXAVModel, T5, Llama2,
+  Gemma3_12B, CLIP, Wav2Vec2Model, the Wan and Hunyuan VAEs), built on the meta device, so nothing is allocated
   until a tensor is written; LTX-2's checkpoint holds all its parts (transformer, text connectors, Gemma
   projection, video VAE, audio VAE, vocoder), with the VAE configs in its metadata as the real file has them;
 - the dtypes follow the file names: ``fp16`` / ``bf16`` as named, and ``fp8_scaled`` in the same
