@@ -18,7 +18,7 @@ import inspect
 import logging
 import os
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -100,13 +100,14 @@ def start_run(plan, model_patcher) -> bool:
     return on
 
 
+def eager():
+    """torch.compiler's force_eager stance (a compiled model runs its Python) where torch has it."""
+    return _stance("force_eager") if _stance is not None else nullcontext()
+
+
 @contextmanager
 def call_guard(uncompiled: bool, inner):
-    """``inner`` around one model call, under torch.compiler's force_eager stance where its run samples
-    ``uncompiled`` (``start_run``'s answer)."""
-    with inner:
-        if uncompiled:
-            with _stance("force_eager"):
-                yield
-        else:
-            yield
+    """``inner`` around one model call, under ``eager()`` where its run samples ``uncompiled``
+    (``start_run``'s answer)."""
+    with inner, (eager() if uncompiled else nullcontext()):
+        yield

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from ..stas_core.record import PROMPT_NAMES
+from . import compile_breaks
 
 POSITIVE, NEGATIVE, OTHER = "positive", "negative", "other"
 ALL_ROLES: FrozenSet[str] = frozenset({POSITIVE, NEGATIVE, OTHER})
@@ -155,7 +156,7 @@ def cache_of(guider) -> Optional[StepCache]:
     wrappers = (to.get("wrappers") or {}).get("apply_model") or {}
     return StepCache(str(getattr(holder, "name", type(holder).__name__)), float(holder.start_percent),
                      float(holder.end_percent), float(ms.percent_to_sigma(holder.end_percent)),
-                     float(ms.percent_to_sigma(holder.start_percent)), "torch.compile" in wrappers)
+                     float(ms.percent_to_sigma(holder.start_percent)), compile_breaks.COMPILE_KEY in wrappers)
 
 
 def skipped_steps(sigmas: List[float], steps: List[int], computed: List[float]) -> List[int]:

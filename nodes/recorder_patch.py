@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
@@ -16,12 +15,11 @@ from ..stas_core.channels import detect_ma_channels
 from ..stas_core.record import (PROMPT_NAMES, Recording, RunLayout, RunRecording, channel_stats, describe_bytes,
                                 fingerprint, kept_rows_cols, pack_flat, parse_steps, stride_for, unpack_flat)
 from ..stas_core.shared import PerDevice, Shared
+from . import compile_breaks
 from .families import BlockRef
 from .guiders import PROMPTS, cache_of, pass_samples, passes_of
 from .hooks import STEER_OBSERVERS, WRAPPER_KEY, Plan
 
-_stance = getattr(getattr(torch, "compiler", None), "set_stance", None)  # torch >= 2.6
-_eager = (lambda: _stance("force_eager")) if _stance is not None else None
 
 RECORDER_KEY = WRAPPER_KEY + ".recorder"
 log = logging.getLogger("comfyui-stas")
@@ -107,7 +105,7 @@ class RecorderPlan(Plan):
     def call_guard(self, ctx, x):
         # A recorded call runs uncompiled (its bookkeeping is Python, which a compiled graph would
         # not replay): under TorchCompileModel, the recorded values are the eager ones.
-        return _eager() if _eager is not None else nullcontext()
+        return compile_breaks.eager()
 
     def call_options(self, transformer_options: dict, ctx) -> dict:
         if not isinstance(ctx, RecCall):
