@@ -43,8 +43,8 @@ from stas_harness.server import ComfyServer, PromptError, shrink_prompt
 from tools import full_standins as fs  # stdlib at import; ComfyUI only in the generator process
 
 # Order: the Wan 2.1 text encoder and VAE serve five workflows, the A14B experts two; the large files go
-# once used. "7. LTX-2 with STAS" is last: a workflow with a file that tools/full_standins.py has no complete
-# spec for is reported as skipped, with the file named. Not yet here: 10 and 11 (Wan Animate 2, Wan 2.2 S2V),
+# once used, LTX-2's last. A workflow with a file that tools/full_standins.py has no spec for is reported as
+# skipped, with the file named. Not yet here: 10 and 11 (Wan Animate 2, Wan 2.2 S2V),
 # whose full-size stand-ins exist but whose input media (pose video, reference image, speech) the run does not
 # write yet, and whose nodes need ComfyUI 0.33.0 / 0.8.0.
 ORDER = ["1. Wan 2.1 T2V with STAS", "2. Without vs with STAS",
@@ -210,7 +210,7 @@ def main(argv=None) -> int:
             files = needed_files(prompts[n])
             twin = unpatched_twin(prompts[n])
             print(json.dumps({"workflow": n, "files": files,
-                              "no_spec": [f for f in files if f not in fs.SPECS or fs.SPECS[f].missing],
+                              "no_spec": [f for f in files if f not in fs.SPECS],
                               "stas_nodes": sorted(set(prompts[n]) - set(twin)) if twin else [],
                               "twin_nodes": len(twin) if twin else None}))
         return 0
@@ -236,8 +236,7 @@ def main(argv=None) -> int:
             prompt = shrink_prompt(prompts[name], length=5, steps=2) if a.shrink else prompts[name]
             files = needed_files(prompt)
             rec: dict = {"workflow": name, "files": files}
-            no_spec = [f + (f" (lacks {', '.join(fs.SPECS[f].missing)})" if f in fs.SPECS else "") for f in files
-                       if (f not in fs.SPECS or fs.SPECS[f].missing) and not list(models.glob(f"*/{f}"))]
+            no_spec = [f for f in files if f not in fs.SPECS and not list(models.glob(f"*/{f}"))]
             if no_spec:
                 rec.update(ok=False, skipped=True, error=f"no full-size stand-in for {no_spec} (tools/full_standins.py)",
                            files_gb=0, standins_s=0, run_s=0, log=[])

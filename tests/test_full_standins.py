@@ -107,7 +107,7 @@ def test_ltx2_checkpoint_is_detected_and_feeds_comfyuis_ltx2_text_encoder(fs):
     spec = fs.SPECS[name]
     sd = meta_state_dict(fs, name)
     assert sum(v.numel() for v in sd.values()) / 1e9 == pytest.approx(LTX2[name], abs=0.01)
-    assert spec.folder == "checkpoints" and spec.diffusion and not spec.missing
+    assert spec.folder == "checkpoints" and spec.diffusion
     cfg = comfy.model_detection.model_config_from_unet(sd, "model.diffusion_model.", metadata=spec.metadata())
     assert type(cfg).__name__ == "LTXAV" and cfg.unet_config["num_layers"] == 48
     assert sd["model.diffusion_model.transformer_blocks.47.attn1.to_q.weight"].shape == (4096, 4096)

@@ -61,7 +61,6 @@ class Spec:
     diffusion: bool = False                   # a diffusion model (MA channels may be planted)
     lora_rank: int = 0                        # > 0: a LoRA of that rank on build()'s block linears
     metadata: Callable[[], dict] | None = None  # extra safetensors metadata (a checkpoint's "config")
-    missing: tuple[str, ...] = ()             # parts of the real file this stand-in does not have yet
 
 
 # -- builders: ComfyUI's own classes at the released sizes --------------------------------
@@ -425,8 +424,6 @@ def write(models: Path, name: str, seed: int, device: str = "cpu", ma_gain: floa
     meta = {"comfyui_stas": "random-weight stand-in at full size, not a real model"}
     if spec.metadata:
         meta.update(spec.metadata())
-    if spec.missing:
-        meta["comfyui_stas_missing"] = json.dumps(list(spec.missing))
     if ma_gain and spec.diffusion:
         meta["comfyui_stas_planted_ma"] = json.dumps({"channels": [77], "gain": ma_gain})
     save_file(sd, str(path), metadata=meta)
