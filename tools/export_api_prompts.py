@@ -48,21 +48,23 @@ def main(argv=None) -> int:
                 f = base / "models" / m["directory"] / m["name"]
                 f.parent.mkdir(parents=True, exist_ok=True)
                 f.touch()
-    with ComfyServer(a.comfyui, a.python or comfy_python_for(a.comfyui.resolve()), base_dir=base,
-                     test_nodes=False) as srv, sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        for name in names:
-            wf = json.loads((ROOT / "example_workflows" / f"{name}.json").read_text())
-            ctx = browser.new_context(viewport={"width": 1600, "height": 1000})
-            page = FrontendPage(ctx.new_page(), srv).open()
-            prompt = page.evaluate(TO_PROMPT, wf)
-            ctx.close()
-            if page.errors():
-                raise SystemExit(f"{name}: the frontend reported errors: {page.errors()}")
-            (a.out / f"{name}.json").write_text(json.dumps(prompt, indent=1))
-            print(f"{name}: {len(prompt)} nodes -> {a.out / (name + '.json')}")
-        browser.close()
-    shutil.rmtree(base, ignore_errors=True)
+    try:
+        with ComfyServer(a.comfyui, a.python or comfy_python_for(a.comfyui.resolve()), base_dir=base,
+                         test_nodes=False) as srv, sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            for name in names:
+                wf = json.loads((ROOT / "example_workflows" / f"{name}.json").read_text())
+                ctx = browser.new_context(viewport={"width": 1600, "height": 1000})
+                page = FrontendPage(ctx.new_page(), srv).open()
+                prompt = page.evaluate(TO_PROMPT, wf)
+                ctx.close()
+                if page.errors():
+                    raise SystemExit(f"{name}: the frontend reported errors: {page.errors()}")
+                (a.out / f"{name}.json").write_text(json.dumps(prompt, indent=1))
+                print(f"{name}: {len(prompt)} nodes -> {a.out / (name + '.json')}")
+            browser.close()
+    finally:  # the placeholder models and the server's state
+        shutil.rmtree(base, ignore_errors=True)
     return 0
 
 
